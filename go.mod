@@ -1,0 +1,3 @@
+module github.com/meshnode/meshnode
+
+go 1.26.0

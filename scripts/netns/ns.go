@@ -1,0 +1,129 @@
+package netns
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+var seq atomic.Int64
+
+// NS is one network namespace created by this process.
+type NS struct {
+	Name string
+}
+
+// Unique returns a short name that is unique on this host for this process:
+// prefix + pid + counter. Keep prefix ≤ 4 characters so interface names
+// built from it stay within IFNAMSIZ (15).
+func Unique(prefix string) string {
+	return fmt.Sprintf("%s%d%d", prefix, os.Getpid()%100000, seq.Add(1))
+}
+
+// New creates a namespace with loopback up and removes it (and every process
+// still running in it) when the test ends.
+func New(t testing.TB, prefix string) *NS {
+	t.Helper()
+	ns := &NS{Name: Unique(prefix)}
+	if _, err := Run("ip", "netns", "add", ns.Name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Delete() })
+	if _, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// Delete kills any process left in the namespace and removes it.
+func (ns *NS) Delete() {
+	if out, err := Run("ip", "netns", "pids", ns.Name); err == nil {
+		for _, pid := range strings.Fields(out) {
+			_, _ = Run("kill", "-9", pid)
+		}
+	}
+	_, _ = Run("ip", "netns", "del", ns.Name)
+}
+
+// Run runs a command inside the namespace.
+func (ns *NS) Run(name string, args ...string) (string, error) {
+	return Run("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+}
+
+// Command returns an unstarted command that runs inside the namespace.
+func (ns *NS) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+}
+
+// Veth joins two namespaces with a veth pair and assigns the given CIDR
+// addresses (e.g. "10.99.0.1/24"). It returns the interface names.
+func Veth(t testing.TB, a *NS, addrA string, b *NS, addrB string) (string, string) {
+	t.Helper()
+	ia, ib := Unique("va"), Unique("vb")
+	steps := [][]string{
+		{"ip", "link", "add", ia, "type", "veth", "peer", "name", ib},
+		{"ip", "link", "set", ia, "netns", a.Name},
+		{"ip", "link", "set", ib, "netns", b.Name},
+		{"ip", "-n", a.Name, "addr", "add", addrA, "dev", ia},
+		{"ip", "-n", b.Name, "addr", "add", addrB, "dev", ib},
+		{"ip", "-n", a.Name, "link", "set", ia, "up"},
+		{"ip", "-n", b.Name, "link", "set", ib, "up"},
+	}
+	for _, s := range steps {
+		if _, err := Run(s[0], s[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ia, ib
+}
+
+// Bridge is a namespace holding a bridge that other namespaces attach to,
+// like hosts on one switch.
+type Bridge struct {
+	ns   *NS
+	mu   sync.Mutex
+	name string
+}
+
+// NewBridge creates a switch namespace with one bridge in it.
+func NewBridge(t testing.TB) *Bridge {
+	t.Helper()
+	br := &Bridge{ns: New(t, "sw"), name: "br0"}
+	for _, s := range [][]string{
+		{"link", "add", br.name, "type", "bridge"},
+		{"link", "set", br.name, "up"},
+	} {
+		if _, err := br.ns.Run("ip", s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return br
+}
+
+// Attach connects ns to the bridge with address cidr on an interface named
+// ifname inside ns (e.g. "eth0").
+func (br *Bridge) Attach(t testing.TB, ns *NS, ifname, cidr string) {
+	t.Helper()
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	host, peer := Unique("bh"), Unique("bp")
+	steps := [][]string{
+		{"ip", "link", "add", host, "type", "veth", "peer", "name", peer},
+		{"ip", "link", "set", host, "netns", br.ns.Name},
+		{"ip", "link", "set", peer, "netns", ns.Name},
+		{"ip", "-n", br.ns.Name, "link", "set", host, "master", br.name},
+		{"ip", "-n", br.ns.Name, "link", "set", host, "up"},
+		{"ip", "-n", ns.Name, "link", "set", peer, "name", ifname},
+		{"ip", "-n", ns.Name, "addr", "add", cidr, "dev", ifname},
+		{"ip", "-n", ns.Name, "link", "set", ifname, "up"},
+	}
+	for _, s := range steps {
+		if _, err := Run(s[0], s[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
