@@ -1,0 +1,140 @@
+package identity
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// NodeCertValidity is the default lifetime of a node certificate; nodes
+// renew before it runs out.
+const NodeCertValidity = 365 * 24 * time.Hour
+
+// RouteServerName is the DNS name every node certificate carries so that
+// NATS routes dialled by gossiped IP address verify against one fixed name.
+func RouteServerName(mesh string) string { return "route." + mesh }
+
+// NodeCert is a node's x509 certificate: the identity key certified by the
+// mesh CA for TLS (NATS routes, NATS clients, the enrollment endpoint).
+type NodeCert struct {
+	Cert *x509.Certificate
+	PEM  []byte
+}
+
+// IssueNodeCert certifies a node's identity key: IP SAN = its overlay
+// address, DNS SANs = <name>.<mesh> and route.<mesh>, server and client
+// auth.
+func (ca *CA) IssueNodeCert(name string, node NodePublic, now time.Time, validity time.Duration) (*NodeCert, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: name, Organization: []string{ca.Mesh}},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{name + "." + ca.Mesh, RouteServerName(ca.Mesh)},
+		IPAddresses:  []net.IP{net.IP(OverlayAddr(ca.Prefix(), node).AsSlice())},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, node.Ed25519(), ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %q: %w", name, err)
+	}
+	return ParseNodeCert(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.Trust, now)
+}
+
+// ParseNodeCert decodes a node certificate and verifies it against the mesh
+// CA at time now.
+func ParseNodeCert(pemBytes []byte, trust *Trust, now time.Time) (*NodeCert, error) {
+	c, err := parseOnePEMCert(pemBytes)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := c.PublicKey.(ed25519.PublicKey); !ok {
+		return nil, fmt.Errorf("node certificate: key is %T, want Ed25519", c.PublicKey)
+	}
+	if _, err := c.Verify(x509.VerifyOptions{
+		Roots:       trust.Pool(),
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return nil, fmt.Errorf("node certificate %q: %w", c.Subject.CommonName, err)
+	}
+	return &NodeCert{Cert: c, PEM: pemBytes}, nil
+}
+
+// LoadNodeCert reads and verifies the node certificate at path.
+func LoadNodeCert(path string, trust *Trust, now time.Time) (*NodeCert, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("node certificate: %w", err)
+	}
+	nc, err := ParseNodeCert(b, trust, now)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return nc, nil
+}
+
+// Node is the identity key the certificate certifies.
+func (nc *NodeCert) Node() NodePublic {
+	var k NodePublic
+	copy(k[:], nc.Cert.PublicKey.(ed25519.PublicKey))
+	return k
+}
+
+// TLSCertificate pairs the node certificate with the identity key. It fails
+// when the certificate was issued for another identity.
+func (id *Identity) TLSCertificate(nc *NodeCert) (tls.Certificate, error) {
+	if nc.Node() != id.Public() {
+		return tls.Certificate{}, errors.New("node certificate was issued for another identity")
+	}
+	return tls.Certificate{Certificate: [][]byte{nc.Cert.Raw}, PrivateKey: id.Signer(), Leaf: nc.Cert}, nil
+}
+
+// ServerTLS presents the node certificate and, when clients present one,
+// verifies it against the mesh CA (client TLS, enrollment endpoint).
+func ServerTLS(cert tls.Certificate, trust *Trust) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    trust.Pool(),
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+	}
+}
+
+// RouteTLS is the mutual TLS of NATS routes: both ends present node
+// certificates and both verify the other against the mesh CA alone, dialling
+// the fixed route server name so routes to gossiped IP addresses verify.
+// RootCAs and ClientCAs are set explicitly: Go-built server options do not
+// fill them in the way the config-file parser does.
+func RouteTLS(cert tls.Certificate, trust *Trust) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      trust.Pool(),
+		ClientCAs:    trust.Pool(),
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ServerName:   RouteServerName(trust.Mesh),
+	}
+}
+
+// ClientTLS trusts only the mesh CA; cert, when non-nil, is presented as the
+// client certificate.
+func ClientTLS(trust *Trust, cert *tls.Certificate) *tls.Config {
+	c := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: trust.Pool()}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
+}

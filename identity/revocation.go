@@ -1,0 +1,246 @@
+package identity
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// RevocationVersion is the only revocation encoding this code reads.
+const RevocationVersion = 1
+
+const revocationDomain = "meshnode revocation v1"
+
+// MaxReasonLen bounds a revocation's free-text reason.
+const MaxReasonLen = 200
+
+// Revocation is a CA-signed record that a member's identity is no longer
+// admitted. Revocations are permanent and gossiped to every member.
+//
+// Wire format v1: version u8 | identity [32] | time i64 (unix seconds) |
+// reason_len u8 | reason (UTF-8) | ca_key_id [8] | signature [64], signed
+// by the CA over "meshnode revocation v1" || every byte before the signature.
+type Revocation struct {
+	Node      NodePublic
+	Time      time.Time
+	Reason    string
+	CAKeyID   [8]byte
+	Signature [ed25519.SignatureSize]byte
+}
+
+// Revoke signs a revocation of node.
+func (ca *CA) Revoke(node NodePublic, reason string, now time.Time) (*Revocation, error) {
+	if len(reason) > MaxReasonLen || !utf8.ValidString(reason) {
+		return nil, fmt.Errorf("revocation reason: want at most %d bytes of UTF-8", MaxReasonLen)
+	}
+	r := &Revocation{Node: node, Time: now.Truncate(time.Second), Reason: reason, CAKeyID: ca.Public.KeyID()}
+	copy(r.Signature[:], ca.sign(r.signedBytes()))
+	return r, nil
+}
+
+func (r *Revocation) body() []byte {
+	b := []byte{RevocationVersion}
+	b = append(b, r.Node[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Time.Unix()))
+	b = append(b, byte(len(r.Reason)))
+	b = append(b, r.Reason...)
+	return append(b, r.CAKeyID[:]...)
+}
+
+func (r *Revocation) signedBytes() []byte { return append([]byte(revocationDomain), r.body()...) }
+
+// Marshal encodes the revocation.
+func (r *Revocation) Marshal() []byte { return append(r.body(), r.Signature[:]...) }
+
+// ParseRevocation decodes a revocation strictly (it does not verify it).
+func ParseRevocation(b []byte) (*Revocation, error) {
+	rd := reader{b: b}
+	if v := rd.u8(); rd.err == nil && v != RevocationVersion {
+		return nil, fmt.Errorf("revocation: unknown version %d (this build reads %d)", v, RevocationVersion)
+	}
+	r := &Revocation{}
+	copy(r.Node[:], rd.bytes(32))
+	r.Time = time.Unix(int64(rd.u64()), 0).UTC()
+	n := int(rd.u8())
+	r.Reason = string(rd.bytes(n))
+	copy(r.CAKeyID[:], rd.bytes(8))
+	copy(r.Signature[:], rd.bytes(ed25519.SignatureSize))
+	if err := rd.done(); err != nil {
+		return nil, fmt.Errorf("revocation: %w", err)
+	}
+	if n > MaxReasonLen || !utf8.ValidString(r.Reason) {
+		return nil, fmt.Errorf("revocation: reason is not at most %d bytes of UTF-8", MaxReasonLen)
+	}
+	return r, nil
+}
+
+// Verify checks the revocation was signed by the mesh CA.
+func (r *Revocation) Verify(trust *Trust) error {
+	if r.CAKeyID != trust.Public.KeyID() {
+		return fmt.Errorf("revocation of %s: issued by another CA", r.Node.ShortString())
+	}
+	if !trust.verify(r.signedBytes(), r.Signature[:]) {
+		return fmt.Errorf("revocation of %s: bad CA signature", r.Node.ShortString())
+	}
+	return nil
+}
+
+// RevocationSet is the set of verified revocations a node knows: it only
+// grows (union merge), so gossip converges whatever the order.
+type RevocationSet struct {
+	trust *Trust
+	mu    sync.RWMutex
+	byKey map[NodePublic]*Revocation
+}
+
+// NewRevocationSet returns an empty set that admits only revocations signed
+// by trust's CA.
+func NewRevocationSet(trust *Trust) *RevocationSet {
+	return &RevocationSet{trust: trust, byKey: map[NodePublic]*Revocation{}}
+}
+
+// Add verifies r and adds it. It reports whether the set changed.
+func (s *RevocationSet) Add(r *Revocation) (bool, error) {
+	if err := r.Verify(s.trust); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.byKey[r.Node]; ok && !r.Time.Before(old.Time) {
+		return false, nil // keep the earliest: any valid one revokes
+	}
+	s.byKey[r.Node] = r
+	return true, nil
+}
+
+// Merge adds every valid record of others and returns the newly revoked
+// keys; invalid records are skipped and reported together in err.
+func (s *RevocationSet) Merge(others []*Revocation) (added []NodePublic, err error) {
+	var errs []error
+	for _, r := range others {
+		ok, e := s.Add(r)
+		if e != nil {
+			errs = append(errs, e)
+		}
+		if ok {
+			added = append(added, r.Node)
+		}
+	}
+	return added, errors.Join(errs...)
+}
+
+// IsRevoked reports whether node has been revoked.
+func (s *RevocationSet) IsRevoked(node NodePublic) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.byKey[node]
+	return ok
+}
+
+// List returns every revocation, ordered by key.
+func (s *RevocationSet) List() []*Revocation {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*Revocation, 0, len(s.byKey))
+	for _, r := range s.byKey {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *Revocation) int { return slices.Compare(a.Node[:], b.Node[:]) })
+	return out
+}
+
+// Len is the number of revoked identities.
+func (s *RevocationSet) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.byKey)
+}
+
+// The revocation file is "MNRV" | version u8 | count u32 | count ×
+// (len u16 | revocation).
+const revocationFileMagic = "MNRV\x01"
+
+// MarshalRevocations encodes a list for a file or a gossip push/pull.
+func MarshalRevocations(list []*Revocation) []byte {
+	b := []byte(revocationFileMagic)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(list)))
+	for _, r := range list {
+		m := r.Marshal()
+		b = binary.BigEndian.AppendUint16(b, uint16(len(m)))
+		b = append(b, m...)
+	}
+	return b
+}
+
+// maxRevocations bounds what a decoder will allocate for.
+const maxRevocations = 1 << 16
+
+// ParseRevocations decodes MarshalRevocations output strictly.
+func ParseRevocations(b []byte) ([]*Revocation, error) {
+	rd := reader{b: b}
+	if m := rd.bytes(len(revocationFileMagic)); rd.err == nil && string(m) != revocationFileMagic {
+		return nil, errors.New("revocations: bad magic or unknown version")
+	}
+	nb := rd.bytes(4)
+	if rd.err != nil {
+		return nil, fmt.Errorf("revocations: %w", rd.err)
+	}
+	n := binary.BigEndian.Uint32(nb)
+	if n > maxRevocations || int(n) > len(rd.b)/2 {
+		return nil, fmt.Errorf("revocations: count %d does not fit the data", n)
+	}
+	out := make([]*Revocation, 0, n)
+	for i := uint32(0); i < n; i++ {
+		lb := rd.bytes(2)
+		if rd.err != nil {
+			return nil, fmt.Errorf("revocations: record %d: %w", i, rd.err)
+		}
+		rec := rd.bytes(int(binary.BigEndian.Uint16(lb)))
+		if rd.err != nil {
+			return nil, fmt.Errorf("revocations: record %d: %w", i, rd.err)
+		}
+		r, err := ParseRevocation(rec)
+		if err != nil {
+			return nil, fmt.Errorf("revocations: record %d: %w", i, err)
+		}
+		out = append(out, r)
+	}
+	if err := rd.done(); err != nil {
+		return nil, fmt.Errorf("revocations: %w", err)
+	}
+	return out, nil
+}
+
+// Save writes the set atomically.
+func (s *RevocationSet) Save(path string) error {
+	return WriteFileAtomic(path, MarshalRevocations(s.List()), 0o644)
+}
+
+// LoadRevocations reads a revocation file; a missing file is an empty set.
+// A record that fails verification makes the whole file an error: the file
+// is ours, so a bad record means corruption or tampering.
+func LoadRevocations(path string, trust *Trust) (*RevocationSet, error) {
+	s := NewRevocationSet(trust)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revocations: %w", err)
+	}
+	list, err := ParseRevocations(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := s.Merge(list); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}

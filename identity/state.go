@@ -1,0 +1,273 @@
+package identity
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// DefaultStateDir is where a node keeps its state unless told otherwise.
+const DefaultStateDir = "/var/lib/meshnode"
+
+// StateDir is a node's state directory. Its methods name the files in it;
+// every package that keeps state asks here, so the layout lives in one place.
+type StateDir string
+
+func (d StateDir) path(name string) string { return filepath.Join(string(d), name) }
+
+// SeedPath is the node's only secret (0600).
+func (d StateDir) SeedPath() string { return d.path("identity.seed") }
+
+// CACertPath is the mesh CA certificate every member holds.
+func (d StateDir) CACertPath() string { return d.path("ca.crt") }
+
+// CAKeyPath is the mesh CA key; only admin members have it (0600).
+func (d StateDir) CAKeyPath() string { return d.path("ca.key") }
+
+// NodeCertPath is the node's x509 certificate.
+func (d StateDir) NodeCertPath() string { return d.path("node.crt") }
+
+// TicketPath is the node's CA-signed ticket (binary).
+func (d StateDir) TicketPath() string { return d.path("ticket.bin") }
+
+// RouteSecretPath is the mesh-wide NATS route secret (0600).
+func (d StateDir) RouteSecretPath() string { return d.path("route.secret") }
+
+// RevocationsPath is the persisted revocation set.
+func (d StateDir) RevocationsPath() string { return d.path("revocations.bin") }
+
+// InvitesPath is the CA holder's store of join tokens (0600).
+func (d StateDir) InvitesPath() string { return d.path("invites.json") }
+
+// MembersPath is the persisted member table (owned by discovery).
+func (d StateDir) MembersPath() string { return d.path("members.json") }
+
+// ConfigPath is the optional config file; flags win over it.
+func (d StateDir) ConfigPath() string { return d.path("meshnode.toml") }
+
+// NKeyPath is the node's NATS user seed for local clients (0600).
+func (d StateDir) NKeyPath() string { return d.path("nats-user.nk") }
+
+// APISocketPath is the daemon's local API unix socket.
+func (d StateDir) APISocketPath() string { return d.path("api.sock") }
+
+// NATSDir is the embedded NATS server's JetStream store.
+func (d StateDir) NATSDir() string { return d.path("nats") }
+
+// Ensure creates the directory (0700) if it does not exist.
+func (d StateDir) Ensure() error {
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	return nil
+}
+
+// HasIdentity reports whether the directory already holds a seed.
+func (d StateDir) HasIdentity() bool {
+	_, err := os.Lstat(d.SeedPath())
+	return err == nil
+}
+
+// Member is everything an enrolled node loads from its state directory.
+type Member struct {
+	ID          *Identity
+	Trust       *Trust
+	Ticket      *Ticket
+	Cert        *NodeCert
+	RouteSecret string
+	CA          *CA // nil unless this node is an admin holding the CA key
+}
+
+// Enrollment is what an admitting node hands a newcomer (and what init
+// produces for the first node): everything but the seed.
+type Enrollment struct {
+	CACertPEM   []byte
+	Ticket      []byte
+	NodeCertPEM []byte
+	RouteSecret string
+}
+
+// NewRouteSecret returns a fresh mesh-wide NATS route secret.
+func NewRouteSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// SaveEnrollment verifies an enrollment for id and writes it. It refuses to
+// replace an existing ticket: joining twice is an error, not a reset.
+func (d StateDir) SaveEnrollment(id *Identity, e *Enrollment, now time.Time) (*Member, error) {
+	m, err := checkEnrollment(id, e, now)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(d.TicketPath()); err == nil {
+		return nil, fmt.Errorf("%s already exists: this state directory is already enrolled", d.TicketPath())
+	}
+	if err := WriteFileAtomic(d.CACertPath(), e.CACertPEM, 0o644); err != nil {
+		return nil, err
+	}
+	if err := WriteFileAtomic(d.NodeCertPath(), e.NodeCertPEM, 0o644); err != nil {
+		return nil, err
+	}
+	if err := WriteFileAtomic(d.RouteSecretPath(), []byte(e.RouteSecret+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := WriteFileAtomic(d.NKeyPath(), append(id.NKeySeedText(), '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	// The ticket is written last: its presence means "enrolled".
+	if err := writeFileExclusive(d.TicketPath(), e.Ticket, 0o644); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func checkEnrollment(id *Identity, e *Enrollment, now time.Time) (*Member, error) {
+	trust, err := ParseTrust(e.CACertPEM)
+	if err != nil {
+		return nil, fmt.Errorf("enrollment: %w", err)
+	}
+	t, err := ParseTicket(e.Ticket)
+	if err != nil {
+		return nil, fmt.Errorf("enrollment: %w", err)
+	}
+	if err := id.CheckOwn(t, trust, now); err != nil {
+		return nil, fmt.Errorf("enrollment: %w", err)
+	}
+	nc, err := ParseNodeCert(e.NodeCertPEM, trust, now)
+	if err != nil {
+		return nil, fmt.Errorf("enrollment: %w", err)
+	}
+	if nc.Node() != id.Public() {
+		return nil, errors.New("enrollment: node certificate names another identity")
+	}
+	if len(e.RouteSecret) < 32 || strings.ContainsAny(e.RouteSecret, " \t\r\n") {
+		return nil, errors.New("enrollment: route secret missing or too short")
+	}
+	return &Member{ID: id, Trust: trust, Ticket: t, Cert: nc, RouteSecret: e.RouteSecret}, nil
+}
+
+// LoadMember loads an enrolled node's identity, trust, ticket, certificate
+// and route secret, plus the CA when its key is present. Every missing or
+// bad file is an error naming it.
+func (d StateDir) LoadMember(now time.Time) (*Member, error) {
+	seed, err := LoadSeed(d.SeedPath())
+	if err != nil {
+		return nil, err
+	}
+	id := FromSeed(seed)
+	caPEM, err := os.ReadFile(d.CACertPath())
+	if err != nil {
+		return nil, fmt.Errorf("not enrolled? %w", err)
+	}
+	tb, err := os.ReadFile(d.TicketPath())
+	if err != nil {
+		return nil, fmt.Errorf("not enrolled? %w", err)
+	}
+	certPEM, err := os.ReadFile(d.NodeCertPath())
+	if err != nil {
+		return nil, fmt.Errorf("not enrolled? %w", err)
+	}
+	secret, err := readSecret(d.RouteSecretPath())
+	if err != nil {
+		return nil, err
+	}
+	m, err := checkEnrollment(id, &Enrollment{CACertPEM: caPEM, Ticket: tb, NodeCertPEM: certPEM, RouteSecret: secret}, now)
+	if err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", d, err)
+	}
+	ca, err := LoadCA(d.CAKeyPath(), d.CACertPath())
+	switch {
+	case err == nil:
+		m.CA = ca
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return nil, err
+	}
+	return m, nil
+}
+
+func readSecret(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("route secret: %w", err)
+	}
+	if err := checkPrivate(path, fi); err != nil {
+		return "", fmt.Errorf("route secret %w", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("route secret: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// InitMesh creates a new mesh in an empty state directory: seed, CA, route
+// secret, and this node's own admin ticket and certificate. It refuses a
+// directory that already holds an identity.
+func (d StateDir) InitMesh(mesh, name string, roles Roles, now time.Time) (*Member, error) {
+	if err := ValidateName(mesh); err != nil {
+		return nil, fmt.Errorf("--mesh: %w", err)
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("--name: %w", err)
+	}
+	if err := d.Ensure(); err != nil {
+		return nil, err
+	}
+	if d.HasIdentity() {
+		return nil, fmt.Errorf("%s already exists: refusing to create a second identity in %s", d.SeedPath(), d)
+	}
+	seed, err := CreateSeed(d.SeedPath())
+	if err != nil {
+		return nil, err
+	}
+	id := FromSeed(seed)
+	ca, err := NewCA(mesh, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.Save(d.CAKeyPath(), d.CACertPath()); err != nil {
+		return nil, err
+	}
+	e, err := ca.Enroll(name, id.Public(), id.WireGuardPublic(), roles|RoleAdmin, now)
+	if err != nil {
+		return nil, err
+	}
+	if e.RouteSecret, err = NewRouteSecret(); err != nil {
+		return nil, err
+	}
+	m, err := d.SaveEnrollment(id, e, now)
+	if err != nil {
+		return nil, err
+	}
+	m.CA = ca
+	return m, nil
+}
+
+// TicketValidity is how long an issued ticket is valid; members renew
+// before it runs out.
+const TicketValidity = NodeCertValidity
+
+// Enroll issues the ticket and certificate for a newcomer. The route secret
+// is left for the caller, who holds it.
+func (ca *CA) Enroll(name string, node NodePublic, wg WireGuardPublic, roles Roles, now time.Time) (*Enrollment, error) {
+	t, err := ca.IssueTicket(name, node, wg, roles, now, TicketValidity)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := ca.IssueNodeCert(name, node, now, NodeCertValidity)
+	if err != nil {
+		return nil, err
+	}
+	return &Enrollment{CACertPEM: ca.PEM, Ticket: t.Marshal(), NodeCertPEM: nc.PEM}, nil
+}
