@@ -1,0 +1,203 @@
+package mesh
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+// Defaults, in one place (DESIGN.md "Defaults").
+const (
+	DefaultInterface       = "mesh0"
+	DefaultListenPort      = 51820
+	DefaultMTU             = 1420
+	DefaultEnrollPort      = 51821
+	DefaultGossipPort      = 7946
+	DefaultNATSClientPort  = 4222
+	DefaultNATSRoutePort   = 6222
+	DefaultBootstrapExpect = 3
+	DefaultKeepalive       = 25 * time.Second
+)
+
+// Config is how a node runs. Zero fields take the defaults above; the file
+// <state>/meshnode.toml sets any of them and command-line flags win over it.
+type Config struct {
+	StateDir identity.StateDir `toml:"-"`
+
+	Interface  string `toml:"interface,omitempty"`
+	ListenPort int    `toml:"listen_port,omitempty"`
+	MTU        int    `toml:"mtu,omitempty"`
+	// Endpoints are the underlay host:port pairs other members dial for
+	// WireGuard. Empty means every global unicast address of this box at
+	// ListenPort.
+	Endpoints []string `toml:"endpoints,omitempty"`
+	// EnrollAddr is where the enrollment endpoint listens (underlay TCP).
+	EnrollAddr      string `toml:"enroll_addr,omitempty"`
+	GossipPort      int    `toml:"gossip_port,omitempty"`
+	NATSClientPort  int    `toml:"nats_client_port,omitempty"`
+	NATSRoutePort   int    `toml:"nats_route_port,omitempty"`
+	BootstrapExpect int    `toml:"bootstrap_expect,omitempty"`
+	// JetStream limits; zero would mean "75% of RAM" to nats-server, so
+	// the defaults are explicit and small, fit for an edge box.
+	JetStreamMaxMemory int64 `toml:"jetstream_max_memory,omitempty"`
+	JetStreamMaxStore  int64 `toml:"jetstream_max_store,omitempty"`
+	LogLevel           string `toml:"log_level,omitempty"`
+
+	// FastTimers shortens gossip timers (tests and the demo).
+	FastTimers bool `toml:"fast_timers,omitempty"`
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	if c.StateDir == "" {
+		c.StateDir = identity.DefaultStateDir
+	}
+	if c.Interface == "" {
+		c.Interface = DefaultInterface
+	}
+	if c.ListenPort == 0 {
+		c.ListenPort = DefaultListenPort
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	if c.EnrollAddr == "" {
+		c.EnrollAddr = ":" + strconv.Itoa(DefaultEnrollPort)
+	}
+	if c.GossipPort == 0 {
+		c.GossipPort = DefaultGossipPort
+	}
+	if c.NATSClientPort == 0 {
+		c.NATSClientPort = DefaultNATSClientPort
+	}
+	if c.NATSRoutePort == 0 {
+		c.NATSRoutePort = DefaultNATSRoutePort
+	}
+	if c.BootstrapExpect == 0 {
+		c.BootstrapExpect = DefaultBootstrapExpect
+	}
+	if c.JetStreamMaxMemory == 0 {
+		c.JetStreamMaxMemory = 64 << 20
+	}
+	if c.JetStreamMaxStore == 0 {
+		c.JetStreamMaxStore = 1 << 30
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	return c
+}
+
+// Validate reports the first bad setting, naming it.
+func (c Config) Validate() error {
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"listen_port", c.ListenPort}, {"gossip_port", c.GossipPort}, {"nats_client_port", c.NATSClientPort}, {"nats_route_port", c.NATSRoutePort}} {
+		if p.v < 1 || p.v > 65535 {
+			return fmt.Errorf("%s %d: want 1-65535", p.name, p.v)
+		}
+	}
+	if c.MTU < 1280 || c.MTU > 9000 {
+		return fmt.Errorf("mtu %d: want 1280-9000 (IPv6 needs at least 1280)", c.MTU)
+	}
+	if c.BootstrapExpect < 1 {
+		return fmt.Errorf("bootstrap_expect %d: want at least 1", c.BootstrapExpect)
+	}
+	if len(c.Interface) > 15 {
+		return fmt.Errorf("interface %q: longer than 15 characters", c.Interface)
+	}
+	if _, err := c.ParseEndpoints(); err != nil {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(c.EnrollAddr); err != nil {
+		return fmt.Errorf("enroll_addr %q: %w", c.EnrollAddr, err)
+	}
+	return nil
+}
+
+// ParseEndpoints parses the configured endpoints (host:port; host must be an
+// IP address: members dial them without DNS).
+func (c Config) ParseEndpoints() ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, e := range c.Endpoints {
+		ap, err := netip.ParseAddrPort(e)
+		if err != nil {
+			// Allow a bare address: the WireGuard listen port is implied.
+			a, err2 := netip.ParseAddr(e)
+			if err2 != nil {
+				return nil, fmt.Errorf("endpoint %q: want IP:port or IP: %w", e, err)
+			}
+			ap = netip.AddrPortFrom(a, uint16(c.ListenPort))
+		}
+		out = append(out, ap)
+	}
+	return out, nil
+}
+
+// LoadConfig reads <state>/meshnode.toml if it exists (unknown keys are an
+// error naming them) and fills defaults.
+func LoadConfig(state identity.StateDir) (Config, error) {
+	var c Config
+	path := state.ConfigPath()
+	md, err := toml.DecodeFile(path, &c)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	default:
+		if und := md.Undecoded(); len(und) > 0 {
+			return Config{}, fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
+		}
+	}
+	c.StateDir = state
+	return c.withDefaults(), nil
+}
+
+// SaveConfig writes the settings that differ from the defaults, so that
+// `init --iface x` and `join --listen-port y` stick for later `up`s.
+func SaveConfig(c Config) error {
+	d := Config{}.withDefaults()
+	out := Config{}
+	if c.Interface != d.Interface {
+		out.Interface = c.Interface
+	}
+	if c.ListenPort != d.ListenPort {
+		out.ListenPort = c.ListenPort
+	}
+	if c.MTU != d.MTU {
+		out.MTU = c.MTU
+	}
+	out.Endpoints = c.Endpoints
+	if c.EnrollAddr != d.EnrollAddr {
+		out.EnrollAddr = c.EnrollAddr
+	}
+	if c.GossipPort != d.GossipPort {
+		out.GossipPort = c.GossipPort
+	}
+	if c.NATSClientPort != d.NATSClientPort {
+		out.NATSClientPort = c.NATSClientPort
+	}
+	if c.NATSRoutePort != d.NATSRoutePort {
+		out.NATSRoutePort = c.NATSRoutePort
+	}
+	if c.BootstrapExpect != d.BootstrapExpect {
+		out.BootstrapExpect = c.BootstrapExpect
+	}
+	out.FastTimers = c.FastTimers
+	var b bytes.Buffer
+	b.WriteString("# meshnode settings for this node; command-line flags win.\n")
+	if err := toml.NewEncoder(&b).Encode(out); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return identity.WriteFileAtomic(c.StateDir.ConfigPath(), b.Bytes(), 0o644)
+}
