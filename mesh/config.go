@@ -48,8 +48,8 @@ type Config struct {
 	BootstrapExpect int    `toml:"bootstrap_expect,omitempty"`
 	// JetStream limits; zero would mean "75% of RAM" to nats-server, so
 	// the defaults are explicit and small, fit for an edge box.
-	JetStreamMaxMemory int64 `toml:"jetstream_max_memory,omitempty"`
-	JetStreamMaxStore  int64 `toml:"jetstream_max_store,omitempty"`
+	JetStreamMaxMemory int64  `toml:"jetstream_max_memory,omitempty"`
+	JetStreamMaxStore  int64  `toml:"jetstream_max_store,omitempty"`
 	LogLevel           string `toml:"log_level,omitempty"`
 
 	// FastTimers shortens gossip timers (tests and the demo).
