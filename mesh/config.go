@@ -33,27 +33,27 @@ const (
 type Config struct {
 	StateDir identity.StateDir `toml:"-"`
 
-	Interface  string `toml:"interface,omitempty"`
-	ListenPort int    `toml:"listen_port,omitempty"`
-	MTU        int    `toml:"mtu,omitempty"`
+	Interface  string `toml:"interface,omitempty,omitzero"`
+	ListenPort int    `toml:"listen_port,omitempty,omitzero"`
+	MTU        int    `toml:"mtu,omitempty,omitzero"`
 	// Endpoints are the underlay host:port pairs other members dial for
 	// WireGuard. Empty means every global unicast address of this box at
 	// ListenPort.
-	Endpoints []string `toml:"endpoints,omitempty"`
+	Endpoints []string `toml:"endpoints,omitempty,omitzero"`
 	// EnrollAddr is where the enrollment endpoint listens (underlay TCP).
-	EnrollAddr      string `toml:"enroll_addr,omitempty"`
-	GossipPort      int    `toml:"gossip_port,omitempty"`
-	NATSClientPort  int    `toml:"nats_client_port,omitempty"`
-	NATSRoutePort   int    `toml:"nats_route_port,omitempty"`
-	BootstrapExpect int    `toml:"bootstrap_expect,omitempty"`
+	EnrollAddr      string `toml:"enroll_addr,omitempty,omitzero"`
+	GossipPort      int    `toml:"gossip_port,omitempty,omitzero"`
+	NATSClientPort  int    `toml:"nats_client_port,omitempty,omitzero"`
+	NATSRoutePort   int    `toml:"nats_route_port,omitempty,omitzero"`
+	BootstrapExpect int    `toml:"bootstrap_expect,omitempty,omitzero"`
 	// JetStream limits; zero would mean "75% of RAM" to nats-server, so
 	// the defaults are explicit and small, fit for an edge box.
-	JetStreamMaxMemory int64  `toml:"jetstream_max_memory,omitempty"`
-	JetStreamMaxStore  int64  `toml:"jetstream_max_store,omitempty"`
-	LogLevel           string `toml:"log_level,omitempty"`
+	JetStreamMaxMemory int64  `toml:"jetstream_max_memory,omitempty,omitzero"`
+	JetStreamMaxStore  int64  `toml:"jetstream_max_store,omitempty,omitzero"`
+	LogLevel           string `toml:"log_level,omitempty,omitzero"`
 
 	// FastTimers shortens gossip timers (tests and the demo).
-	FastTimers bool `toml:"fast_timers,omitempty"`
+	FastTimers bool `toml:"fast_timers,omitempty,omitzero"`
 }
 
 // withDefaults fills zero fields.

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh"
+)
+
+func init() {
+	register(&command{name: "init", usage: "create a new mesh with this box as its first (admin) node", run: runInit})
+}
+
+func runInit(ctx context.Context, args []string) error {
+	fs := newFlagSet("init", "--name NAME [--mesh MESH] [flags]")
+	nf := addNodeFlags(fs)
+	name := fs.String("name", "", "this node's name (DNS label)")
+	meshName := fs.String("mesh", "mesh", "the mesh's name (DNS label)")
+	hub := fs.Bool("hub", false, "this node is reachable and relays for phones")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if *name == "" {
+		return fmt.Errorf("--name is required")
+	}
+	cfg, err := nf.config()
+	if err != nil {
+		return err
+	}
+	roles := identity.RoleAdmin
+	if *hub {
+		roles |= identity.RoleHub
+	}
+	m, err := cfg.StateDir.InitMesh(*meshName, *name, roles, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := mesh.SaveConfig(cfg); err != nil {
+		return err
+	}
+	fmt.Printf("mesh:          %s\n", m.Trust.Mesh)
+	fmt.Printf("name:          %s\n", m.Ticket.Name)
+	fmt.Printf("overlay:       %s (mesh %s)\n", m.Ticket.Addr, m.Trust.Prefix())
+	fmt.Printf("wireguard key: %s\n", m.ID.WireGuardPublic())
+	fmt.Printf("state:         %s\n", cfg.StateDir)
+	fmt.Printf("next:          meshnode up --state %s\n", cfg.StateDir)
+	return nil
+}
