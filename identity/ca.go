@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/big"
 	"net/netip"
@@ -115,6 +116,18 @@ type CA struct {
 	*Trust
 	key ed25519.PrivateKey
 }
+
+// String names the mesh and the CA public key, never the private key.
+func (ca CA) String() string {
+	if ca.Trust == nil {
+		return "identity.CA(nil)"
+	}
+	return "identity.CA(" + ca.Mesh + " " + ca.Public.String() + ")"
+}
+
+// Format prints String for every verb, so that no fmt verb reaches the
+// private key.
+func (ca CA) Format(f fmt.State, verb rune) { io.WriteString(f, ca.String()) }
 
 // NewCA makes a fresh CA for the named mesh, valid from now for CAValidity.
 func NewCA(mesh string, now time.Time) (*CA, error) {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/nats-io/nkeys"
@@ -144,6 +145,15 @@ func FromSeed(s Seed) *Identity {
 	id.wg[31] = (id.wg[31] & 127) | 64
 	return id
 }
+
+// String names the identity by its public key and never reveals the seed or
+// the private keys.
+func (id Identity) String() string { return "identity.Identity(" + id.pub.String() + ")" }
+
+// Format prints String for every verb, so that no fmt verb (%v on a pointer,
+// %d, %x, %#v, or a Member printed whole) falls through to the private
+// fields.
+func (id Identity) Format(f fmt.State, verb rune) { io.WriteString(f, id.String()) }
 
 // Public is the node's identity key.
 func (id *Identity) Public() NodePublic { return id.pub }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 )
@@ -22,6 +23,10 @@ func (Seed) String() string { return "identity.Seed(redacted)" }
 
 // GoString never reveals the seed either.
 func (s Seed) GoString() string { return s.String() }
+
+// Format prints the redacted form for every verb: without it fmt would print
+// the bytes for %d (and inside structs for any verb), bypassing String.
+func (s Seed) Format(f fmt.State, verb rune) { io.WriteString(f, s.String()) }
 
 // NewSeed returns a fresh random seed.
 func NewSeed() (Seed, error) {
