@@ -117,12 +117,16 @@ func LoadSeed(path string) (Seed, error) {
 	if err := checkPrivate(path, fi); err != nil {
 		return Seed{}, fmt.Errorf("identity file %w", err)
 	}
-	data := make([]byte, 4096)
-	n, err := f.Read(data)
-	if err != nil && n == 0 {
-		return Seed{}, fmt.Errorf("identity file %s: empty file", path)
+	if !fi.Mode().IsRegular() {
+		return Seed{}, fmt.Errorf("identity file %s: not a regular file (%s)", path, fi.Mode().Type())
 	}
-	s, err := ParseSeedFile(data[:n])
+	// A valid file is under 200 bytes; the limit only bounds what a wrong
+	// file makes us read.
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return Seed{}, fmt.Errorf("identity file %s: %w", path, err)
+	}
+	s, err := ParseSeedFile(data)
 	if err != nil {
 		return Seed{}, fmt.Errorf("identity file %s: %w", path, err)
 	}
