@@ -24,18 +24,28 @@ func Unique(prefix string) string {
 	return fmt.Sprintf("%s%d%d", prefix, os.Getpid()%100000, seq.Add(1))
 }
 
+// Create makes a namespace with loopback up. The caller deletes it.
+func Create(prefix string) (*NS, error) {
+	ns := &NS{Name: Unique(prefix)}
+	if _, err := Run("ip", "netns", "add", ns.Name); err != nil {
+		return nil, err
+	}
+	if _, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
+		ns.Delete()
+		return nil, err
+	}
+	return ns, nil
+}
+
 // New creates a namespace with loopback up and removes it (and every process
 // still running in it) when the test ends.
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
-	ns := &NS{Name: Unique(prefix)}
-	if _, err := Run("ip", "netns", "add", ns.Name); err != nil {
+	ns, err := Create(prefix)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ns.Delete() })
-	if _, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(ns.Delete)
 	return ns
 }
 
@@ -84,46 +94,73 @@ func Veth(t testing.TB, a *NS, addrA string, b *NS, addrB string) (string, strin
 // Bridge is a namespace holding a bridge that other namespaces attach to,
 // like hosts on one switch.
 type Bridge struct {
-	ns   *NS
+	NS   *NS
 	mu   sync.Mutex
 	name string
 }
 
-// NewBridge creates a switch namespace with one bridge in it.
-func NewBridge(t testing.TB) *Bridge {
-	t.Helper()
-	br := &Bridge{ns: New(t, "sw"), name: "br0"}
+// CreateBridge makes a switch namespace with one bridge in it. The caller
+// deletes it with Delete.
+func CreateBridge() (*Bridge, error) {
+	ns, err := Create("sw")
+	if err != nil {
+		return nil, err
+	}
+	br := &Bridge{NS: ns, name: "br0"}
 	for _, s := range [][]string{
 		{"link", "add", br.name, "type", "bridge"},
 		{"link", "set", br.name, "up"},
 	} {
-		if _, err := br.ns.Run("ip", s...); err != nil {
-			t.Fatal(err)
+		if _, err := ns.Run("ip", s...); err != nil {
+			ns.Delete()
+			return nil, err
 		}
 	}
+	return br, nil
+}
+
+// NewBridge is CreateBridge, removed when the test ends.
+func NewBridge(t testing.TB) *Bridge {
+	t.Helper()
+	br, err := CreateBridge()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(br.Delete)
 	return br
 }
 
-// Attach connects ns to the bridge with address cidr on an interface named
+// Delete removes the switch namespace (and with it every bridge port).
+func (br *Bridge) Delete() { br.NS.Delete() }
+
+// Connect attaches ns to the bridge with address cidr on an interface named
 // ifname inside ns (e.g. "eth0").
-func (br *Bridge) Attach(t testing.TB, ns *NS, ifname, cidr string) {
-	t.Helper()
+func (br *Bridge) Connect(ns *NS, ifname, cidr string) error {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	host, peer := Unique("bh"), Unique("bp")
 	steps := [][]string{
 		{"ip", "link", "add", host, "type", "veth", "peer", "name", peer},
-		{"ip", "link", "set", host, "netns", br.ns.Name},
+		{"ip", "link", "set", host, "netns", br.NS.Name},
 		{"ip", "link", "set", peer, "netns", ns.Name},
-		{"ip", "-n", br.ns.Name, "link", "set", host, "master", br.name},
-		{"ip", "-n", br.ns.Name, "link", "set", host, "up"},
+		{"ip", "-n", br.NS.Name, "link", "set", host, "master", br.name},
+		{"ip", "-n", br.NS.Name, "link", "set", host, "up"},
 		{"ip", "-n", ns.Name, "link", "set", peer, "name", ifname},
 		{"ip", "-n", ns.Name, "addr", "add", cidr, "dev", ifname},
 		{"ip", "-n", ns.Name, "link", "set", ifname, "up"},
 	}
 	for _, s := range steps {
 		if _, err := Run(s[0], s[1:]...); err != nil {
-			t.Fatal(err)
+			return err
 		}
+	}
+	return nil
+}
+
+// Attach is Connect that fails the test on error.
+func (br *Bridge) Attach(t testing.TB, ns *NS, ifname, cidr string) {
+	t.Helper()
+	if err := br.Connect(ns, ifname, cidr); err != nil {
+		t.Fatal(err)
 	}
 }
