@@ -6,38 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/meshnode/meshnode/scripts/netns"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// TestWireGuardPubkeyTool feeds the derived private key to the real
-// `wg pubkey` and checks it prints our public key: the kernel and
-// wireguard-go compute public keys the same way.
-func TestWireGuardPubkeyTool(t *testing.T) {
-	wg := netns.RequireTool(t, "wg")
-	ids := []*Identity{newID(t)}
-	for _, g := range goldenKeys {
-		ids = append(ids, FromSeed(g.seed))
-	}
-	for _, id := range ids {
-		cmd := exec.Command(wg, "pubkey")
-		cmd.Stdin = strings.NewReader(id.WireGuardPrivate().String() + "\n")
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("wg pubkey: %v", err)
-		}
-		if got, want := strings.TrimSpace(string(out)), id.WireGuardPublic().String(); got != want {
-			t.Errorf("wg pubkey of %s = %s, WireGuardPublic() = %s", id.WireGuardPrivate(), got, want)
-		}
-	}
-}
 
 func TestNKeyRoundTrips(t *testing.T) {
 	id := newID(t)
