@@ -1,0 +1,211 @@
+package natsnode
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+// Internal user names; they authenticate only on in-process connections.
+const (
+	localUser  = "meshnode-local"
+	systemUser = "meshnode-system"
+)
+
+// secretEqual compares two secrets in constant time (hashing first so the
+// length does not leak either).
+func secretEqual(a, b string) bool {
+	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
+}
+
+func randomPassword() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("natsnode: random: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// clientAuth is the CustomClientAuthentication: nkey signature over the
+// nonce, then membership, on every connection. It remembers which identity
+// each connection proved so Recheck can close revoked ones.
+type clientAuth struct {
+	s *Server
+
+	mu    sync.Mutex
+	conns map[uint64]identity.NodePublic // client id → proven identity
+}
+
+func (a *clientAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	opts := c.GetOpts()
+	if isInProcess(c.RemoteAddress()) && opts.Username != "" {
+		return a.checkInternal(c, opts.Username, opts.Password)
+	}
+	if opts.Nkey == "" {
+		a.s.log.Debug("nats client refused: no nkey", "remote", addrString(c.RemoteAddress()))
+		return false
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(opts.Sig)
+	if err != nil {
+		// Older clients sent standard encoding.
+		if sig, err = base64.StdEncoding.DecodeString(opts.Sig); err != nil {
+			a.s.log.Info("nats client refused: bad signature encoding", "nkey", opts.Nkey)
+			return false
+		}
+	}
+	pub, err := nkeys.FromPublicKey(opts.Nkey)
+	if err != nil {
+		a.s.log.Info("nats client refused: bad nkey", "nkey", opts.Nkey, "err", err)
+		return false
+	}
+	nonce := c.GetNonce()
+	if len(nonce) == 0 || pub.Verify(nonce, sig) != nil {
+		a.s.log.Info("nats client refused: signature over nonce does not verify", "nkey", opts.Nkey)
+		return false
+	}
+	node, err := identity.NodePublicFromNKey(opts.Nkey)
+	if err != nil {
+		a.s.log.Info("nats client refused", "err", err)
+		return false
+	}
+	// Record before asking, so a revocation racing this connection is
+	// seen either here or by the Recheck that follows it.
+	id := c.GetID()
+	a.mu.Lock()
+	a.conns[id] = node
+	a.mu.Unlock()
+	if !a.s.cfg.Authorize(node) {
+		a.forget(id)
+		a.s.log.Info("nats client refused: not a member", "node", node.ShortString(), "remote", addrString(c.RemoteAddress()))
+		return false
+	}
+	c.RegisterUser(&server.User{Username: opts.Nkey})
+	return true
+}
+
+func (a *clientAuth) checkInternal(c server.ClientAuthentication, user, pass string) bool {
+	switch {
+	case user == localUser && secretEqual(pass, a.s.localPass):
+		c.RegisterUser(&server.User{Username: localUser})
+		return true
+	case user == systemUser && secretEqual(pass, a.s.systemPass):
+		sys := a.s.ns.SystemAccount()
+		if sys == nil {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: systemUser, Account: sys})
+		return true
+	}
+	return false
+}
+
+func (a *clientAuth) forget(id uint64) {
+	a.mu.Lock()
+	delete(a.conns, id)
+	a.mu.Unlock()
+}
+
+// recheck closes connections whose identity is no longer authorized and
+// forgets connections that are gone. It returns how many it closed.
+func (a *clientAuth) recheck(ns *server.Server) int {
+	a.mu.Lock()
+	snap := make(map[uint64]identity.NodePublic, len(a.conns))
+	for id, n := range a.conns {
+		snap[id] = n
+	}
+	a.mu.Unlock()
+	closed := 0
+	for id, node := range snap {
+		if ns.GetClient(id) == nil {
+			a.forget(id)
+			continue
+		}
+		if a.s.cfg.Authorize(node) {
+			continue
+		}
+		if err := ns.DisconnectClientByID(id); err == nil {
+			closed++
+			a.s.log.Info("nats client closed: no longer a member", "node", node.ShortString(), "cid", id)
+		}
+		a.forget(id)
+	}
+	return closed
+}
+
+// routeAuth is the CustomRouterAuthentication. nats-server uses it INSTEAD
+// of the cluster username/password check, so it checks the route secret
+// itself as well as the remote address. TLS (mesh CA, both directions) has
+// already been verified when it runs.
+type routeAuth struct {
+	s *Server
+}
+
+func (a *routeAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.ROUTER {
+		return false
+	}
+	remote := addrOf(c.RemoteAddress())
+	cfg := &a.s.cfg.Cluster
+	if cfg.RouteSecret != "" {
+		opts := c.GetOpts()
+		// Evaluate both comparisons: no early exit on the user name.
+		userOK := secretEqual(opts.Username, RouteUser)
+		passOK := secretEqual(opts.Password, cfg.RouteSecret)
+		if !userOK || !passOK {
+			a.s.routeRefused.Add(1)
+			a.s.log.Warn("nats route refused: wrong route secret", "remote", remote)
+			return false
+		}
+	}
+	if cfg.RouteTLS != nil {
+		// Belt and braces: TLS already required a verified certificate.
+		if st := c.GetTLSConnectionState(); st == nil || len(st.VerifiedChains) == 0 {
+			a.s.routeRefused.Add(1)
+			a.s.log.Warn("nats route refused: no verified certificate", "remote", remote)
+			return false
+		}
+	}
+	if !remote.IsValid() || !cfg.AllowRoute(remote) {
+		a.s.routeRefused.Add(1)
+		a.s.log.Warn("nats route refused: not a member address", "remote", remote)
+		return false
+	}
+	return true
+}
+
+func isInProcess(a net.Addr) bool { return a != nil && a.Network() == "pipe" }
+
+func addrOf(a net.Addr) netip.Addr {
+	if t, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(t.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return ap.Addr().Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

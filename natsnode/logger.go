@@ -1,0 +1,97 @@
+package natsnode
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+// serverLogger adapts nats-server's Logger to slog. Fatalf never exits: it
+// records the first fatal message so Start (or the JetStream enable) turns
+// it into an error. The route secret is redacted from every line, because
+// nats-server prints route URLs (which carry it) in some messages.
+type serverLogger struct {
+	log     *slog.Logger
+	redact  []string
+	mu      sync.Mutex
+	fatal   string
+	fatalCh chan struct{}
+	jsErr   string
+}
+
+func newServerLogger(l *slog.Logger, secret string) *serverLogger {
+	sl := &serverLogger{log: l.With("component", "nats"), fatalCh: make(chan struct{})}
+	if secret != "" {
+		sl.redact = []string{secret, url.PathEscape(secret), url.QueryEscape(secret), url.UserPassword(RouteUser, secret).String()}
+	}
+	return sl
+}
+
+func (l *serverLogger) msg(format string, v []any) string {
+	m := fmt.Sprintf(format, v...)
+	for _, s := range l.redact {
+		if s != "" {
+			m = strings.ReplaceAll(m, s, "[REDACTED]")
+		}
+	}
+	return m
+}
+
+func (l *serverLogger) Noticef(format string, v ...any) {
+	l.log.Info(l.msg(format, v))
+}
+
+func (l *serverLogger) Warnf(format string, v ...any) {
+	m := l.msg(format, v)
+	if strings.HasPrefix(m, "Can't start JetStream") {
+		l.mu.Lock()
+		l.jsErr = m
+		l.mu.Unlock()
+	}
+	l.log.Warn(m)
+}
+
+func (l *serverLogger) Errorf(format string, v ...any) {
+	l.log.Error(l.msg(format, v))
+}
+
+func (l *serverLogger) Fatalf(format string, v ...any) {
+	m := l.msg(format, v)
+	l.log.Error(m, "fatal", true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fatal == "" {
+		l.fatal = m
+		close(l.fatalCh)
+	}
+}
+
+func (l *serverLogger) Debugf(format string, v ...any) {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug(l.msg(format, v))
+	}
+}
+
+func (l *serverLogger) Tracef(format string, v ...any) {
+	if l.log.Enabled(context.Background(), slog.LevelDebug-4) {
+		l.log.Log(context.Background(), slog.LevelDebug-4, l.msg(format, v))
+	}
+}
+
+func (l *serverLogger) fatalMsg() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatal
+}
+
+// takeJetStreamError returns and clears the last JetStream start warning.
+func (l *serverLogger) takeJetStreamError() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.jsErr
+	l.jsErr = ""
+	return m
+}
