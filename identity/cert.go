@@ -36,6 +36,9 @@ func (ca *CA) IssueNodeCert(name string, node NodePublic, now time.Time, validit
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
+	if validity <= 0 {
+		return nil, fmt.Errorf("certificate validity must be positive, got %s", validity)
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: name, Organization: []string{ca.Mesh}},

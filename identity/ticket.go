@@ -113,6 +113,9 @@ func (ca *CA) IssueTicket(name string, node NodePublic, wg WireGuardPublic, role
 	if roles&^knownRoles != 0 {
 		return nil, fmt.Errorf("unknown roles %#x", uint8(roles))
 	}
+	if validity <= 0 {
+		return nil, fmt.Errorf("ticket validity must be positive, got %s", validity)
+	}
 	t := &Ticket{
 		Name:      name,
 		Node:      node,
