@@ -108,6 +108,7 @@ type Device struct {
 	lastEndpoint map[wgtypes.Key]netip.AddrPort
 
 	closeOnce  sync.Once
+	closing    chan struct{} // closed when Close starts
 	closeErr   error
 	acceptDone chan struct{}
 }
@@ -183,6 +184,7 @@ func newDevice(tdev tun.Device, bind conn.Bind, cfg Config, log *slog.Logger) (*
 		log:          log,
 		dev:          dev,
 		lastEndpoint: make(map[wgtypes.Key]netip.AddrPort),
+		closing:      make(chan struct{}),
 	}, nil
 }
 
@@ -203,6 +205,7 @@ func (d *Device) serveUAPI() {
 		c, err := d.uapi.Accept()
 		if err != nil {
 			select {
+			case <-d.closing:
 			case <-d.dev.Wait():
 			default:
 				// wireguard-go stops accepting when the socket file is deleted.
@@ -275,6 +278,7 @@ func (d *Device) Apply(desired []Peer) (Changes, error) {
 // than once.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
+		close(d.closing)
 		var errs []error
 		if d.uapi != nil {
 			if err := d.uapi.Close(); err != nil && !errors.Is(err, net.ErrClosed) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/scripts/netns"
+	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -120,6 +121,20 @@ func TestTwoNamespaces(t *testing.T) {
 	out, err = nsA.Run(wgBin, "show", a.iface, "listen-port")
 	if err != nil || strings.TrimSpace(out) != strconv.Itoa(wg.DefaultListenPort) {
 		t.Fatalf("wg show listen-port: %q %v", out, err)
+	}
+
+	// So does wgctrl (it finds the interface through its UAPI socket).
+	wc, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	wd, err := wc.Device(a.iface)
+	if err != nil {
+		t.Fatalf("wgctrl: %v", err)
+	}
+	if len(wd.Peers) != 1 || wd.Peers[0].PublicKey != b.key.PublicKey() || wd.PublicKey != a.key.PublicKey() {
+		t.Fatalf("wgctrl sees %+v", wd)
 	}
 
 	// Our own stats agree.
