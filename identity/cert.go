@@ -66,6 +66,12 @@ func ParseNodeCert(pemBytes []byte, trust *Trust, now time.Time) (*NodeCert, err
 	if _, ok := c.PublicKey.(ed25519.PublicKey); !ok {
 		return nil, fmt.Errorf("node certificate: key is %T, want Ed25519", c.PublicKey)
 	}
+	// The CA certificate verifies against itself as a one-element chain;
+	// without this check it would pass for a node certificate naming the CA
+	// key.
+	if c.IsCA {
+		return nil, fmt.Errorf("node certificate %q: is a CA certificate", c.Subject.CommonName)
+	}
 	if _, err := c.Verify(x509.VerifyOptions{
 		Roots:       trust.Pool(),
 		CurrentTime: now,
