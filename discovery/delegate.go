@@ -1,0 +1,179 @@
+package discovery
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+// memberlist calls these with its own locks held: they only take
+// Discovery's locks, never call back into memberlist and never block on a
+// channel.
+
+// delegate is memberlist's Delegate, AliveDelegate and MergeDelegate.
+type delegate Discovery
+
+// events is memberlist's EventDelegate.
+type events Discovery
+
+// User message and push/pull state types.
+const (
+	msgRevocation  = 'R'
+	msgLeaving     = 'L'
+	stateRevocList = 'R'
+)
+
+func (g *delegate) d() *Discovery { return (*Discovery)(g) }
+
+func (g *delegate) NodeMeta(limit int) []byte {
+	d := g.d()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.localMeta) > limit {
+		panic("discovery: node meta exceeds memberlist's limit") // ruled out by MaxMetaSize
+	}
+	return bytes.Clone(d.localMeta)
+}
+
+func (g *delegate) NotifyMsg(b []byte) {
+	if len(b) > 0 && b[0] == msgLeaving {
+		d := g.d()
+		md, rej := d.checkSignatures(b[1:])
+		if rej == nil && md.leaving && !d.revs.IsRevoked(md.ticket.Node) {
+			d.noteLeaving(md)
+		}
+		return
+	}
+	if len(b) < 1 || b[0] != msgRevocation {
+		return
+	}
+	r, err := identity.ParseRevocation(b[1:])
+	if err != nil {
+		g.d().log.Debug("gossip: malformed revocation message", "err", err)
+		return
+	}
+	g.d().offerRevocations([]*identity.Revocation{r})
+}
+
+func (g *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return g.queue.GetBroadcasts(overhead, limit)
+}
+
+func (g *delegate) LocalState(join bool) []byte {
+	return append([]byte{stateRevocList}, identity.MarshalRevocations(g.revs.List())...)
+}
+
+func (g *delegate) MergeRemoteState(buf []byte, join bool) {
+	if len(buf) < 1 || buf[0] != stateRevocList {
+		return
+	}
+	list, err := identity.ParseRevocations(buf[1:])
+	if err != nil {
+		g.d().log.Debug("gossip: malformed revocation state", "err", err)
+		return
+	}
+	if len(list) > 0 {
+		g.d().offerRevocations(list)
+	}
+}
+
+// offerRevocations hands revocations to the worker without blocking;
+// when it is behind, the next push/pull carries them again.
+func (d *Discovery) offerRevocations(list []*identity.Revocation) {
+	var fresh []*identity.Revocation
+	for _, r := range list {
+		if !d.revs.IsRevoked(r.Node) {
+			fresh = append(fresh, r)
+		}
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	select {
+	case d.revIn <- fresh:
+	default:
+	}
+}
+
+func (g *delegate) NotifyAlive(n *memberlist.Node) error {
+	d := g.d()
+	_, rej := d.admit(n.Name, n.Addr, n.Meta, time.Now())
+	if rej != nil {
+		d.rejected(n.Name, rej)
+		return rej
+	}
+	return nil
+}
+
+var errNoneAdmitted = errors.New("no node of the remote side is admitted: another mesh?")
+
+// NotifyMerge vets a join's node list. Individual nodes are vetted again
+// by NotifyAlive as they merge; the join as a whole is refused only when
+// no live node on the other side is admissible, so one stale member never
+// blocks a rejoin.
+func (g *delegate) NotifyMerge(peers []*memberlist.Node) error {
+	d := g.d()
+	now := time.Now()
+	live, ok := 0, 0
+	for _, n := range peers {
+		if n.State != memberlist.StateAlive {
+			continue
+		}
+		live++
+		if _, rej := d.admit(n.Name, n.Addr, n.Meta, now); rej != nil {
+			d.rejected(n.Name, rej)
+			continue
+		}
+		ok++
+	}
+	if live > 0 && ok == 0 {
+		return errNoneAdmitted
+	}
+	return nil
+}
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { e.seen(n) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.seen(n) }
+
+func (e *events) seen(n *memberlist.Node) {
+	d := (*Discovery)(e)
+	md, rej := d.admit(n.Name, n.Addr, n.Meta, time.Now())
+	if rej != nil {
+		return // NotifyAlive refused it already; nothing to record
+	}
+	d.setMember(md, StateAlive)
+}
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	d := (*Discovery)(e)
+	md, rej := d.checkSignatures(n.Meta)
+	if rej != nil || d.revs.IsRevoked(md.ticket.Node) {
+		return
+	}
+	state := StateDead
+	if md.leaving {
+		state = StateLeft
+	}
+	d.setMember(md, state)
+}
+
+// revBroadcast gossips one revocation.
+type revBroadcast struct {
+	node identity.NodePublic
+	msg  []byte
+}
+
+func (b *revBroadcast) Invalidates(o memberlist.Broadcast) bool {
+	ob, ok := o.(*revBroadcast)
+	return ok && ob.node == b.node
+}
+func (b *revBroadcast) Message() []byte { return b.msg }
+func (b *revBroadcast) Finished()       {}
+
+func (d *Discovery) queueRevocation(r *identity.Revocation) {
+	d.queue.QueueBroadcast(&revBroadcast{node: r.Node, msg: append([]byte{msgRevocation}, r.Marshal()...)})
+}

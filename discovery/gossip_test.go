@@ -1,0 +1,182 @@
+package discovery
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+// startMesh starts n members, each joining the first, and waits until
+// every member sees every other one alive. It returns the nodes and the
+// convergence time.
+func startMesh(t *testing.T, tm *testMesh, n int) ([]*testNode, time.Duration) {
+	t.Helper()
+	var nodes []*testNode
+	for i := range n {
+		nodes = append(nodes, tm.node(fmt.Sprintf("n%d", i)))
+	}
+	begin := time.Now()
+	for i, nd := range nodes {
+		d := nd.start(t)
+		if i > 0 {
+			if _, err := d.Join([]netip.AddrPort{nodes[0].gossipAddrPort(t)}); err != nil {
+				t.Fatalf("%s joins %s: %v", nd.name(), nodes[0].name(), err)
+			}
+		}
+	}
+	waitFor(t, 30*time.Second, "all members alive everywhere", func() bool {
+		return allSee(nodes, names(nodes), StateAlive)
+	})
+	return nodes, time.Since(begin)
+}
+
+func TestConvergeKillLeaveRevoke(t *testing.T) {
+	tm := newTestMesh(t)
+	nodes, took := startMesh(t, tm, 5)
+	t.Logf("5 members converged in %s (fast timers, in-process, loopback)", took.Round(time.Millisecond))
+	t.Logf("node meta: %d bytes (limit %d, worst case %d)", len(nodes[0].d.localMeta), MaxMetaSize, maxMetaBytes)
+
+	// What gossip carries is what the member signed.
+	for _, m := range nodes[1].d.Members() {
+		if m.Name == "n0" {
+			if m.Node != nodes[0].m.ID.Public() || m.WireGuard != nodes[0].m.ID.WireGuardPublic() ||
+				m.NATSRoutePort != 6222 || len(m.Endpoints) != 1 || m.Endpoints[0] != netip.MustParseAddrPort("192.0.2.1:51820") {
+				t.Fatalf("n1's view of n0 is wrong: %+v", m)
+			}
+		}
+	}
+
+	// A meta update reaches everyone.
+	newEP := netip.MustParseAddrPort("[2001:db8::7]:51820")
+	phone := netip.MustParsePrefix("fd00:1:2:3::42/128")
+	if err := nodes[2].d.SetLocal([]netip.AddrPort{newEP}, []netip.Prefix{phone}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "n2's new endpoint everywhere", func() bool {
+		for _, n := range nodes {
+			ok := false
+			for _, m := range n.d.Members() {
+				ok = ok || (m.Name == "n2" && slices.Equal(m.Endpoints, []netip.AddrPort{newEP}) && slices.Equal(m.Routes, []netip.Prefix{phone}))
+			}
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Killed: n4 stops without a word and is marked dead everywhere.
+	nodes[4].d.Shutdown()
+	rest := nodes[:4]
+	waitFor(t, 20*time.Second, "n4 dead everywhere", func() bool { return allSee(rest, []string{"n4"}, StateDead) })
+
+	// Left: n3 announces it leaves and is marked left, not dead.
+	if err := nodes[3].d.Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nodes[3].d.Shutdown()
+	rest = nodes[:3]
+	waitFor(t, 20*time.Second, "n3 left everywhere", func() bool { return allSee(rest, []string{"n3"}, StateLeft) })
+
+	// Revoked on n0: gone from every table, persisted everywhere.
+	r, err := tm.ca.Revoke(nodes[2].m.ID.Public(), "stolen", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].d.Revoke(r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "n2 evicted on n0 and n1", func() bool {
+		for _, n := range nodes[:2] {
+			if _, ok := stateOf(n.d, "n2"); ok || !n.revs.IsRevoked(r.Node) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 10*time.Second, "revocation persisted on n1", func() bool {
+		rs, err := identity.LoadRevocations(nodes[1].config(t).RevocationsPath, tm.ca.Trust)
+		return err == nil && rs.IsRevoked(r.Node)
+	})
+	// The revoked member's gossip is refused from now on.
+	waitFor(t, 20*time.Second, "n0 and n1 drop n2's gossip", func() bool {
+		return nodes[0].d.isBlocked(nodes[2].addr()) && nodes[1].d.isBlocked(nodes[2].addr())
+	})
+}
+
+func TestRestartRejoinsFromPersistedMembers(t *testing.T) {
+	tm := newTestMesh(t)
+	nodes, _ := startMesh(t, tm, 3)
+	n2 := nodes[2]
+	n2.d.Shutdown()
+	waitFor(t, 20*time.Second, "n2 dead on n0, n1", func() bool { return allSee(nodes[:2], []string{"n2"}, StateDead) })
+
+	// The persisted table is all the restarted member has: no Join call.
+	d, err := New(n2.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := d.Known()
+	if len(known) != 2 {
+		t.Fatalf("restarted n2 knows %d members before gossip, want 2: %+v", len(known), known)
+	}
+	for _, k := range known {
+		if k.State != StateUnknown || len(k.Endpoints) != 1 {
+			t.Fatalf("persisted member %s: state %s endpoints %v", k.Name, k.State, k.Endpoints)
+		}
+	}
+	if err := d.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown()
+	n2.d = d
+	waitFor(t, 30*time.Second, "restarted n2 alive everywhere", func() bool { return allSee(nodes, names(nodes), StateAlive) })
+}
+
+func TestSplitHeals(t *testing.T) {
+	tm := newTestMesh(t)
+	var split atomic.Bool
+	var nodes []*testNode
+	for i := range 4 {
+		nodes = append(nodes, tm.node(fmt.Sprintf("s%d", i)))
+	}
+	side := map[netip.Addr]int{}
+	for i, n := range nodes {
+		side[n.addr()] = i % 2
+	}
+	for _, n := range nodes {
+		mine := side[n.addr()]
+		n.drop = func(a netip.Addr) bool {
+			s, ok := side[a]
+			return split.Load() && ok && s != mine
+		}
+	}
+	for i, n := range nodes {
+		d := n.start(t)
+		if i > 0 {
+			if _, err := d.Join([]netip.AddrPort{nodes[0].gossipAddrPort(t)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	all := names(nodes)
+	waitFor(t, 30*time.Second, "4 members alive", func() bool { return allSee(nodes, all, StateAlive) })
+
+	split.Store(true)
+	even, odd := []*testNode{nodes[0], nodes[2]}, []*testNode{nodes[1], nodes[3]}
+	waitFor(t, 30*time.Second, "each half sees the other dead", func() bool {
+		return allSee(even, names(odd), StateDead) && allSee(odd, names(even), StateDead)
+	})
+	// Stay split past memberlist's own gossip to the dead, so only the
+	// rejoin loop can bring the halves back together.
+	time.Sleep(4 * time.Second)
+	split.Store(false)
+	began := time.Now()
+	waitFor(t, 30*time.Second, "halves rejoined", func() bool { return allSee(nodes, all, StateAlive) })
+	t.Logf("halves rejoined %s after the partition healed", time.Since(began).Round(time.Millisecond))
+}
