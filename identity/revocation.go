@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
@@ -108,28 +109,49 @@ func NewRevocationSet(trust *Trust) *RevocationSet {
 
 // Add verifies r and adds it. It reports whether the set changed.
 func (s *RevocationSet) Add(r *Revocation) (bool, error) {
+	changed, _, err := s.add(r)
+	return changed, err
+}
+
+// add is Add that also reports whether r's key was not revoked before.
+//
+// Of several records for one key the set keeps the earliest (any valid one
+// revokes), and of records with the same time the one whose encoding sorts
+// first, so that every member ends up with the same records whatever order
+// gossip delivered them in.
+func (s *RevocationSet) add(r *Revocation) (changed, isNew bool, err error) {
 	if err := r.Verify(s.trust); err != nil {
-		return false, err
+		return false, false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.byKey[r.Node]; ok && !r.Time.Before(old.Time) {
-		return false, nil // keep the earliest: any valid one revokes
+	old, ok := s.byKey[r.Node]
+	if ok && !revocationBefore(r, old) {
+		return false, false, nil
 	}
 	s.byKey[r.Node] = r
-	return true, nil
+	return true, !ok, nil
+}
+
+func revocationBefore(a, b *Revocation) bool {
+	if !a.Time.Equal(b.Time) {
+		return a.Time.Before(b.Time)
+	}
+	return bytes.Compare(a.Marshal(), b.Marshal()) < 0
 }
 
 // Merge adds every valid record of others and returns the newly revoked
-// keys; invalid records are skipped and reported together in err.
+// keys (a record that only replaces one for an already revoked key is kept
+// but not reported); invalid records are skipped and reported together in
+// err.
 func (s *RevocationSet) Merge(others []*Revocation) (added []NodePublic, err error) {
 	var errs []error
 	for _, r := range others {
-		ok, e := s.Add(r)
+		_, isNew, e := s.add(r)
 		if e != nil {
 			errs = append(errs, e)
 		}
-		if ok {
+		if isNew {
 			added = append(added, r.Node)
 		}
 	}
