@@ -1,0 +1,395 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/wg"
+	"github.com/meshnode/meshnode/natsnode"
+)
+
+// Node is one running mesh member: the embeddable core that the CLI, the
+// appliance and the tests all drive.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	member *identity.Member
+	revs   *identity.RevocationSet
+
+	dev   *wg.Device
+	disc  *discovery.Discovery
+	nats  *natsnode.Server
+	eps   []netip.AddrPort
+	ready chan struct{}
+	leave chan struct{}
+
+	mu       sync.Mutex
+	admitted map[identity.NodePublic]admittedPeer // newcomers not yet seen in gossip
+	leaveOne sync.Once
+}
+
+// admittedPeer is a member this node just enrolled: its WireGuard peer is
+// configured at once so the newcomer's first handshake succeeds, before
+// gossip knows it.
+type admittedPeer struct {
+	member discovery.Member
+	until  time.Time
+}
+
+// admittedGrace is how long a freshly admitted peer is kept without gossip.
+const admittedGrace = 10 * time.Minute
+
+// New loads an enrolled node from its state directory. It changes nothing
+// on the box; Run brings the node up.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	m, err := cfg.StateDir.LoadMember(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	revs, err := identity.LoadRevocations(cfg.StateDir.RevocationsPath(), m.Trust)
+	if err != nil {
+		return nil, err
+	}
+	if revs.IsRevoked(m.ID.Public()) {
+		return nil, fmt.Errorf("this node (%s) has been revoked from mesh %q", m.Ticket.Name, m.Trust.Mesh)
+	}
+	eps, err := cfg.ParseEndpoints()
+	if err != nil {
+		return nil, err
+	}
+	if len(eps) == 0 {
+		eps = localEndpoints(cfg.ListenPort, cfg.Interface, m.Trust.Prefix())
+	}
+	return &Node{
+		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
+		ready: make(chan struct{}), leave: make(chan struct{}),
+		admitted: map[identity.NodePublic]admittedPeer{},
+	}, nil
+}
+
+// Name is the node's name in the mesh.
+func (n *Node) Name() string { return n.member.Ticket.Name }
+
+// Addr is the node's overlay address.
+func (n *Node) Addr() netip.Addr { return n.member.Ticket.Addr }
+
+// Ready is closed once the node is up: interface, gossip, NATS, APIs.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Run brings the node up and keeps its WireGuard peers and NATS routes in
+// step with membership until ctx ends or Leave is called; then it leaves
+// gossip gracefully and removes the interface and sockets.
+func (n *Node) Run(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+	m := n.member
+
+	n.dev, err = wg.Open(wg.Config{
+		Name: n.cfg.Interface, PrivateKey: m.ID.WireGuardPrivate(),
+		Address: m.Ticket.Addr, Prefix: m.Trust.Prefix(),
+		ListenPort: n.cfg.ListenPort, MTU: n.cfg.MTU, Logger: n.log.With("part", "wg"),
+	})
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() {
+		if err := n.dev.Close(); err != nil {
+			n.log.Warn("close WireGuard device", "err", err)
+		}
+	})
+
+	n.disc, err = discovery.New(discovery.Config{
+		Member: m, Revocations: n.revs,
+		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
+		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
+		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
+		Fast: n.cfg.FastTimers, Logger: n.log.With("part", "discovery"),
+	})
+	if err != nil {
+		return err
+	}
+	// Persisted members become WireGuard peers before anything needs to
+	// reach them: gossip itself runs inside the overlay.
+	n.reconcile()
+	if err := n.disc.Start(ctx); err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() {
+		if err := n.disc.Leave(2 * time.Second); err != nil {
+			n.log.Warn("leave gossip", "err", err)
+		}
+		n.disc.Shutdown()
+	})
+
+	tlsCert, err := m.ID.TLSCertificate(m.Cert)
+	if err != nil {
+		return err
+	}
+	n.nats, err = natsnode.New(natsnode.Config{
+		ServerName: m.Ticket.Name, StoreDir: n.cfg.StateDir.NATSDir(),
+		Host: m.Ticket.Addr.String(), ClientPort: n.cfg.NATSClientPort,
+		ClientTLS: identity.ServerTLS(tlsCert, m.Trust),
+		Authorize: n.authorizeClient,
+		Cluster: natsnode.ClusterConfig{
+			Name: m.Trust.Mesh, Host: m.Ticket.Addr.String(), Port: n.cfg.NATSRoutePort,
+			Advertise:   net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSRoutePort)),
+			RouteSecret: m.RouteSecret, RouteTLS: identity.RouteTLS(tlsCert, m.Trust),
+			AllowRoute: n.allowRoute,
+		},
+		JetStream: natsnode.JetStreamConfig{
+			Enabled: true, MaxMemory: n.cfg.JetStreamMaxMemory, MaxStore: n.cfg.JetStreamMaxStore,
+			BootstrapExpect: n.cfg.BootstrapExpect,
+		},
+		Logger: n.log.With("part", "nats"),
+	})
+	if err != nil {
+		return err
+	}
+	n.nats.SetMembers(n.natsMembers())
+	if err := n.nats.Start(ctx); err != nil {
+		return err
+	}
+	cleanups = append(cleanups, n.nats.Shutdown)
+
+	stopEnroll, err := n.serveEnrollment(ctx)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopEnroll)
+
+	stopAPI, err := serveAPI(ctx, n.cfg.StateDir.APISocketPath(), n, n.log.With("part", "api"))
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopAPI)
+
+	n.log.Info("node up", "addr", m.Ticket.Addr, "interface", n.cfg.Interface, "port", n.cfg.ListenPort, "endpoints", n.eps)
+	close(n.ready)
+
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			n.log.Info("stopping", "why", context.Cause(ctx))
+			return nil
+		case <-n.leave:
+			n.log.Info("leaving the mesh on request")
+			return nil
+		case <-n.disc.Changes():
+			n.reconcile()
+		case <-tick.C:
+			n.reconcile()
+		}
+	}
+}
+
+// Leave asks Run to leave the mesh gracefully and return.
+func (n *Node) Leave() error {
+	n.leaveOne.Do(func() { close(n.leave) })
+	return nil
+}
+
+// reconcile turns the member table into WireGuard peers and NATS routes.
+// It is idempotent: with no membership change it changes nothing.
+func (n *Node) reconcile() {
+	if n.dev == nil || n.disc == nil {
+		return
+	}
+	peers := n.desiredPeers()
+	ch, err := n.dev.Apply(peers)
+	if err != nil {
+		n.log.Error("apply WireGuard peers", "err", err)
+	} else if !ch.None() {
+		n.log.Info("WireGuard peers changed", "changes", ch.String(), "peers", len(peers))
+	}
+	if n.nats != nil {
+		n.nats.SetMembers(n.natsMembers())
+		n.nats.Recheck()
+	}
+}
+
+// members is every other member we should have a WireGuard peer for: the
+// member table in every state (dead and left members stay peers until
+// discovery forgets them, so that they can come back), plus newcomers just
+// admitted here.
+func (n *Node) members() []discovery.Member {
+	self := n.member.ID.Public()
+	seen := map[identity.NodePublic]bool{}
+	var out []discovery.Member
+	for _, m := range n.disc.Members() {
+		if m.Node == self || m.Self || n.revs.IsRevoked(m.Node) {
+			continue
+		}
+		seen[m.Node] = true
+		out = append(out, m)
+	}
+	n.mu.Lock()
+	now := time.Now()
+	for k, a := range n.admitted {
+		if seen[k] || now.After(a.until) {
+			delete(n.admitted, k)
+			continue
+		}
+		if !n.revs.IsRevoked(k) {
+			out = append(out, a.member)
+		}
+	}
+	n.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (n *Node) desiredPeers() []wg.Peer {
+	var peers []wg.Peer
+	for _, m := range n.members() {
+		p := wg.Peer{
+			PublicKey:           m.WireGuard.Key(),
+			AllowedIPs:          append([]netip.Prefix{netip.PrefixFrom(m.Addr, 128)}, m.Routes...),
+			PersistentKeepalive: DefaultKeepalive,
+		}
+		if ep, ok := pickEndpoint(m.Endpoints, n.eps); ok {
+			p.Endpoint = ep
+		}
+		peers = append(peers, p)
+	}
+	return peers
+}
+
+// pickEndpoint prefers a member endpoint of the same address family as one
+// of ours (an IPv4-only box cannot dial IPv6).
+func pickEndpoint(theirs, ours []netip.AddrPort) (netip.AddrPort, bool) {
+	has4, has6 := false, false
+	for _, o := range ours {
+		if o.Addr().Unmap().Is4() {
+			has4 = true
+		} else {
+			has6 = true
+		}
+	}
+	for _, t := range theirs {
+		if (t.Addr().Unmap().Is4() && has4) || (!t.Addr().Unmap().Is4() && has6) {
+			return t, true
+		}
+	}
+	if len(theirs) > 0 {
+		return theirs[0], true
+	}
+	return netip.AddrPort{}, false
+}
+
+// natsMembers is the route set: self and every live member.
+func (n *Node) natsMembers() []natsnode.Member {
+	out := []natsnode.Member{{ServerName: n.member.Ticket.Name, Addr: n.member.Ticket.Addr, RoutePort: n.cfg.NATSRoutePort}}
+	for _, m := range n.members() {
+		if m.State != discovery.StateAlive {
+			continue
+		}
+		port := int(m.NATSRoutePort)
+		if port == 0 {
+			port = DefaultNATSRoutePort
+		}
+		out = append(out, natsnode.Member{ServerName: m.Name, Addr: m.Addr, RoutePort: port})
+	}
+	return out
+}
+
+// authorizeClient is asked on every NATS client connection: the client's
+// identity must be a current, unrevoked member (or this node).
+func (n *Node) authorizeClient(k identity.NodePublic) bool {
+	if n.revs.IsRevoked(k) {
+		return false
+	}
+	if k == n.member.ID.Public() {
+		return true
+	}
+	for _, m := range n.members() {
+		if m.Node == k {
+			return true
+		}
+	}
+	return false
+}
+
+// allowRoute accepts inbound NATS routes only from the overlay address of a
+// live member.
+func (n *Node) allowRoute(remote netip.Addr) bool {
+	remote = remote.Unmap()
+	if remote == n.member.Ticket.Addr {
+		return true
+	}
+	for _, m := range n.natsMembers() {
+		if m.Addr == remote {
+			return true
+		}
+	}
+	return false
+}
+
+// localEndpoints lists this box's global unicast addresses at port, for
+// members to dial when no endpoint was configured.
+func localEndpoints(port int, skipIface string, overlay netip.Prefix) []netip.AddrPort {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.AddrPort
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 || ifc.Name == skipIface {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() || overlay.Contains(ip) {
+				continue
+			}
+			out = append(out, netip.AddrPortFrom(ip, uint16(port)))
+		}
+	}
+	return out
+}
+
+var errNoCA = errors.New("this node does not hold the mesh CA and cannot admit members")
+
+// Invite mints a one-time join token (admin nodes only).
+func (n *Node) Invite(ttl time.Duration, roles identity.Roles) (string, error) {
+	if n.member.CA == nil {
+		return "", errNoCA
+	}
+	return identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust).New(ttl, roles, time.Now())
+}
+
+// serveEnrollment is replaced once discovery's enrollment server lands.
+func (n *Node) serveEnrollment(ctx context.Context) (func(), error) { return func() {}, nil }

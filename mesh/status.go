@@ -1,0 +1,106 @@
+package mesh
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/natsnode"
+)
+
+// handshakeFresh is how old a WireGuard handshake may be before a live
+// member counts as unreachable (WireGuard rekeys every 2 minutes while
+// traffic flows, and keepalives keep it flowing).
+const handshakeFresh = 3 * time.Minute
+
+// Status reports the node, its members and NATS routes, and whether all is
+// well; Problems names what is not.
+func (n *Node) Status() Status {
+	m := n.member
+	now := time.Now()
+	st := Status{
+		Name: m.Ticket.Name, Mesh: m.Trust.Mesh, Addr: m.Ticket.Addr.String(),
+		WireGuardKey: m.ID.WireGuardPublic().String(), Roles: m.Ticket.Roles.String(),
+		Interface: n.cfg.Interface, ListenPort: n.cfg.ListenPort,
+		CertExpires: m.Cert.Cert.NotAfter, TicketExpires: m.Ticket.NotAfter,
+	}
+	for _, ep := range n.eps {
+		st.Endpoints = append(st.Endpoints, ep.String())
+	}
+	if exp := m.Cert.Cert.NotAfter.Sub(now); exp < 30*24*time.Hour {
+		st.Problems = append(st.Problems, fmt.Sprintf("node certificate expires in %s", exp.Round(time.Hour)))
+	}
+	stats := map[string]wgStat{}
+	if n.dev != nil {
+		if peers, err := n.dev.Peers(); err == nil {
+			for _, p := range peers {
+				stats[p.PublicKey.String()] = wgStat{ep: p.Endpoint.String(), hs: p.LastHandshake, rx: p.RxBytes, tx: p.TxBytes, hasEP: p.Endpoint.IsValid()}
+			}
+		} else {
+			st.Problems = append(st.Problems, "read WireGuard peers: "+err.Error())
+		}
+	}
+	if n.disc != nil {
+		for _, mem := range n.members() {
+			s := stats[mem.WireGuard.String()]
+			ms := MemberStatus{
+				Name: mem.Name, Addr: mem.Addr.String(), State: mem.State.String(), Roles: mem.Roles.String(),
+				Path: "-", LastHandshake: s.hs, RxBytes: s.rx, TxBytes: s.tx,
+			}
+			if s.hasEP && !s.hs.IsZero() {
+				ms.Path = "direct " + s.ep
+			}
+			switch {
+			case mem.State == discovery.StateLeft:
+				// Left on purpose: not a fault.
+			case mem.State != discovery.StateAlive:
+				st.Problems = append(st.Problems, fmt.Sprintf("member %s is %s", mem.Name, ms.State))
+			case s.hs.IsZero():
+				st.Problems = append(st.Problems, fmt.Sprintf("member %s: no WireGuard handshake yet", mem.Name))
+			case now.Sub(s.hs) > handshakeFresh:
+				st.Problems = append(st.Problems, fmt.Sprintf("member %s: last handshake %s ago", mem.Name, now.Sub(s.hs).Round(time.Second)))
+			}
+			st.Members = append(st.Members, ms)
+		}
+	}
+	if n.nats != nil {
+		ns := n.nats.Status()
+		st.NATS = NATSStatus{
+			ServerName: m.Ticket.Name,
+			ClientURL:  "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSClientPort)),
+			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
+		}
+		if ns.JetStream.Error != "" {
+			st.Problems = append(st.Problems, "JetStream: "+ns.JetStream.Error)
+		}
+		if ns.RoutesUp < ns.RoutesExpected {
+			st.Problems = append(st.Problems, fmt.Sprintf("NATS routes %d of %d up", ns.RoutesUp, ns.RoutesExpected))
+		}
+	}
+	st.Healthy = len(st.Problems) == 0
+	return st
+}
+
+type wgStat struct {
+	ep     string
+	hasEP  bool
+	hs     time.Time
+	rx, tx int64
+}
+
+func jetStreamString(js natsnode.JetStreamStatus) string {
+	switch {
+	case !js.Configured:
+		return "off"
+	case js.Error != "":
+		return "error: " + js.Error
+	case js.Waiting:
+		return fmt.Sprintf("waiting for %d of %d members before bootstrap", js.Known, js.Expect)
+	case js.MetaLeader != "":
+		return fmt.Sprintf("ok, meta leader %s, %d servers", js.MetaLeader, js.ClusterSize)
+	default:
+		return "enabled, no meta leader yet"
+	}
+}

@@ -1,0 +1,384 @@
+package netns
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshnode/meshnode/mesh"
+)
+
+// Lab is a mesh of real meshnode processes, one per network namespace, all
+// on one bridge: the harness behind `meshnode demo` and the end-to-end
+// tests. Every namespace, interface and process it starts is removed by
+// Close, processes by PID.
+type Lab struct {
+	Bin    string // the meshnode binary
+	Dir    string // state directories and logs live below it
+	Bridge *Bridge
+	Nodes  []*LabNode
+	// Fast makes nodes use short gossip timers.
+	Fast bool
+}
+
+// LabNode is one box of the lab.
+type LabNode struct {
+	lab   *Lab
+	Name  string
+	NS    *NS
+	IP    string // underlay address on eth0
+	Iface string // WireGuard interface (unique on the host)
+	State string // state directory
+	Log   string // the node's log file
+	cmd   *exec.Cmd
+	done  chan error
+}
+
+// NewLab creates the bridge. bin is the meshnode binary to run.
+func NewLab(bin, dir string) (*Lab, error) {
+	br, err := CreateBridge()
+	if err != nil {
+		return nil, err
+	}
+	return &Lab{Bin: bin, Dir: dir, Bridge: br}, nil
+}
+
+// AddNode creates a namespace on the bridge for a node called name.
+func (l *Lab) AddNode(name string) (*LabNode, error) {
+	ns, err := Create("mn")
+	if err != nil {
+		return nil, err
+	}
+	i := len(l.Nodes) + 1
+	n := &LabNode{
+		lab: l, Name: name, NS: ns, IP: fmt.Sprintf("10.231.0.%d", i),
+		Iface: Unique("mw"), State: filepath.Join(l.Dir, name),
+		Log: filepath.Join(l.Dir, name+".log"),
+	}
+	l.Nodes = append(l.Nodes, n)
+	if err := l.Bridge.Connect(ns, "eth0", n.IP+"/24"); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close stops every node (SIGKILL by PID if SIGTERM is not enough) and
+// removes every namespace.
+func (l *Lab) Close() {
+	for _, n := range l.Nodes {
+		n.Stop(3 * time.Second)
+		n.NS.Delete()
+	}
+	if l.Bridge != nil {
+		l.Bridge.Delete()
+	}
+}
+
+// Endpoint is the node's WireGuard underlay endpoint.
+func (n *LabNode) Endpoint() string { return n.IP + ":51820" }
+
+// EnrollAddr is where the node's enrollment endpoint listens.
+func (n *LabNode) EnrollAddr() string { return n.IP + ":51821" }
+
+// Meshnode runs a meshnode subcommand inside the node's namespace and
+// returns its stdout; stderr is in the error.
+func (n *LabNode) Meshnode(args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := n.NS.Command(n.lab.Bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s: meshnode %s: %w: %s", n.Name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+func (n *LabNode) nodeFlags() []string {
+	f := []string{"--state", n.State, "--iface", n.Iface, "--endpoint", n.Endpoint(), "--enroll-addr", n.EnrollAddr()}
+	if n.lab.Fast {
+		f = append(f, "--fast-timers")
+	}
+	return f
+}
+
+// Init creates a new mesh with this node as its first member.
+func (n *LabNode) Init(meshName string, extra ...string) error {
+	args := append([]string{"init", "--name", n.Name, "--mesh", meshName}, n.nodeFlags()...)
+	_, err := n.Meshnode(append(args, extra...)...)
+	return err
+}
+
+// Up starts the daemon in the background.
+func (n *LabNode) Up(extra ...string) error {
+	return n.start(append(append([]string{"up"}, n.nodeFlags()...), extra...))
+}
+
+// Join starts `meshnode join` toward admin in the background: it enrolls,
+// then runs the node like up.
+func (n *LabNode) Join(admin *LabNode, token string, extra ...string) error {
+	args := append([]string{"join", admin.EnrollAddr(), "--token", token, "--name", n.Name}, n.nodeFlags()...)
+	return n.start(append(args, extra...))
+}
+
+func (n *LabNode) start(args []string) error {
+	if n.cmd != nil {
+		return fmt.Errorf("%s: already running (pid %d)", n.Name, n.cmd.Process.Pid)
+	}
+	if err := os.MkdirAll(n.lab.Dir, 0o700); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "=== meshnode %s\n", strings.Join(args, " "))
+	// ip netns exec execs the binary, so the PID is meshnode's own.
+	cmd := n.NS.Command(n.lab.Bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	n.cmd, n.done = cmd, make(chan error, 1)
+	go func() { n.done <- cmd.Wait(); logf.Close() }()
+	return nil
+}
+
+// Running reports whether the node's process is still alive.
+func (n *LabNode) Running() bool {
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case err := <-n.done:
+		n.done <- err // keep it for Wait
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the node process's PID (0 when not running).
+func (n *LabNode) PID() int {
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// Wait waits for the node's process to exit and returns its error.
+func (n *LabNode) Wait(timeout time.Duration) error {
+	if n.cmd == nil {
+		return errors.New(n.Name + ": not started")
+	}
+	select {
+	case err := <-n.done:
+		n.cmd = nil
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: still running after %s", n.Name, timeout)
+	}
+}
+
+// Kill sends SIGKILL: a crash, with nothing cleaned up.
+func (n *LabNode) Kill() {
+	if n.cmd == nil {
+		return
+	}
+	n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.done
+	n.cmd = nil
+}
+
+// Stop sends SIGTERM (graceful leave) and SIGKILL after timeout.
+func (n *LabNode) Stop(timeout time.Duration) {
+	if n.cmd == nil {
+		return
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(timeout):
+		n.cmd.Process.Signal(syscall.SIGKILL)
+		<-n.done
+	}
+	n.cmd = nil
+}
+
+// Status asks the node's daemon for its status.
+func (n *LabNode) Status() (*mesh.Status, error) {
+	cmd := n.NS.Command(n.lab.Bin, "status", "--json", "--state", n.State)
+	out, err := cmd.Output()
+	var st mesh.Status
+	if jerr := json.Unmarshal(out, &st); jerr != nil {
+		if err == nil {
+			err = jerr
+		}
+		return nil, fmt.Errorf("%s: status: %w", n.Name, err)
+	}
+	return &st, nil
+}
+
+// Complete reports whether the node sees every other lab node alive with a
+// WireGuard handshake and all NATS routes up; when not, it says why.
+func (n *LabNode) Complete(want int) (bool, string) {
+	st, err := n.Status()
+	if err != nil {
+		return false, err.Error()
+	}
+	alive := 0
+	for _, m := range st.Members {
+		if m.State == "alive" && !m.LastHandshake.IsZero() {
+			alive++
+		}
+	}
+	if alive != want-1 {
+		return false, fmt.Sprintf("%s sees %d of %d members alive with a handshake", n.Name, alive, want-1)
+	}
+	if st.NATS.RoutesExpected != want-1 || st.NATS.RoutesUp != want-1 {
+		return false, fmt.Sprintf("%s: NATS routes %d/%d, want %d", n.Name, st.NATS.RoutesUp, st.NATS.RoutesExpected, want-1)
+	}
+	return true, ""
+}
+
+// WaitComplete polls until every running node is Complete, or ctx ends; the
+// error then says what was still missing.
+func (l *Lab) WaitComplete(ctx context.Context) error {
+	var why string
+	for {
+		ok := true
+		for _, n := range l.Nodes {
+			if c, w := n.Complete(len(l.Nodes)); !c {
+				ok, why = false, w
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mesh not complete: %s", why)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Tail returns the last n lines of the node's log, for failure messages.
+func (n *LabNode) Tail(lines int) string {
+	b, _ := os.ReadFile(n.Log)
+	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+// WaitUp polls until the node's daemon answers its local API.
+func (n *LabNode) WaitUp(ctx context.Context) error {
+	for {
+		if _, err := n.Status(); err == nil {
+			return nil
+		}
+		if !n.Running() {
+			return fmt.Errorf("%s exited before it was up:\n%s", n.Name, n.Tail(20))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not up: %w\n%s", n.Name, ctx.Err(), n.Tail(20))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Invite mints a join token on an admin node.
+func (n *LabNode) Invite(extra ...string) (string, error) {
+	out, err := n.Meshnode(append([]string{"invite", "--state", n.State}, extra...)...)
+	return strings.TrimSpace(out), err
+}
+
+// StartMesh creates one node per name: the first inits the mesh and runs
+// `up`, every other joins it with a fresh token. It returns once every
+// daemon answers (not once the mesh is complete: see WaitComplete).
+func (l *Lab) StartMesh(ctx context.Context, meshName string, names []string) error {
+	if len(names) == 0 {
+		return errors.New("no nodes")
+	}
+	expect := min(len(names), 3)
+	for _, name := range names {
+		if _, err := l.AddNode(name); err != nil {
+			return err
+		}
+	}
+	first := l.Nodes[0]
+	if err := first.Init(meshName, "--bootstrap-expect", fmt.Sprint(expect)); err != nil {
+		return err
+	}
+	if err := first.Up(); err != nil {
+		return err
+	}
+	if err := first.WaitUp(ctx); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes[1:] {
+		tok, err := first.Invite()
+		if err != nil {
+			return err
+		}
+		if err := n.Join(first, tok, "--bootstrap-expect", fmt.Sprint(expect)); err != nil {
+			return err
+		}
+	}
+	for _, n := range l.Nodes[1:] {
+		if err := n.WaitUp(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SendAcross subscribes on to, publishes msg on from until the subscriber
+// gets it (route interest takes a moment to propagate), and returns what
+// the subscriber printed.
+func (l *Lab) SendAcross(ctx context.Context, from, to *LabNode, subject, msg string) (string, error) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(30 * time.Second)
+	}
+	timeout := time.Until(dl).Round(time.Second).String()
+	var out, errb bytes.Buffer
+	sub := to.NS.Command(l.Bin, "nats", "--state", to.State, "--timeout", timeout, "sub", subject, "1")
+	sub.Stdout, sub.Stderr = &out, &errb
+	if err := sub.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- sub.Wait() }()
+	for {
+		if _, err := from.Meshnode("nats", "--state", from.State, "pub", subject, msg); err != nil {
+			sub.Process.Kill()
+			<-done
+			return "", err
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				return "", fmt.Errorf("subscriber on %s: %w: %s", to.Name, err, strings.TrimSpace(errb.String()))
+			}
+			return strings.TrimSpace(out.String()), nil
+		case <-ctx.Done():
+			sub.Process.Kill()
+			<-done
+			return "", fmt.Errorf("no message from %s reached %s: %w", from.Name, to.Name, ctx.Err())
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
