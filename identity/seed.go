@@ -132,3 +132,14 @@ func LoadSeed(path string) (Seed, error) {
 	}
 	return s, nil
 }
+
+// SaveSeed stores a seed generated earlier (with NewSeed) at path, 0600,
+// refusing to replace an existing file. A joiner generates its seed in
+// memory and saves it only once enrollment succeeded, so a refused join
+// leaves nothing behind.
+func SaveSeed(path string, s Seed) error {
+	if err := writeFileExclusive(path, MarshalSeedFile(s), 0o600); err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	return nil
+}

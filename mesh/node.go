@@ -75,7 +75,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	if len(eps) == 0 {
-		eps = localEndpoints(cfg.ListenPort, cfg.Interface, m.Trust.Prefix())
+		eps = LocalEndpoints(cfg.ListenPort, cfg.Interface)
 	}
 	return &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
@@ -349,9 +349,10 @@ func (n *Node) allowRoute(remote netip.Addr) bool {
 	return false
 }
 
-// localEndpoints lists this box's global unicast addresses at port, for
-// members to dial when no endpoint was configured.
-func localEndpoints(port int, skipIface string, overlay netip.Prefix) []netip.AddrPort {
+// LocalEndpoints lists this box's global unicast addresses at port, for
+// members to dial when no endpoint was configured. The mesh interface (which
+// holds the overlay address) is skipped.
+func LocalEndpoints(port int, skipIface string) []netip.AddrPort {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil
@@ -372,7 +373,7 @@ func localEndpoints(port int, skipIface string, overlay netip.Prefix) []netip.Ad
 				continue
 			}
 			ip = ip.Unmap()
-			if !ip.IsGlobalUnicast() || overlay.Contains(ip) {
+			if !ip.IsGlobalUnicast() {
 				continue
 			}
 			out = append(out, netip.AddrPortFrom(ip, uint16(port)))
