@@ -170,10 +170,13 @@ func Open(cfg Config) (*Device, error) {
 // It owns tdev from here on, also on error.
 func newDevice(tdev tun.Device, bind conn.Bind, cfg Config, log *slog.Logger) (*Device, error) {
 	dev := device.NewDevice(tdev, bind, wgLogger(log))
-	set := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(cfg.PrivateKey[:]), cfg.ListenPort)
-	if err := dev.IpcSet(set); err != nil {
+	if err := dev.IpcSet("private_key=" + hex.EncodeToString(cfg.PrivateKey[:]) + "\n"); err != nil {
 		dev.Close()
-		return nil, fmt.Errorf("wg: interface %s: set key and port: %w", cfg.Name, err)
+		return nil, fmt.Errorf("wg: interface %s: set private key: %w", cfg.Name, err)
+	}
+	if err := dev.IpcSet(fmt.Sprintf("listen_port=%d\n", cfg.ListenPort)); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("wg: interface %s: listen port %d: %w", cfg.Name, cfg.ListenPort, err)
 	}
 	if err := dev.Up(); err != nil {
 		dev.Close()
@@ -281,8 +284,10 @@ func (d *Device) Close() error {
 		close(d.closing)
 		var errs []error
 		if d.uapi != nil {
-			if err := d.uapi.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-				errs = append(errs, fmt.Errorf("close UAPI socket: %w", err))
+			// Errors here only say the listener had already stopped (see
+			// serveUAPI); the socket file is removed below either way.
+			if err := d.uapi.Close(); err != nil {
+				d.log.Debug("closing UAPI listener", "err", err)
 			}
 		}
 		d.dev.Close() // closes the TUN; the kernel deletes the interface

@@ -167,7 +167,7 @@ func (h *holder) call(req request) reply {
 		h.t.Fatalf("helper %s: %s: %v\nstderr:\n%s", h.iface, req.Op, err, h.stderr)
 	}
 	if rep.Err != "" {
-		h.t.Fatalf("helper %s: %s: %s", h.iface, req.Op, rep.Err)
+		h.t.Fatalf("helper %s: %s: %s\nstderr:\n%s", h.iface, req.Op, rep.Err, h.stderr)
 	}
 	return rep
 }
@@ -189,6 +189,9 @@ func (h *holder) close() {
 	h.t.Helper()
 	h.call(request{Op: "close"})
 	h.wait()
+	if strings.Contains(h.stderr.String(), "stopped accepting") {
+		h.t.Errorf("helper %s: UAPI socket stopped serving before Close:\n%s", h.iface, h.stderr)
+	}
 }
 
 func (h *holder) wait() {

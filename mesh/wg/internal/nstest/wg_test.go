@@ -202,6 +202,16 @@ func TestCrashAndStaleState(t *testing.T) {
 		t.Fatalf("after the refused Open, %s no longer answers as the first holder: %q %v", iface, out, err)
 	}
 
+	// Another interface on the same UDP port: a clear error, nothing left.
+	other := netns.Unique("wg")
+	_, err = start(t, ns, other, genKey(t), overlay(3), prefix)
+	if err == nil || !strings.Contains(err.Error(), "listen port 51820") {
+		t.Fatalf("second device on port 51820: err = %v", err)
+	}
+	if linkExists(t, ns, other) || socketExists(other) {
+		t.Fatalf("failed Open of %s left its link or socket behind", other)
+	}
+
 	first.kill()
 	if !socketExists(iface) {
 		t.Fatalf("socket %s vanished with the killed holder; this test would not exercise stale cleanup", wg.SocketPath(iface))
