@@ -1,0 +1,116 @@
+package mesh
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	dir := identity.StateDir(t.TempDir())
+	c, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Interface != DefaultInterface || c.ListenPort != DefaultListenPort || c.MTU != DefaultMTU ||
+		c.GossipPort != DefaultGossipPort || c.NATSClientPort != DefaultNATSClientPort ||
+		c.NATSRoutePort != DefaultNATSRoutePort || c.BootstrapExpect != DefaultBootstrapExpect ||
+		c.EnrollAddr != ":51821" || c.JetStreamMaxMemory == 0 || c.JetStreamMaxStore == 0 {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadConfigFileAndErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, wantErr string
+		check               func(Config) bool
+	}{
+		{"settings", "interface = \"edge0\"\nlisten_port = 51900\nendpoints = [\"192.0.2.1:51900\"]\n", "",
+			func(c Config) bool { return c.Interface == "edge0" && c.ListenPort == 51900 && len(c.Endpoints) == 1 }},
+		{"unknown key named", "listen_prot = 1\n", `unknown setting "listen_prot"`, nil},
+		{"garbage", "this is = = not toml", "meshnode.toml", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := identity.StateDir(t.TempDir())
+			if err := os.WriteFile(dir.ConfigPath(), []byte(tc.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadConfig(dir)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !tc.check(c) {
+				t.Fatalf("got %+v, %v", c, err)
+			}
+		})
+	}
+}
+
+func TestValidateNamesTheSetting(t *testing.T) {
+	base := Config{}.withDefaults()
+	for _, tc := range []struct {
+		mut  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.ListenPort = 70000 }, "listen_port"},
+		{func(c *Config) { c.MTU = 1000 }, "mtu"},
+		{func(c *Config) { c.BootstrapExpect = -1 }, "bootstrap_expect"},
+		{func(c *Config) { c.Interface = "a-very-long-interface-name" }, "interface"},
+		{func(c *Config) { c.Endpoints = []string{"not-an-ip:1"} }, "endpoint"},
+		{func(c *Config) { c.EnrollAddr = "nocolon" }, "enroll_addr"},
+	} {
+		c := base
+		tc.mut(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error naming %q", err, tc.want)
+		}
+	}
+}
+
+func TestSaveConfigKeepsOnlyNonDefaults(t *testing.T) {
+	dir := identity.StateDir(t.TempDir())
+	c := Config{StateDir: dir, Interface: "edge7", Endpoints: []string{"198.51.100.4"}}.withDefaults()
+	if err := SaveConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(dir.ConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "listen_port") || strings.Contains(string(b), "mtu") {
+		t.Fatalf("defaults written out:\n%s", b)
+	}
+	back, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps, err := back.ParseEndpoints()
+	if err != nil || back.Interface != "edge7" || len(eps) != 1 || eps[0] != netip.MustParseAddrPort("198.51.100.4:51820") {
+		t.Fatalf("round trip: %+v %v %v", back, eps, err)
+	}
+}
+
+func TestPickEndpointPrefersOurFamily(t *testing.T) {
+	v4 := netip.MustParseAddrPort("192.0.2.7:51820")
+	v6 := netip.MustParseAddrPort("[2001:db8::7]:51820")
+	ours4 := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820")}
+	ours6 := []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:51820")}
+	if got, ok := pickEndpoint([]netip.AddrPort{v6, v4}, ours4); !ok || got != v4 {
+		t.Errorf("IPv4 box: got %v, want %v", got, v4)
+	}
+	if got, ok := pickEndpoint([]netip.AddrPort{v4, v6}, ours6); !ok || got != v6 {
+		t.Errorf("IPv6 box: got %v, want %v", got, v6)
+	}
+	if _, ok := pickEndpoint(nil, ours4); ok {
+		t.Error("a member with no endpoints got one")
+	}
+}
