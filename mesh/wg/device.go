@@ -100,6 +100,7 @@ func containsAny(s, chars string) bool {
 // concurrent use.
 type Device struct {
 	name string
+	pub  wgtypes.Key // this device's public key
 	log  *slog.Logger
 	dev  *device.Device
 	uapi net.Listener // nil for devices built in-process for tests
@@ -184,6 +185,7 @@ func newDevice(tdev tun.Device, bind conn.Bind, cfg Config, log *slog.Logger) (*
 	}
 	return &Device{
 		name:         cfg.Name,
+		pub:          cfg.PrivateKey.PublicKey(),
 		log:          log,
 		dev:          dev,
 		lastEndpoint: make(map[wgtypes.Key]netip.AddrPort),
@@ -223,6 +225,9 @@ func (d *Device) serveUAPI() {
 // Name returns the interface name.
 func (d *Device) Name() string { return d.name }
 
+// PublicKey returns the device's WireGuard public key.
+func (d *Device) PublicKey() wgtypes.Key { return d.pub }
+
 // Peers returns the live peers with their handshake and traffic counters.
 func (d *Device) Peers() ([]PeerStats, error) {
 	text, err := d.dev.IpcGet()
@@ -252,6 +257,13 @@ func (d *Device) Apply(desired []Peer) (Changes, error) {
 	want, err := normalize(desired)
 	if err != nil {
 		return Changes{}, fmt.Errorf("wg: interface %s: %w", d.name, err)
+	}
+	for _, p := range want {
+		// wireguard-go silently ignores such a peer, so it would be
+		// "added" again on every Apply.
+		if p.PublicKey == d.pub {
+			return Changes{}, fmt.Errorf("wg: interface %s: desired peer %s is this device's own key", d.name, p.PublicKey)
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

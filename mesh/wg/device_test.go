@@ -192,6 +192,10 @@ func TestApplyRejectsBadDesiredSet(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "listed twice") {
 		t.Fatalf("duplicate peer: err = %v", err)
 	}
+	_, err = a.dev.Apply([]Peer{b.asPeer(), a.asPeer()})
+	if err == nil || !strings.Contains(err.Error(), "own key") {
+		t.Fatalf("own key as peer: err = %v", err)
+	}
 	if ps, _ := a.dev.Peers(); len(ps) != 1 {
 		t.Fatalf("a rejected Apply changed the device: %+v", ps)
 	}
