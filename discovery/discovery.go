@@ -597,7 +597,7 @@ func (d *Discovery) noteLeaving(md *meta) {
 func (d *Discovery) addPending(t *identity.Ticket, endpoints []netip.AddrPort) Member {
 	d.mu.Lock()
 	old := d.table[t.Name]
-	if old != nil && old.Node == t.Node && old.State == StateAlive && old.meta != nil {
+	if old != nil && old.Node == t.Node && (old.Self || (old.State == StateAlive && old.meta != nil)) {
 		m := old.clone()
 		d.mu.Unlock()
 		return m

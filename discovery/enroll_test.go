@@ -1,0 +1,422 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+type enrollFixture struct {
+	t     *testing.T
+	tm    *testMesh
+	self  *identity.Member
+	d     *Discovery
+	inv   *identity.Invites
+	srv   *Server
+	addr  string
+	clock time.Time
+
+	mu       sync.Mutex
+	admitted []Member
+}
+
+// newEnrollFixture runs an enrollment endpoint on loopback for a member
+// holding the CA (withCA) or a plain member that knows an admin.
+func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture {
+	tm := newTestMesh(t)
+	f := &enrollFixture{t: t, tm: tm, clock: time.Now()}
+	admin := tm.enroll("admin", identity.RoleAdmin)
+	admin.CA = tm.ca
+	self := admin
+	if !withCA {
+		self = tm.enroll("plain", 0)
+	}
+	f.self = self
+	n := &testNode{m: self, dir: t.TempDir(), revs: identity.NewRevocationSet(self.Trust)}
+	d, err := New(n.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.d = d
+	if !withCA {
+		d.addPending(admin.Ticket, []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:51820")})
+	}
+	cfg := ServerConfig{
+		Member:      self,
+		Discovery:   d,
+		OnAdmit:     func(m Member) { f.mu.Lock(); f.admitted = append(f.admitted, m); f.mu.Unlock() },
+		Logger:      testLogger(t, "enroll"),
+		MaxFailures: maxFailures,
+		now:         func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.clock },
+	}
+	if withCA {
+		f.inv = identity.OpenInvites(filepath.Join(t.TempDir(), "invites.json"), tm.ca.Trust)
+		cfg.Invites = f.inv
+	}
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv, f.addr = srv, ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return f
+}
+
+func (f *enrollFixture) token(ttl time.Duration, roles identity.Roles, now time.Time) string {
+	tok, err := f.inv.New(ttl, roles, now)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return tok
+}
+
+func (f *enrollFixture) admittedCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.admitted)
+}
+
+func newIdentity(t testing.TB) *identity.Identity {
+	seed, err := identity.NewSeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return identity.FromSeed(seed)
+}
+
+// signedJoinBody is a well-formed, correctly signed join request.
+func signedJoinBody(t testing.TB, id *identity.Identity, name, token string) []byte {
+	req := joinRequest{Version: enrollVersion, Name: name, Node: id.Public(), WireGuard: id.WireGuardPublic(),
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.20:51820")}, Token: token}
+	req.Signature = id.Sign(req.signed())
+	b, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// post sends raw bytes over the pinned TLS connection and returns the
+// status and error code.
+func (f *enrollFixture) post(method, path string, body []byte) (int, errorResponse) {
+	f.t.Helper()
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		InsecureSkipVerify: true, VerifyConnection: pinnedCA(f.tm.ca.Fingerprint()),
+	}}}
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequest(method, "https://"+f.addr+path, bytes.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var er errorResponse
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &er)
+	return resp.StatusCode, er
+}
+
+func TestEnrollHappyPath(t *testing.T) {
+	f := newEnrollFixture(t, true, 0)
+	tok := f.token(time.Hour, identity.RoleHub, time.Now())
+	id := newIdentity(t)
+	eps := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.20:51820")}
+	res, err := Enroll(context.Background(), f.addr, tok, id, "newbie", eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The enrollment verifies and can be stored as a node's state.
+	dir := identity.StateDir(t.TempDir())
+	m, err := dir.SaveEnrollment(id, res.Enrollment, time.Now())
+	if err != nil {
+		t.Fatalf("enrollment does not verify: %v", err)
+	}
+	if m.Ticket.Name != "newbie" || m.Ticket.Roles != identity.RoleHub || m.Cert.Node() != id.Public() || m.RouteSecret != f.self.RouteSecret {
+		t.Fatalf("wrong enrollment: ticket %+v", m.Ticket)
+	}
+	if res.Mesh.Name != "testmesh" || res.Mesh.Prefix != f.tm.ca.Prefix() || res.Mesh.MTU != MTU {
+		t.Fatalf("mesh params %+v", res.Mesh)
+	}
+	// It knows the admitting member, verified, with its signed endpoints.
+	if len(res.Members) != 1 || res.Members[0].Name != "admin" || res.Members[0].meta == nil ||
+		res.Members[0].Endpoints[0] != netip.MustParseAddrPort("192.0.2.1:51820") {
+		t.Fatalf("member list %+v", res.Members)
+	}
+	path := filepath.Join(t.TempDir(), "members.json")
+	if err := WriteMembers(path, res.Members); err != nil {
+		t.Fatal(err)
+	}
+	back, err := readMembers(path, m.Trust, nil, time.Now(), func(err error) { t.Error(err) })
+	if err != nil || len(back) != 1 || back[0].Name != "admin" {
+		t.Fatalf("persisted member list: %v %+v", err, back)
+	}
+	// The admitting node was told before it answered, and lists the
+	// newcomer with the endpoints it signed.
+	if f.admittedCount() != 1 || f.admitted[0].WireGuard != id.WireGuardPublic() || f.admitted[0].Endpoints[0] != eps[0] {
+		t.Fatalf("OnAdmit got %+v", f.admitted)
+	}
+	if st, ok := stateOf(f.d, "newbie"); !ok || st != StateUnknown {
+		t.Fatalf("newcomer in the admitting table: %v %v", st, ok)
+	}
+	// The same identity cannot use the same token again.
+	_, err = Enroll(context.Background(), f.addr, tok, id, "newbie", eps)
+	var ee *EnrollError
+	if !errors.As(err, &ee) || ee.Status != http.StatusGone || ee.Code != CodeTokenUsed {
+		t.Fatalf("reused token: %v", err)
+	}
+}
+
+func TestEnrollRefusals(t *testing.T) {
+	f := newEnrollFixture(t, true, 1000)
+	now := time.Now()
+	other := newTestMesh(t)
+	otherInv := identity.OpenInvites(filepath.Join(t.TempDir(), "other.json"), other.ca.Trust)
+	foreignTok, err := otherInv.New(time.Hour, 0, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownTok := identity.Invite{CAFingerprint: f.tm.ca.Fingerprint(), Secret: [32]byte{7}}.String()
+	expiredTok := f.token(time.Minute, 0, now.Add(-time.Hour))
+	usedTok := f.token(time.Hour, 0, now)
+	if _, err := Enroll(context.Background(), f.addr, usedTok, newIdentity(t), "first", nil); err != nil {
+		t.Fatal(err)
+	}
+	revokedID := newIdentity(t)
+	rev, err := f.tm.ca.Revoke(revokedID.Public(), "lost", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.d.Revoke(rev); err != nil {
+		t.Fatal(err)
+	}
+	wrongSigner := newIdentity(t)
+	badSig := func() []byte {
+		id := newIdentity(t)
+		req := joinRequest{Version: 1, Name: "sneaky", Node: id.Public(), WireGuard: id.WireGuardPublic(), Token: f.token(time.Hour, 0, now)}
+		req.Signature = wrongSigner.Sign(req.signed())
+		b, _ := json.Marshal(req)
+		return b
+	}()
+	big := []byte(`{"version":1,"name":"` + strings.Repeat("a", maxRequestBody) + `"}`)
+
+	cases := []struct {
+		name   string
+		body   []byte
+		status int
+		code   string
+	}{
+		{"malformed JSON", []byte(`{"version":1,`), 400, CodeMalformed},
+		{"unknown field", []byte(`{"version":1,"admin":true}`), 400, CodeMalformed},
+		{"two objects", append(signedJoinBody(t, newIdentity(t), "x", unknownTok), "{}"...), 400, CodeMalformed},
+		{"bad name", signedJoinBody(t, newIdentity(t), "Not_A_Label", unknownTok), 400, CodeMalformed},
+		{"oversized body", big, 413, CodeTooLarge},
+		{"bad signature", badSig, 400, CodeBadSignature},
+		{"malformed token", signedJoinBody(t, newIdentity(t), "x", "mnj1-zzzz"), 400, CodeMalformed},
+		{"unknown token", signedJoinBody(t, newIdentity(t), "x", unknownTok), 403, CodeTokenUnknown},
+		{"expired token", signedJoinBody(t, newIdentity(t), "x", expiredTok), 410, CodeTokenExpired},
+		{"reused token", signedJoinBody(t, newIdentity(t), "x", usedTok), 410, CodeTokenUsed},
+		{"token of another mesh", signedJoinBody(t, newIdentity(t), "x", foreignTok), 403, CodeTokenMesh},
+	}
+	fresh := f.token(time.Hour, 0, now) // valid for the checks that need one
+	cases = append(cases, []struct {
+		name   string
+		body   []byte
+		status int
+		code   string
+	}{
+		{"name taken", signedJoinBody(t, newIdentity(t), "admin", fresh), 409, CodeNameTaken},
+		{"name taken by earlier newcomer", signedJoinBody(t, newIdentity(t), "first", fresh), 409, CodeNameTaken},
+		{"revoked identity", signedJoinBody(t, revokedID, "x", fresh), 403, CodeRevoked},
+	}...)
+
+	before := len(f.d.Members())
+	admittedBefore := f.admittedCount()
+	for _, c := range cases {
+		status, er := f.post(http.MethodPost, "/v1/join", c.body)
+		if status != c.status || er.Code != c.code {
+			t.Errorf("%s: got %d %q (%s), want %d %q", c.name, status, er.Code, er.Error, c.status, c.code)
+		}
+		if er.Error == "" {
+			t.Errorf("%s: no error message", c.name)
+		}
+	}
+	if status, er := f.post(http.MethodGet, "/v1/join", nil); status != 405 || er.Code != CodeMethod {
+		t.Errorf("GET join: %d %q", status, er.Code)
+	}
+	if status, er := f.post(http.MethodGet, "/v2/join", nil); status != 404 || er.Code != CodeNotFound {
+		t.Errorf("unknown path: %d %q", status, er.Code)
+	}
+	// Nothing changed: no member added, nobody admitted, the valid token
+	// still works.
+	if n := len(f.d.Members()); n != before || f.admittedCount() != admittedBefore {
+		t.Fatalf("refusals changed the table (%d → %d members) or admitted someone", before, n)
+	}
+	if _, err := f.inv.Check(fresh, time.Now()); err != nil {
+		t.Fatalf("a refused request used up the token: %v", err)
+	}
+	if _, err := Enroll(context.Background(), f.addr, fresh, newIdentity(t), "second", nil); err != nil {
+		t.Fatalf("valid join after refusals: %v", err)
+	}
+
+	// Wrong CA from the joiner's side: the token pins another CA, so the
+	// joiner refuses the server before sending anything.
+	_, err = Enroll(context.Background(), f.addr, foreignTok, newIdentity(t), "x", nil)
+	if !errors.Is(err, ErrWrongCA) {
+		t.Fatalf("token of another mesh: want ErrWrongCA, got %v", err)
+	}
+}
+
+func TestEnrollWithoutCANamesAdmin(t *testing.T) {
+	f := newEnrollFixture(t, false, 0)
+	adminInv := identity.OpenInvites(filepath.Join(t.TempDir(), "inv.json"), f.tm.ca.Trust)
+	tok, err := adminInv.New(time.Hour, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Enroll(context.Background(), f.addr, tok, newIdentity(t), "x", nil)
+	var ee *EnrollError
+	if !errors.As(err, &ee) || ee.Status != http.StatusMisdirectedRequest || ee.Code != CodeNoCA || ee.Admin != "admin" ||
+		len(ee.AdminEndpoints) != 1 || !strings.Contains(ee.Error(), `"admin"`) {
+		t.Fatalf("got %v", err)
+	}
+	t.Log(err)
+}
+
+func TestEnrollRateLimit(t *testing.T) {
+	f := newEnrollFixture(t, true, 3)
+	f.srv.cfg.FailureWindow = 30 * time.Second // the clock may not run past the certificates' NotBefore slack
+	for range 3 {
+		if status, _ := f.post(http.MethodPost, "/v1/join", []byte("{")); status != 400 {
+			t.Fatalf("status %d", status)
+		}
+	}
+	tok := f.token(time.Hour, 0, time.Now())
+	_, err := Enroll(context.Background(), f.addr, tok, newIdentity(t), "late", nil)
+	var ee *EnrollError
+	if !errors.As(err, &ee) || ee.Status != http.StatusTooManyRequests || ee.Code != CodeRateLimited {
+		t.Fatalf("after 3 failures: %v", err)
+	}
+	f.mu.Lock()
+	f.clock = f.clock.Add(45 * time.Second)
+	f.mu.Unlock()
+	if _, err := Enroll(context.Background(), f.addr, tok, newIdentity(t), "late", nil); err != nil {
+		t.Fatalf("after the window: %v", err)
+	}
+}
+
+func TestHello(t *testing.T) {
+	for _, withCA := range []bool{true, false} {
+		f := newEnrollFixture(t, withCA, 1000)
+		back := f.tm.enroll("back", 0)
+		eps := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.30:51820")}
+		members, err := Hello(context.Background(), f.addr, back, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(members) == 0 {
+			t.Fatal("hello returned no members")
+		}
+		for _, m := range members {
+			if m.Name == "back" {
+				t.Fatal("hello answer lists the caller")
+			}
+		}
+		if st, ok := stateOf(f.d, "back"); !ok || st != StateUnknown || f.admittedCount() != 1 || f.admitted[0].Endpoints[0] != eps[0] {
+			t.Fatalf("withCA=%v: member not re-added (%v %v), admitted %+v", withCA, st, ok, f.admitted)
+		}
+
+		// A challenge works once.
+		c := newClient(f.addr, verifyAgainst(f.tm.ca.Pool()))
+		var ch challengeResponse
+		if err := c.do(context.Background(), http.MethodGet, "/v1/challenge", nil, &ch); err != nil {
+			t.Fatal(err)
+		}
+		req := helloRequest{Version: 1, Ticket: back.Ticket.Marshal(), Challenge: ch.Challenge}
+		req.Signature = back.ID.Sign(req.signed())
+		body, _ := json.Marshal(req)
+		if status, er := f.post(http.MethodPost, "/v1/hello", body); status != 200 {
+			t.Fatalf("first use: %d %+v", status, er)
+		}
+		if status, er := f.post(http.MethodPost, "/v1/hello", body); status != 403 || er.Code != CodeBadChallenge {
+			t.Fatalf("replayed challenge: %d %+v", status, er)
+		}
+
+		// Someone else's ticket with our own signature.
+		thief := f.tm.enroll("thief", 0)
+		if err := c.do(context.Background(), http.MethodGet, "/v1/challenge", nil, &ch); err != nil {
+			t.Fatal(err)
+		}
+		req = helloRequest{Version: 1, Ticket: back.Ticket.Marshal(), Challenge: ch.Challenge}
+		req.Signature = thief.ID.Sign(req.signed())
+		body, _ = json.Marshal(req)
+		if status, er := f.post(http.MethodPost, "/v1/hello", body); status != 400 || er.Code != CodeBadSignature {
+			t.Fatalf("stolen ticket: %d %+v", status, er)
+		}
+
+		// Expired ticket, revoked member.
+		exp := *back
+		exp.Ticket, err = f.tm.ca.IssueTicket("back", back.ID.Public(), back.ID.WireGuardPublic(), 0, time.Now().Add(-100*time.Hour), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ee *EnrollError
+		if _, err := Hello(context.Background(), f.addr, &exp, nil); !errors.As(err, &ee) || ee.Code != CodeBadTicket {
+			t.Fatalf("expired ticket: %v", err)
+		}
+		rev, _ := f.tm.ca.Revoke(back.ID.Public(), "gone", time.Now())
+		if err := f.d.Revoke(rev); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Hello(context.Background(), f.addr, back, nil); !errors.As(err, &ee) || ee.Code != CodeRevoked {
+			t.Fatalf("revoked member: %v", err)
+		}
+		if _, ok := stateOf(f.d, "back"); ok {
+			t.Fatal("revoked member still in the table")
+		}
+	}
+}
+
+func FuzzDecodeEnrollRequest(f *testing.F) {
+	id := identity.FromSeed(identity.Seed{1})
+	tok := identity.Invite{Secret: [32]byte{2}}.String()
+	f.Add(signedJoinBody(f, id, "node", tok))
+	hr := helloRequest{Version: 1, Ticket: []byte{1, 2}, Challenge: make([]byte, 32), Signature: make([]byte, 64)}
+	hb, _ := json.Marshal(hr)
+	f.Add(hb)
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if req, aerr := decodeJoinRequest(b); aerr == nil {
+			if !req.Node.Verify(req.signed(), req.Signature) || checkEndpoints(req.Endpoints) != nil || identity.ValidateName(req.Name) != nil {
+				t.Fatalf("accepted an invalid join request: %+v", req)
+			}
+		} else if aerr.status < 400 || aerr.status > 499 || aerr.code == "" {
+			t.Fatalf("refusal is not a precise 4xx: %+v", aerr)
+		}
+		if req, tk, aerr := decodeHelloRequest(b); aerr == nil {
+			if len(req.Challenge) != challengeSize || tk == nil || checkEndpoints(req.Endpoints) != nil {
+				t.Fatalf("accepted an invalid hello request: %+v", req)
+			}
+		}
+	})
+}
