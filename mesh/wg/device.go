@@ -42,13 +42,12 @@ func SocketPath(name string) string { return SocketDir + "/" + name + ".sock" }
 
 // Config describes the device. PrivateKey, Address and Prefix are required.
 type Config struct {
-	Name       string      // interface name, default mesh0
-	PrivateKey wgtypes.Key // the node's WireGuard private key
-	Address    netip.Addr  // the node's overlay address, put on the interface as /128
-	Prefix     netip.Prefix
-	// Prefix is the mesh prefix (an IPv6 /48 ULA), routed into the interface.
-	ListenPort int // UDP port, default 51820
-	MTU        int // default 1420
+	Name       string       // interface name, default mesh0
+	PrivateKey wgtypes.Key  // the node's WireGuard private key
+	Address    netip.Addr   // the node's overlay address, put on the interface as /128
+	Prefix     netip.Prefix // the mesh prefix (an IPv6 /48 ULA), routed into the interface
+	ListenPort int          // UDP port, default 51820
+	MTU        int          // default 1420
 	Logger     *slog.Logger
 }
 
