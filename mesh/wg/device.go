@@ -295,8 +295,10 @@ func (d *Device) Close() error {
 		close(d.closing)
 		var errs []error
 		if d.uapi != nil {
-			// Errors here only say the listener had already stopped (see
-			// serveUAPI); the socket file is removed below either way.
+			// wireguard-go's listener Close races its own inotify watcher
+			// (closing the watched fd can end the watcher, which closes
+			// the pipe Close then writes to), so an error here is benign;
+			// the socket file is removed below either way.
 			if err := d.uapi.Close(); err != nil {
 				d.log.Debug("closing UAPI listener", "err", err)
 			}
