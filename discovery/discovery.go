@@ -418,14 +418,11 @@ func (d *Discovery) resign(change func(*meta)) error {
 // Revoke adds a CA-signed revocation: it is persisted, gossiped to every
 // member, and the revoked member is evicted from the table at once.
 func (d *Discovery) Revoke(r *identity.Revocation) error {
-	added, err := d.revs.Add(r)
-	if err != nil {
+	// The set may be shared and already hold r: evict and save anyway.
+	if _, err := d.revs.Add(r); err != nil {
 		return fmt.Errorf("discovery: %w", err)
 	}
 	d.queueRevocation(r)
-	if !added {
-		return nil
-	}
 	d.evict(r.Node)
 	return d.saveRevocations()
 }
@@ -671,8 +668,14 @@ func (d *Discovery) mergeRevocations(list []*identity.Revocation) {
 }
 
 // sweep forgets members dead or unseen for longer than Retention and
-// members whose tickets expired.
+// members whose tickets expired, and evicts members revoked through the
+// shared revocation set rather than through Revoke or gossip.
 func (d *Discovery) sweep(now time.Time) {
+	for _, m := range d.Members() {
+		if d.revs.IsRevoked(m.Node) {
+			d.evict(m.Node)
+		}
+	}
 	d.mu.Lock()
 	var gone []string
 	for name, m := range d.table {
