@@ -108,29 +108,22 @@ func NewRevocationSet(trust *Trust) *RevocationSet {
 }
 
 // Add verifies r and adds it. It reports whether the set changed.
-func (s *RevocationSet) Add(r *Revocation) (bool, error) {
-	changed, _, err := s.add(r)
-	return changed, err
-}
-
-// add is Add that also reports whether r's key was not revoked before.
 //
 // Of several records for one key the set keeps the earliest (any valid one
 // revokes), and of records with the same time the one whose encoding sorts
 // first, so that every member ends up with the same records whatever order
 // gossip delivered them in.
-func (s *RevocationSet) add(r *Revocation) (changed, isNew bool, err error) {
+func (s *RevocationSet) Add(r *Revocation) (bool, error) {
 	if err := r.Verify(s.trust); err != nil {
-		return false, false, err
+		return false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.byKey[r.Node]
-	if ok && !revocationBefore(r, old) {
-		return false, false, nil
+	if old, ok := s.byKey[r.Node]; ok && !revocationBefore(r, old) {
+		return false, nil
 	}
 	s.byKey[r.Node] = r
-	return true, !ok, nil
+	return true, nil
 }
 
 func revocationBefore(a, b *Revocation) bool {
@@ -140,18 +133,19 @@ func revocationBefore(a, b *Revocation) bool {
 	return bytes.Compare(a.Marshal(), b.Marshal()) < 0
 }
 
-// Merge adds every valid record of others and returns the newly revoked
-// keys (a record that only replaces one for an already revoked key is kept
-// but not reported); invalid records are skipped and reported together in
-// err.
+// Merge adds every valid record of others and returns the keys whose record
+// changed: newly revoked keys, and revoked keys for which a record that
+// wins over the one held (see Add) arrived. Callers save and pass on the
+// records of those keys, so that every member converges on the same ones.
+// Invalid records are skipped and reported together in err.
 func (s *RevocationSet) Merge(others []*Revocation) (added []NodePublic, err error) {
 	var errs []error
 	for _, r := range others {
-		_, isNew, e := s.add(r)
+		ok, e := s.Add(r)
 		if e != nil {
 			errs = append(errs, e)
 		}
-		if isNew {
+		if ok {
 			added = append(added, r.Node)
 		}
 	}
