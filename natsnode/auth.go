@@ -103,7 +103,11 @@ func (a *clientAuth) checkInternal(c server.ClientAuthentication, user, pass str
 		c.RegisterUser(&server.User{Username: localUser})
 		return true
 	case user == systemUser && secretEqual(pass, a.s.systemPass):
-		sys := a.s.ns.SystemAccount()
+		ns := a.s.srv()
+		if ns == nil {
+			return false
+		}
+		sys := ns.SystemAccount()
 		if sys == nil {
 			return false
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +19,7 @@ import (
 	"github.com/meshnode/meshnode/identity"
 )
 
-const testMeshName = "test.mesh"
+const testMeshName = "testmesh"
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
@@ -278,3 +279,9 @@ func checkForwarding(t *testing.T, from, to *testNode) {
 		}
 	}
 }
+
+func slogTo(w *logBuf) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func writeFile(path string) error { return os.WriteFile(path, []byte("not a directory"), 0o600) }

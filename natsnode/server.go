@@ -21,34 +21,39 @@ import (
 	"github.com/meshnode/meshnode/identity"
 )
 
+// ErrNotRunning is returned while the server is not running: an empty
+// JetStream store still waiting for bootstrap_expect members, or shut down.
+var ErrNotRunning = errors.New("natsnode: server not running")
+
 // Server is the node's embedded nats-server.
 type Server struct {
 	cfg Config
 	log *slog.Logger
-	sl  *serverLogger
 
 	localPass, systemPass string
 	clientAuth            *clientAuth
 	routeAuth             *routeAuth
 	routeRefused          atomic.Int64
 
-	ns *server.Server // set once by Start, under mu; read via srv()
-
-	mu         sync.Mutex
-	members    []Member
-	self       Member
-	applied    []string // route URLs last applied
-	jsOn       bool     // JetStream running
-	jsErr      string   // last JetStream start failure
-	reloadErr  string   // last reload failure
-	dirty      bool     // a reload is owed (failed or pending)
-	started    bool
-	looping    bool
-	stopped    bool
-	kick       chan struct{}
-	stop       chan struct{}
-	loopDone   chan struct{}
-	shutdownMu sync.Once
+	mu        sync.Mutex
+	ns        *server.Server // set once, under mu; read via srv()
+	members   []Member
+	self      Member
+	applied   []string // route URLs last applied
+	startErr  string   // last failed start
+	reloadErr string   // last failed reload
+	dirty     bool     // a reload (or a start) is owed
+	lastTry   time.Time
+	started   bool
+	looping   bool
+	stopped   bool
+	ready     chan struct{}
+	kick      chan struct{}
+	stop      chan struct{}
+	loopDone  chan struct{}
+	shutdown  sync.Once
+	ctx       context.Context // canceled by Shutdown
+	cancel    context.CancelFunc
 }
 
 // New validates cfg (the boot guard) and prepares a server; nothing
@@ -62,11 +67,12 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger.With("server", cfg.ServerName),
 		localPass:  randomPassword(),
 		systemPass: randomPassword(),
+		ready:      make(chan struct{}),
 		kick:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		loopDone:   make(chan struct{}),
 	}
-	s.sl = newServerLogger(s.log, cfg.Cluster.RouteSecret)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.clientAuth = &clientAuth{s: s, conns: map[uint64]identity.NodePublic{}}
 	s.routeAuth = &routeAuth{s: s}
 	s.self = s.selfMember()
@@ -95,9 +101,9 @@ func (s *Server) withSelf(members []Member) []Member {
 	return append(slices.Clone(members), s.self)
 }
 
-// options builds a fresh option set; Start and every reload use it so
-// unchanged fields compare equal.
-func (s *Server) options(routes []*url.URL, jetstream bool) *server.Options {
+// options builds a fresh option set; the start and every reload use it
+// so unchanged fields compare equal.
+func (s *Server) options(routes []*url.URL) *server.Options {
 	c := &s.cfg
 	o := &server.Options{
 		ServerName:                 c.ServerName,
@@ -107,16 +113,15 @@ func (s *Server) options(routes []*url.URL, jetstream bool) *server.Options {
 		AlwaysEnableNonce:          true,
 		CustomClientAuthentication: s.clientAuth,
 		StoreDir:                   c.StoreDir,
-		JetStream:                  jetstream,
-		JetStreamMaxMemory:         c.JetStream.MaxMemory,
-		JetStreamMaxStore:          c.JetStream.MaxStore,
+	}
+	if c.JetStream.Enabled {
+		o.JetStream = true
+		o.JetStreamMaxMemory = c.JetStream.MaxMemory
+		o.JetStreamMaxStore = c.JetStream.MaxStore
 	}
 	if c.ClientTLS != nil {
 		o.TLS = true
 		o.TLSConfig = c.ClientTLS
-	}
-	if !c.JetStream.Enabled {
-		o.JetStreamMaxMemory, o.JetStreamMaxStore = 0, 0
 	}
 	if c.clustered() {
 		o.CustomRouterAuthentication = s.routeAuth
@@ -138,14 +143,11 @@ func (s *Server) options(routes []*url.URL, jetstream bool) *server.Options {
 	return o
 }
 
-// wantJetStream applies the bootstrap guard to a member set (self
-// included).
-func (s *Server) wantJetStream(all []Member) bool {
+// canStart applies the bootstrap guard to a member set (self included):
+// an empty JetStream store in a cluster waits for BootstrapExpect members.
+func (s *Server) canStart(all []Member) bool {
 	js := s.cfg.JetStream
-	if !js.Enabled {
-		return false
-	}
-	if s.jsOn || !s.cfg.clustered() || hasJetStreamState(s.cfg.StoreDir) {
+	if !js.Enabled || !s.cfg.clustered() || hasJetStreamState(s.cfg.StoreDir) {
 		return true
 	}
 	return len(distinctAddrs(all)) >= js.BootstrapExpect
@@ -160,7 +162,10 @@ func hasJetStreamState(storeDir string) bool {
 }
 
 // Start starts the server and blocks until it accepts connections, ctx
-// ends, StartTimeout passes, or the server reports a fatal error.
+// ends, StartTimeout passes, or the server reports a fatal error. With an
+// empty JetStream store and fewer than BootstrapExpect members known, it
+// returns nil at once and the server starts when SetMembers brings enough
+// members (Ready is closed then; Status says Waiting meanwhile).
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	if s.started {
@@ -169,53 +174,87 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.started = true
 	all := s.withSelf(s.members)
-	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
-	js := s.wantJetStream(all)
 	s.mu.Unlock()
 
-	ns, err := server.NewServer(s.options(routes, js))
-	if err != nil {
-		return fmt.Errorf("natsnode: %w", err)
+	if s.canStart(all) {
+		if err := s.startServer(ctx, all); err != nil {
+			return err
+		}
+	} else {
+		s.log.Info("nats server waits for bootstrap_expect members before starting JetStream",
+			"known", len(distinctAddrs(all)), "expect", s.cfg.JetStream.BootstrapExpect)
 	}
-	ns.SetLoggerV2(s.sl, s.log.Enabled(ctx, slog.LevelDebug), false, false)
+
 	s.mu.Lock()
-	s.ns = ns
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("natsnode: shut down during start")
+	}
+	s.looping = true
+	go s.loop()
+	return nil
+}
+
+// startServer creates and starts the nats-server with all as routes. A
+// Fatalf from the server ends the wait with its message.
+func (s *Server) startServer(ctx context.Context, all []Member) error {
+	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
+	ns, err := server.NewServer(s.options(routes))
+	if err != nil {
+		return s.startFailed(fmt.Errorf("natsnode: server %s: %w", s.cfg.ServerName, err))
+	}
+	sl := newServerLogger(s.log, s.cfg.Cluster.RouteSecret)
+	ns.SetLoggerV2(sl, s.log.Enabled(ctx, slog.LevelDebug), false, false)
 	go ns.Start()
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
 	defer cancel()
+	fail := func(err error) error {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return s.startFailed(err)
+	}
 	for !ns.ReadyForConnections(50 * time.Millisecond) {
-		if m := s.sl.fatalMsg(); m != "" {
-			ns.Shutdown()
-			return fmt.Errorf("natsnode: server %s failed to start: %s", s.cfg.ServerName, m)
+		if m := sl.fatalMsg(); m != "" {
+			return fail(fmt.Errorf("natsnode: server %s failed to start: %s", s.cfg.ServerName, m))
 		}
 		if ctx.Err() != nil {
-			ns.Shutdown()
-			return fmt.Errorf("natsnode: server %s not ready: %w", s.cfg.ServerName, ctx.Err())
+			return fail(fmt.Errorf("natsnode: server %s not ready: %w", s.cfg.ServerName, ctx.Err()))
 		}
 	}
-	if js && !ns.JetStreamEnabled() {
-		ns.Shutdown()
-		return fmt.Errorf("natsnode: server %s: JetStream did not start", s.cfg.ServerName)
+	if m := sl.fatalMsg(); m != "" {
+		return fail(fmt.Errorf("natsnode: server %s failed to start: %s", s.cfg.ServerName, m))
+	}
+	if s.cfg.JetStream.Enabled && !ns.JetStreamEnabled() {
+		return fail(fmt.Errorf("natsnode: server %s: JetStream did not start", s.cfg.ServerName))
 	}
 
 	s.mu.Lock()
-	s.applied = urlStrings(routes)
-	s.jsOn = js
-	s.dirty = true // members may have changed meanwhile; reconcile once
 	if s.stopped {
 		s.mu.Unlock()
-		ns.Shutdown()
+		ns.Shutdown() // never under mu: client auth callbacks take it
 		return errors.New("natsnode: shut down during start")
 	}
-	s.looping = true
+	s.ns = ns
+	s.applied = urlStrings(routes)
+	s.startErr = ""
+	s.dirty = true // members may have changed meanwhile; reconcile once
 	s.mu.Unlock()
-	go s.loop()
+	close(s.ready)
 	s.poke()
-	s.log.Info("nats server ready", "client_url", ns.ClientURL(), "routes", len(routes), "jetstream", js)
+	s.log.Info("nats server ready", "client_url", ns.ClientURL(), "routes", len(routes), "jetstream", ns.JetStreamEnabled())
 	return nil
 }
+
+func (s *Server) startFailed(err error) error {
+	s.mu.Lock()
+	s.startErr = err.Error()
+	s.mu.Unlock()
+	return err
+}
+
+// Ready is closed once the server accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // SetMembers hands over the current member set. It returns at once; the
 // route set is reloaded after ReloadDebounce without further changes.
@@ -244,7 +283,7 @@ func (s *Server) loop() {
 		case <-s.stop:
 			return
 		case <-tick.C:
-			s.clientAuth.recheck(s.ns)
+			s.Recheck()
 			s.mu.Lock()
 			retry := s.dirty
 			s.mu.Unlock()
@@ -264,28 +303,51 @@ func (s *Server) loop() {
 	}
 }
 
-// apply reloads routes (and turns JetStream on once the bootstrap guard
-// allows) when they differ from what is running.
+// startRetry spaces out start attempts that keep failing.
+const startRetry = 5 * time.Second
+
+// apply starts the server once the bootstrap guard allows, and otherwise
+// reloads the route set when it differs from what is running.
 func (s *Server) apply() {
 	s.mu.Lock()
-	if !s.dirty {
+	if !s.dirty || s.stopped {
 		s.mu.Unlock()
 		return
 	}
 	s.dirty = false
+	ns := s.ns
 	all := s.withSelf(s.members)
 	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
 	want := urlStrings(routes)
-	js := s.wantJetStream(all)
-	same := slices.Equal(want, s.applied) && js == s.jsOn
+	same := slices.Equal(want, s.applied)
 	s.mu.Unlock()
+
+	if ns == nil {
+		if !s.canStart(all) {
+			return
+		}
+		s.mu.Lock()
+		wait := time.Until(s.lastTry.Add(startRetry))
+		if wait > 0 {
+			s.dirty = true // retried on a later tick
+			s.mu.Unlock()
+			return
+		}
+		s.lastTry = time.Now()
+		s.mu.Unlock()
+		s.log.Info("bootstrap_expect reached: starting nats server", "members", len(distinctAddrs(all)))
+		if err := s.startServer(s.ctx, all); err != nil {
+			s.log.Error("nats server start failed", "err", err)
+			s.mu.Lock()
+			s.dirty = true
+			s.mu.Unlock()
+		}
+		return
+	}
 	if same {
 		return
 	}
-
-	err := s.ns.ReloadOptions(s.options(routes, js))
-	jsRunning := s.ns.JetStreamEnabled()
-
+	err := ns.ReloadOptions(s.options(routes))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -296,20 +358,6 @@ func (s *Server) apply() {
 	}
 	s.reloadErr = ""
 	s.applied = want
-	if js && !s.jsOn {
-		if jsRunning {
-			s.jsOn = true
-			s.jsErr = ""
-			s.log.Info("JetStream started", "members", len(distinctAddrs(all)))
-		} else {
-			s.jsErr = s.sl.takeJetStreamError()
-			if s.jsErr == "" {
-				s.jsErr = "JetStream did not start"
-			}
-			s.dirty = true
-			s.log.Error("JetStream start failed", "err", s.jsErr)
-		}
-	}
 	s.log.Info("nats routes reloaded", "routes", len(want))
 }
 
@@ -347,7 +395,7 @@ func (s *Server) ConnectInProcess(opts ...nats.Option) (*nats.Conn, error) {
 func (s *Server) connectInternal(user, pass string, opts []nats.Option) (*nats.Conn, error) {
 	ns := s.srv()
 	if ns == nil {
-		return nil, errors.New("natsnode: server not started")
+		return nil, ErrNotRunning
 	}
 	all := append([]nats.Option{
 		nats.InProcessServer(ns),
@@ -395,6 +443,8 @@ func (s *Server) RemovePeer(serverName string) error {
 // Status is what `meshnode status` shows about NATS.
 type Status struct {
 	ServerName     string
+	Running        bool
+	StartError     string // last failed start, if not running
 	ClientURL      string
 	RoutesUp       int   // distinct remote servers with a route
 	RoutesExpected int   // members other than self
@@ -409,13 +459,12 @@ type JetStreamStatus struct {
 	Configured bool
 	Enabled    bool
 	// Waiting is true while an empty store waits for BootstrapExpect
-	// members (Known so far).
+	// members (Known so far, self included) before the server starts.
 	Waiting     bool
 	Known       int
 	Expect      int
 	MetaLeader  string
 	ClusterSize int
-	Error       string
 }
 
 // Routes returns how many member servers are routed and how many are
@@ -429,30 +478,31 @@ func (s *Server) Routes() (up, expected int) {
 func (s *Server) Status() Status {
 	s.mu.Lock()
 	all := s.withSelf(s.members)
+	ns := s.ns
 	st := Status{
 		ServerName:    s.cfg.ServerName,
+		Running:       ns != nil && !s.stopped,
+		StartError:    s.startErr,
 		RoutesRefused: s.routeRefused.Load(),
 		ReloadError:   s.reloadErr,
 		JetStream: JetStreamStatus{
 			Configured: s.cfg.JetStream.Enabled,
-			Enabled:    s.jsOn,
 			Known:      len(distinctAddrs(all)),
 			Expect:     s.cfg.JetStream.BootstrapExpect,
-			Error:      s.jsErr,
 		},
 	}
-	st.JetStream.Waiting = st.JetStream.Configured && !s.jsOn
+	st.JetStream.Waiting = s.started && ns == nil && !s.stopped && !s.canStart(all)
 	self := s.self.addrPort()
 	for _, ap := range distinctAddrs(all) {
 		if ap != self {
 			st.RoutesExpected++
 		}
 	}
-	ns := s.ns
 	s.mu.Unlock()
 	if ns == nil {
 		return st
 	}
+	st.JetStream.Enabled = ns.JetStreamEnabled()
 	st.ClientURL = ns.ClientURL()
 	st.Clients = ns.NumClients()
 	if rz, err := ns.Routez(nil); err == nil {
@@ -474,11 +524,12 @@ func (s *Server) Status() Status {
 // Shutdown stops the server and its background work. Safe to call twice
 // and before Start.
 func (s *Server) Shutdown() {
-	s.shutdownMu.Do(func() {
+	s.shutdown.Do(func() {
 		s.mu.Lock()
 		ns, loop := s.ns, s.looping
 		s.stopped = true
 		s.mu.Unlock()
+		s.cancel()
 		close(s.stop)
 		if loop {
 			<-s.loopDone
