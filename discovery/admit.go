@@ -21,7 +21,9 @@ const (
 	RejectBadMetaSignature = "bad-meta-signature"
 	RejectNameMismatch     = "name-mismatch"
 	RejectAddressMismatch  = "address-mismatch"
-	RejectStaleMeta        = "stale-meta"
+	// RejectStaleMeta refuses an older meta than one already seen; it is
+	// not counted (see admit).
+	RejectStaleMeta = "stale-meta"
 )
 
 // admitError is why a node was not admitted.
@@ -103,7 +105,11 @@ func (d *Discovery) admit(name string, addr net.IP, b []byte, now time.Time) (*m
 	d.mu.Lock()
 	e := d.table[t.Name]
 	d.mu.Unlock()
-	if e != nil && e.Node == t.Node && e.seq > md.seq {
+	if e != nil && !e.Self && e.Node == t.Node && e.seq > md.seq {
+		// Not counted: memberlist asks before it compares incarnations,
+		// so late copies of old alive messages land here all the time.
+		// Refusing them stops a replayed old meta with a bumped
+		// incarnation from rolling a member's endpoints back.
 		return nil, reject(RejectStaleMeta, "meta of "+t.Name+" is older than one already seen")
 	}
 	return md, nil
@@ -111,6 +117,9 @@ func (d *Discovery) admit(name string, addr net.IP, b []byte, now time.Time) (*m
 
 // rejected counts a rejection and logs it once per node and reason.
 func (d *Discovery) rejected(name string, rej *admitError) {
+	if rej.reason == RejectStaleMeta {
+		return
+	}
 	d.rejMu.Lock()
 	d.rejections[rej.reason]++
 	key := name + "\x00" + rej.reason

@@ -70,43 +70,44 @@ func TestConvergeKillLeaveRevoke(t *testing.T) {
 		return true
 	})
 
-	// Killed: n4 stops without a word and is marked dead everywhere.
-	nodes[4].d.Shutdown()
-	rest := nodes[:4]
-	waitFor(t, 20*time.Second, "n4 dead everywhere", func() bool { return allSee(rest, []string{"n4"}, StateDead) })
+	noRejections(t, nodes)
 
-	// Left: n3 announces it leaves and is marked left, not dead.
-	if err := nodes[3].d.Leave(2 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	nodes[3].d.Shutdown()
-	rest = nodes[:3]
-	waitFor(t, 20*time.Second, "n3 left everywhere", func() bool { return allSee(rest, []string{"n3"}, StateLeft) })
-
-	// Revoked on n0: gone from every table, persisted everywhere.
-	r, err := tm.ca.Revoke(nodes[2].m.ID.Public(), "stolen", time.Now())
+	// Revoked on n0: gone from every other table, persisted, its gossip
+	// dropped.
+	r, err := tm.ca.Revoke(nodes[4].m.ID.Public(), "stolen", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := nodes[0].d.Revoke(r); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "n2 evicted on n0 and n1", func() bool {
-		for _, n := range nodes[:2] {
-			if _, ok := stateOf(n.d, "n2"); ok || !n.revs.IsRevoked(r.Node) {
+	rest := nodes[:4]
+	waitFor(t, 20*time.Second, "n4 evicted on n0..n3", func() bool {
+		for _, n := range rest {
+			if _, ok := stateOf(n.d, "n4"); ok || !n.revs.IsRevoked(r.Node) || !n.d.isBlocked(nodes[4].addr()) {
 				return false
 			}
 		}
 		return true
 	})
-	waitFor(t, 10*time.Second, "revocation persisted on n1", func() bool {
-		rs, err := identity.LoadRevocations(nodes[1].config(t).RevocationsPath, tm.ca.Trust)
+	waitFor(t, 10*time.Second, "revocation persisted on n3", func() bool {
+		rs, err := identity.LoadRevocations(nodes[3].config(t).RevocationsPath, tm.ca.Trust)
 		return err == nil && rs.IsRevoked(r.Node)
 	})
-	// The revoked member's gossip is refused from now on.
-	waitFor(t, 20*time.Second, "n0 and n1 drop n2's gossip", func() bool {
-		return nodes[0].d.isBlocked(nodes[2].addr()) && nodes[1].d.isBlocked(nodes[2].addr())
-	})
+	nodes[4].d.Shutdown()
+
+	// Killed: n3 stops without a word and is marked dead everywhere.
+	nodes[3].d.Shutdown()
+	rest = nodes[:3]
+	waitFor(t, 20*time.Second, "n3 dead everywhere", func() bool { return allSee(rest, []string{"n3"}, StateDead) })
+
+	// Left: n2 announces it leaves and is marked left, not dead.
+	if err := nodes[2].d.Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2].d.Shutdown()
+	rest = nodes[:2]
+	waitFor(t, 20*time.Second, "n2 left everywhere", func() bool { return allSee(rest, []string{"n2"}, StateLeft) })
 }
 
 func TestRestartRejoinsFromPersistedMembers(t *testing.T) {
@@ -136,6 +137,17 @@ func TestRestartRejoinsFromPersistedMembers(t *testing.T) {
 	defer d.Shutdown()
 	n2.d = d
 	waitFor(t, 30*time.Second, "restarted n2 alive everywhere", func() bool { return allSee(nodes, names(nodes), StateAlive) })
+	noRejections(t, nodes)
+}
+
+// noRejections checks that honest members were never refused.
+func noRejections(t *testing.T, nodes []*testNode) {
+	t.Helper()
+	for _, n := range nodes {
+		if r := n.d.Rejections(); len(r) != 0 {
+			t.Fatalf("%s refused honest gossip: %v", n.name(), r)
+		}
+	}
 }
 
 func TestSplitHeals(t *testing.T) {
@@ -179,4 +191,5 @@ func TestSplitHeals(t *testing.T) {
 	began := time.Now()
 	waitFor(t, 30*time.Second, "halves rejoined", func() bool { return allSee(nodes, all, StateAlive) })
 	t.Logf("halves rejoined %s after the partition healed", time.Since(began).Round(time.Millisecond))
+	noRejections(t, nodes)
 }
