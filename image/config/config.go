@@ -145,7 +145,7 @@ func (c *Config) ApplyCmdline(cmdline string) error {
 			c.Network.Gateway = v
 		case "dns":
 			c.Network.DNS = strings.Split(v, ",")
-		case "debug", "stub":
+		case "slot", "debug", "stub":
 			// read by PID 1 itself
 		default:
 			return fmt.Errorf("kernel argument %s: unknown meshnode key", f)

@@ -1,0 +1,361 @@
+// Package boot is what meshnode does as PID 1 on the appliance: mount the
+// kernel filesystems, load the modules listed in the initramfs in order,
+// find the meshnode-boot and meshnode-perm partitions by GPT name, mount
+// them (formatting perm only when it is blank), read the first-boot config,
+// restore the clock, bring up the underlay network, and hand over to a
+// NodeRunner that runs the node.
+//
+// PID 1 must never exit and never hang silently: configuration problems
+// are printed and retried; anything it cannot recover from is printed and
+// the box reboots after a delay. It never formats a partition that holds
+// data.
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshnode/meshnode/image/config"
+	"golang.org/x/sys/unix"
+)
+
+// Where PID 1 mounts things.
+const (
+	BootMount = "/boot"          // the ESP
+	PermMount = "/perm"          // the persistent partition
+	StateDir  = "/perm/meshnode" // the node's state directory on perm
+)
+
+// Stable console lines (tests and operators grep for them).
+const (
+	ReadyPrefix     = "meshnode: ready"       // + " name=N overlay=A"
+	InitReadyPrefix = "meshnode: init: ready" // PID 1 done, node starting
+	ConfigErrPrefix = "meshnode: config error:"
+	FatalPrefix     = "meshnode: fatal:"
+)
+
+// BootConfig is what the node runner gets from PID 1.
+type BootConfig struct {
+	Config    config.Config // name, join peer, token, network (token empty after the first join)
+	StateDir  string        // on the perm partition
+	FirstBoot bool          // the state directory was empty: create an identity and join with the token
+	Slot      string        // "a" or "b"
+	Underlay  netip.Prefix  // address configured on Interface
+	Interface string
+
+	// Ready must be called once the node is up: it prints the ready line
+	// and marks the boot slot good.
+	Ready func(name, overlay string)
+	// ConsumeToken must be called after a successful join: it removes the
+	// token from config.toml on the ESP so it is never used twice.
+	ConsumeToken func() error
+}
+
+// NodeRunner runs the node until ctx ends. An error is printed and the
+// runner is called again after a backoff (a join that fails because the
+// peer is unreachable is retried); an error wrapping ErrFatal reboots.
+type NodeRunner func(ctx context.Context, boot BootConfig) error
+
+// ErrFatal marks an error retrying cannot fix.
+var ErrFatal = errors.New("fatal")
+
+// ErrConfig marks an error the operator must fix in config.toml.
+var ErrConfig = errors.New("config")
+
+// Timings, variables so tests of the pieces can shorten them.
+var (
+	PartitionWait  = 60 * time.Second // slow USB and NVMe disks
+	ConfigRetry    = 5 * time.Second
+	FatalDelay     = 30 * time.Second
+	RunnerBackoff  = []time.Duration{2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second}
+	ClockSaveEvery = 5 * time.Minute
+)
+
+// console is where PID 1 writes: the kernel's /dev/console (stdout).
+var console = os.Stdout
+
+func say(format string, args ...any) {
+	fmt.Fprintf(console, format+"\n", args...)
+}
+
+// Main is PID 1. It never returns.
+func Main(run NodeRunner) {
+	defer func() {
+		if r := recover(); r != nil {
+			fatal(fmt.Errorf("panic: %v", r))
+		}
+	}()
+	slog.SetDefault(slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err := mountEarly(); err != nil {
+		fatal(err)
+	}
+	say("meshnode: init: starting (uptime %s)", uptime())
+	cmdline := readCmdline()
+	p, err := prepare(cmdline)
+	if err != nil {
+		fatal(err)
+	}
+	bc := p.bootConfig()
+	say("%s name=%s slot=%s first_boot=%t uptime=%s", InitReadyPrefix, bc.Config.Name, bc.Slot, bc.FirstBoot, uptime())
+	runLoop(context.Background(), run, bc)
+}
+
+// prepared is the state PID 1 builds before handing over.
+type prepared struct {
+	cmdline   string
+	slot      string
+	bootDev   string
+	permDev   string
+	cfg       config.Config
+	firstBoot bool
+	net       netResult
+	mu        sync.Mutex
+	readyOnce sync.Once
+}
+
+func prepare(cmdline string) (*prepared, error) {
+	p := &prepared{cmdline: cmdline, slot: cmdlineValue(cmdline, "meshnode.slot")}
+	n, failed := loadModules("/lib/modules")
+	say("meshnode: init: modules loaded=%d failed=%d", n, failed)
+	mountOptional("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", 0)
+
+	parts, err := findPartitions("/sys/class/block", PartitionWait, map[string]bool{"meshnode-boot": true, "meshnode-perm": true})
+	if err != nil {
+		return nil, err
+	}
+	p.bootDev, p.permDev = "/dev/"+parts["meshnode-boot"], "/dev/"+parts["meshnode-perm"]
+	say("meshnode: init: partitions boot=%s perm=%s", p.bootDev, p.permDev)
+
+	formatted, err := mountPerm(p.permDev, PermMount)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", StateDir, err)
+	}
+	ents, err := os.ReadDir(StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", StateDir, err)
+	}
+	p.firstBoot = len(ents) == 0
+	say("meshnode: init: perm mounted at %s (formatted=%t, state entries=%d)", PermMount, formatted, len(ents))
+
+	restoreClock(PermMount)
+	go saveClockLoop(PermMount)
+
+	if err := mount(p.bootDev, BootMount, "vfat", 0, "fmask=0077,dmask=0077"); err != nil {
+		return nil, err
+	}
+	p.cfg = p.readConfigUntilValid()
+	say("meshnode: init: config name=%s join=%s token_set=%t first_boot=%t", p.cfg.Name, p.cfg.Join, p.cfg.Token != "", p.firstBoot)
+
+	p.net = bringUpNetwork(p.cfg.Network)
+	return p, nil
+}
+
+// readConfigUntilValid reads config.toml (plus kernel arguments) and
+// retries, printing why, until it is usable: a broken config must never
+// lead to a reboot loop or a wiped disk, only to a clear message.
+func (p *prepared) readConfigUntilValid() config.Config {
+	for {
+		c, err := p.readConfig()
+		if err == nil {
+			return c
+		}
+		say("%s %v (retrying in %s)", ConfigErrPrefix, err, ConfigRetry)
+		time.Sleep(ConfigRetry)
+	}
+}
+
+func (p *prepared) readConfig() (config.Config, error) {
+	path := filepath.Join(BootMount, config.Path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	c, err := config.Parse(path, data)
+	if err != nil {
+		return config.Config{}, err
+	}
+	if err := c.ApplyCmdline(p.cmdline); err != nil {
+		return config.Config{}, err
+	}
+	if p.firstBoot && (c.Join == "" || c.Token == "") {
+		return config.Config{}, fmt.Errorf("%s: first boot needs join and token (run: meshnode image configure --image IMG --name NAME --join PEER --token TOKEN)", path)
+	}
+	if c.Name == "" && p.firstBoot {
+		return config.Config{}, fmt.Errorf("%s: first boot needs a name", path)
+	}
+	return c, nil
+}
+
+func (p *prepared) bootConfig() BootConfig {
+	return BootConfig{
+		Config: p.cfg, StateDir: StateDir, FirstBoot: p.firstBoot, Slot: p.slot,
+		Underlay: p.net.addr, Interface: p.net.iface,
+		Ready:        p.ready,
+		ConsumeToken: p.consumeToken,
+	}
+}
+
+func (p *prepared) ready(name, overlay string) {
+	p.readyOnce.Do(func() {
+		say("%s name=%s overlay=%s uptime=%s", ReadyPrefix, name, overlay, uptime())
+		if err := blessSlot(filepath.Join(BootMount, "loader/entries"), p.slot); err != nil {
+			say("meshnode: init: cannot mark slot %s good: %v", p.slot, err)
+		}
+	})
+}
+
+func (p *prepared) consumeToken() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	path := filepath.Join(BootMount, config.Path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := writeFileSync(path, config.RemoveToken(data), 0o600); err != nil {
+		return err
+	}
+	p.cfg.Token = ""
+	say("meshnode: init: join token removed from %s", path)
+	return nil
+}
+
+// runLoop calls run until it succeeds (returns nil: the node stopped on
+// purpose, so reboot) or fails fatally; other errors are retried with backoff.
+func runLoop(ctx context.Context, run NodeRunner, bc BootConfig) {
+	for attempt := 0; ; attempt++ {
+		err := run(ctx, bc)
+		switch {
+		case err == nil:
+			say("meshnode: node stopped; rebooting")
+			reboot()
+		case errors.Is(err, ErrFatal):
+			fatal(err)
+		}
+		d := RunnerBackoff[min(attempt, len(RunnerBackoff)-1)]
+		if errors.Is(err, ErrConfig) {
+			say("%s %v (retrying in %s)", ConfigErrPrefix, err, d)
+		} else {
+			say("meshnode: node: %v (retrying in %s)", err, d)
+		}
+		time.Sleep(d)
+		// A later boot of the same box must not join again: once the state
+		// directory has content the runner is told so.
+		if bc.FirstBoot {
+			if ents, _ := os.ReadDir(bc.StateDir); len(ents) > 0 {
+				bc.FirstBoot = false
+			}
+		}
+	}
+}
+
+// fatal prints err, waits FatalDelay so it can be read, and reboots.
+func fatal(err error) {
+	say("%s %v (rebooting in %s)", FatalPrefix, err, FatalDelay)
+	time.Sleep(FatalDelay)
+	reboot()
+}
+
+func reboot() {
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	// Reboot only fails without CAP_SYS_BOOT; PID 1 must still not return.
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+func readCmdline() string {
+	b, _ := os.ReadFile("/proc/cmdline")
+	return strings.TrimSpace(string(b))
+}
+
+func cmdlineValue(cmdline, key string) string {
+	for _, f := range strings.Fields(cmdline) {
+		if k, v, ok := strings.Cut(f, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func uptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0] + "s"
+}
+
+// writeFileSync replaces path atomically and durably (the ESP is FAT: the
+// rename is as atomic as FAT allows, and the sync makes it stick before a
+// power cut).
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncFS(filepath.Dir(path))
+}
+
+// syncFS flushes the whole filesystem holding dir. On the ESP (vfat) an
+// fsync of the file and its directory is not enough: the FAT itself can
+// stay dirty in memory and a power cut then loses the new file.
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return unix.Syncfs(int(d.Fd()))
+}
+
+// blessSlot renames the slot's boot-counting entry (meshnode-a+2-1.conf) to
+// its plain name, telling systemd-boot the slot is good.
+func blessSlot(entries, slot string) error {
+	if slot == "" {
+		return errors.New("no meshnode.slot on the kernel command line")
+	}
+	m, _ := filepath.Glob(filepath.Join(entries, "meshnode-"+slot+"+*.conf"))
+	if len(m) == 0 {
+		return nil // already blessed
+	}
+	if err := os.Rename(m[0], filepath.Join(entries, "meshnode-"+slot+".conf")); err != nil {
+		return err
+	}
+	if err := syncFS(entries); err != nil {
+		return err
+	}
+	say("meshnode: init: slot %s marked good", slot)
+	return nil
+}

@@ -1,0 +1,377 @@
+package vmtest
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/image/build"
+	"github.com/meshnode/meshnode/image/config"
+	"github.com/meshnode/meshnode/image/disk"
+	"github.com/meshnode/meshnode/scripts/netns"
+)
+
+// OVMF firmware from Debian's ovmf package.
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// bootDeadline bounds one boot under TCG, firmware to ready line; measured
+// boots take well under a minute, the margin is for a loaded CI machine.
+const bootDeadline = 3 * time.Minute
+
+// requireImageTools makes the test fatal in CI and a skip elsewhere when
+// the builder's or qemu's packages are missing.
+func requireImageTools(t *testing.T) {
+	t.Helper()
+	netns.RequireRoot(t)
+	for _, tool := range []string{"qemu-system-x86_64", "apt-get", "apt-cache", "dpkg-deb", "dpkg-query"} {
+		netns.RequireTool(t, tool)
+	}
+	for _, f := range []string{ovmfCode, ovmfVars, build.SystemdBootEFI} {
+		if _, err := os.Stat(f); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("CI=true but %s is missing (packages ovmf, systemd-boot-efi)", f)
+			}
+			t.Skipf("skipping: %s missing", f)
+		}
+	}
+}
+
+// buildImage builds the test image once per test binary: the real builder
+// with the stub /init (image/vmtest/stubinit).
+var (
+	buildOnce sync.Once
+	builtImg  string
+	buildErr  error
+	buildMan  *build.Manifest
+)
+
+func testImage(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "meshnode-vmtest-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		initBin := filepath.Join(dir, "init")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", initBin, "./stubinit")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = &buildError{"go build stubinit", err, out}
+			return
+		}
+		cache := os.Getenv("MESHNODE_IMAGE_CACHE")
+		if cache == "" {
+			cache = filepath.Join(os.TempDir(), "meshnode-image-cache")
+		}
+		start := time.Now()
+		builtImg = filepath.Join(dir, "disk.img")
+		buildMan, buildErr = build.Build(context.Background(), build.Options{
+			Out: builtImg, CacheDir: cache, Init: initBin, KernelSource: "debian",
+			Version: "vmtest", Epoch: 1767225600, // 2026-01-01
+		})
+		if buildErr == nil {
+			t.Logf("image built in %s: kernel %s %s, %d modules, initramfs %d bytes, image %d bytes",
+				time.Since(start).Round(100*time.Millisecond), buildMan.Kernel.Package, buildMan.Kernel.Version,
+				len(buildMan.Modules), buildMan.Initramfs.Size, buildMan.Image.Size)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building the image: %v", buildErr)
+	}
+	return builtImg
+}
+
+type buildError struct {
+	what string
+	err  error
+	out  []byte
+}
+
+func (e *buildError) Error() string { return e.what + ": " + e.err.Error() + ": " + string(e.out) }
+
+// copyImage gives a test its own disk (sparse copy).
+func copyImage(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "disk.img")
+	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("copy image: %v: %s", err, out)
+	}
+	return dst
+}
+
+func writeESP(t *testing.T, img, path string, data []byte) {
+	t.Helper()
+	e, err := disk.OpenESP(img, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WriteFile(path, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readESP(t *testing.T, img, path string) string {
+	t.Helper()
+	e, err := disk.OpenESP(img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	b, err := e.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func listESP(t *testing.T, img, dir string) []string {
+	t.Helper()
+	e, err := disk.OpenESP(img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	n, err := e.List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// vm is one qemu process with its serial console captured.
+type vm struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	started time.Time
+	mu      sync.Mutex
+	lines   []string
+	next    int // first line not yet consumed by expect
+	exited  chan struct{}
+}
+
+// boot starts qemu (q35, TCG, OVMF, the image on virtio-blk, user-mode
+// networking without restrict=on so UDP works, nothing forwarded) inside a
+// fresh network namespace so that nothing of it touches the host's network.
+func boot(t *testing.T, img string) *vm {
+	t.Helper()
+	ns := netns.New(t, "img")
+	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+	b, err := os.ReadFile(ovmfVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vars, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{
+		"-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1",
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + ovmfCode,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
+		"-drive", "if=virtio,format=raw,file=" + img,
+		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+		// Entropy: without it (and without RDRAND, which TCG's default CPU
+		// lacks) the kernel's CRNG can take long to seed and getrandom blocks.
+		"-device", "virtio-rng-pci",
+	}
+	cmd := ns.Command("qemu-system-x86_64", args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	v := &vm{t: t, cmd: cmd, exited: make(chan struct{})}
+	v.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("qemu: %v", err)
+	}
+	t.Cleanup(v.kill)
+	go v.read(out)
+	return v
+}
+
+func (v *vm) read(r io.Reader) {
+	defer close(v.exited)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		v.mu.Lock()
+		v.lines = append(v.lines, line)
+		v.mu.Unlock()
+	}
+	_ = v.cmd.Wait()
+}
+
+// kill stops qemu by its PID (and waits for it), like pulling the plug.
+func (v *vm) kill() {
+	if v.cmd.Process == nil {
+		return
+	}
+	_ = v.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-v.exited:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// expect waits until a console line after the last match matches re, and
+// returns its submatches. It fails the test at the deadline or when qemu exits.
+func (v *vm) expect(re string, deadline time.Duration) []string {
+	v.t.Helper()
+	rx := regexp.MustCompile(re)
+	end := time.Now().Add(deadline)
+	for {
+		v.mu.Lock()
+		for i := v.next; i < len(v.lines); i++ {
+			if m := rx.FindStringSubmatch(v.lines[i]); m != nil {
+				v.next = i + 1
+				v.mu.Unlock()
+				return m
+			}
+		}
+		v.mu.Unlock()
+		select {
+		case <-v.exited:
+			// one more pass over what was read before the exit
+			v.mu.Lock()
+			for i := v.next; i < len(v.lines); i++ {
+				if m := rx.FindStringSubmatch(v.lines[i]); m != nil {
+					v.next = i + 1
+					v.mu.Unlock()
+					return m
+				}
+			}
+			v.mu.Unlock()
+			v.t.Fatalf("qemu exited before %q\n%s", re, v.tail(60))
+		default:
+		}
+		if time.Now().After(end) {
+			v.t.Fatalf("no console line matching %q within %s\n%s", re, deadline, v.tail(60))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// absent fails if any console line so far matches re.
+func (v *vm) absent(re string) {
+	v.t.Helper()
+	rx := regexp.MustCompile(re)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, l := range v.lines {
+		if rx.MatchString(l) {
+			v.t.Errorf("unexpected console line %q", l)
+		}
+	}
+}
+
+func (v *vm) tail(n int) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.lines
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return "--- console (last lines) ---\n" + strings.Join(s, "\n")
+}
+
+// bootToInit checks the milestones every boot passes, and returns how long
+// the guest said it took (its uptime at the init-ready line) and the
+// wall-clock time from starting qemu.
+func (v *vm) bootToInit(wantFirstBoot string) (guest string, wall time.Duration) {
+	v.t.Helper()
+	v.expect(`Linux version \S+`, bootDeadline)
+	v.expect(`^meshnode: init: starting`, bootDeadline)
+	m := v.expect(`^meshnode: init: modules loaded=(\d+) failed=(\d+)`, time.Minute)
+	if m[1] == "0" {
+		v.t.Errorf("no modules loaded")
+	}
+	v.expect(`^meshnode: init: partitions boot=/dev/vda1 perm=/dev/vda2`, time.Minute)
+	v.expect(`^meshnode: init: perm mounted at /perm \(formatted=false`, time.Minute)
+	v.expect(`^meshnode: init: config name=edge-test join=10\.0\.2\.2:51821`, time.Minute)
+	v.expect(`^meshnode: init: network eth0 10\.0\.2\.15/24 gateway 10\.0\.2\.2 dns 10\.0\.2\.3 \(dhcp\)`, time.Minute)
+	m = v.expect(`^meshnode: init: ready name=edge-test slot=a first_boot=(\w+) uptime=(\S+)`, time.Minute)
+	if m[1] != wantFirstBoot {
+		v.t.Errorf("first_boot=%s, want %s", m[1], wantFirstBoot)
+	}
+	return m[2], time.Since(v.started)
+}
+
+// TestApplianceBoot boots the built image twice under qemu (TCG, UEFI) with
+// the stub node runner: the first boot reads the configured first-boot
+// config, gets a DHCP lease, creates the "identity" on perm, removes the
+// token from the ESP and marks slot a good; the second boot finds the same
+// identity and no token.
+func TestApplianceBoot(t *testing.T) {
+	requireImageTools(t)
+	img := copyImage(t, testImage(t))
+	cfg, err := config.Encode(config.Config{Name: "edge-test", Join: "10.0.2.2:51821", Token: "tok-vmtest-123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeESP(t, img, config.Path, cfg)
+
+	v := boot(t, img)
+	guest, wall := v.bootToInit("true")
+	v.expect(`^meshnode: init: join token removed`, time.Minute)
+	id := v.expect(`^meshnode: ready name=edge-test overlay=(stub-[0-9a-f]+)`, time.Minute)[1]
+	v.expect(`^meshnode: init: slot a marked good`, time.Minute)
+	v.absent(`^meshnode: (fatal|config error)`)
+	t.Logf("first boot: init ready at guest uptime %s, %s after qemu started", guest, wall.Round(100*time.Millisecond))
+	v.kill()
+
+	if c := readESP(t, img, config.Path); strings.Contains(c, "tok-vmtest-123") || !strings.Contains(c, `name = "edge-test"`) {
+		t.Errorf("config.toml after first boot still has the token or lost the name:\n%s", c)
+	}
+	entries := strings.Join(listESP(t, img, "loader/entries"), " ")
+	if !strings.Contains(entries, "meshnode-a.conf") || strings.Contains(entries, "meshnode-a+") {
+		t.Errorf("slot a not blessed: entries %s", entries)
+	}
+
+	v = boot(t, img)
+	guest, wall = v.bootToInit("false")
+	if got := v.expect(`^meshnode: ready name=edge-test overlay=(stub-[0-9a-f]+)`, time.Minute)[1]; got != id {
+		t.Errorf("second boot identity %s, first boot %s: perm did not keep it", got, id)
+	}
+	v.absent(`^meshnode: (fatal|config error)|token removed`)
+	t.Logf("second boot: init ready at guest uptime %s, %s after qemu started", guest, wall.Round(100*time.Millisecond))
+}
+
+// TestApplianceBadConfig: garbage in config.toml must give a clear console
+// error and a retry loop, not a reboot and not a formatted disk.
+func TestApplianceBadConfig(t *testing.T) {
+	requireImageTools(t)
+	img := copyImage(t, testImage(t))
+	writeESP(t, img, config.Path, []byte("name = \"edge-test\"\njoin = [garbage\n"))
+	v := boot(t, img)
+	v.expect(`^meshnode: init: perm mounted at /perm \(formatted=false`, bootDeadline)
+	v.expect(`^meshnode: config error: /boot/meshnode/config.toml: .*\(retrying in`, time.Minute)
+	v.expect(`^meshnode: config error: /boot/meshnode/config.toml: .*\(retrying in`, time.Minute)
+	v.absent(`^meshnode: (fatal|ready|init: ready)`)
+}
+
+// TestApplianceNoToken: a first boot without join/token says what to run.
+func TestApplianceNoToken(t *testing.T) {
+	requireImageTools(t)
+	img := copyImage(t, testImage(t)) // the shipped template: everything commented out
+	v := boot(t, img)
+	v.expect(`^meshnode: config error: .*first boot needs join and token \(run: meshnode image configure`, bootDeadline)
+	v.absent(`^meshnode: (fatal|ready|init: ready)`)
+}
