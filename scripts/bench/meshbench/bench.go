@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// settings are the run's knobs (scripts/bench/run maps environment
+// variables onto these flags).
+type settings struct {
+	meshnode, wgbare, self string
+	out, markdown          string
+	wgThroughput           string // path of scripts/bench/wg-throughput ("" skips it)
+	runs                   int    // iperf3 runs per path
+	duration               int    // iperf3 seconds per run
+	natsRuns               int
+	natsTime               time.Duration // per throughput run
+	natsMsgs               int           // max messages per throughput run
+	latCount               int           // request-reply round trips per latency run
+	mesh3Runs, mesh8Runs   int
+	failRuns               int
+	idle                   time.Duration
+	fast                   bool
+	skip                   map[string]bool
+	binSize                int64
+}
+
+var phases = []string{"wg-throughput", "lab-throughput", "nats", "mesh", "failure", "cost"}
+
+func runBench(args []string) error {
+	var s settings
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.StringVar(&s.meshnode, "meshnode", "", "meshnode binary (built for the lab)")
+	fs.StringVar(&s.wgbare, "wgbare", "", "wgbare binary (bare wireguard-go reference)")
+	fs.StringVar(&s.out, "out", "out/bench.json", "JSON report")
+	fs.StringVar(&s.markdown, "markdown", "", "also write the table as Markdown here")
+	fs.StringVar(&s.wgThroughput, "wg-throughput", "", "scripts/bench/wg-throughput to run first")
+	fs.IntVar(&s.runs, "runs", 3, "iperf3 runs per path")
+	fs.IntVar(&s.duration, "duration", 5, "iperf3 seconds per run")
+	fs.IntVar(&s.natsRuns, "nats-runs", 3, "NATS runs per payload size and path")
+	fs.DurationVar(&s.natsTime, "nats-time", 2*time.Second, "NATS throughput run length")
+	fs.IntVar(&s.natsMsgs, "nats-msgs", 1000000, "NATS throughput run message cap")
+	fs.IntVar(&s.latCount, "lat-count", 2000, "request-reply round trips per latency run")
+	fs.IntVar(&s.mesh3Runs, "mesh3-runs", 3, "3-node time-to-mesh runs")
+	fs.IntVar(&s.mesh8Runs, "mesh8-runs", 2, "8-node time-to-mesh runs")
+	fs.IntVar(&s.failRuns, "fail-runs", 3, "failure detection runs")
+	fs.DurationVar(&s.idle, "idle", 60*time.Second, "idle cost sampling time")
+	fs.BoolVar(&s.fast, "fast-timers", false, "run nodes with --fast-timers (default: the shipped timers)")
+	fs.Int64Var(&s.binSize, "bin-size", 0, "size of the stripped static build, bytes")
+	skip := fs.String("skip", "", "comma-separated phases to skip: "+strings.Join(phases, ","))
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s.skip = map[string]bool{}
+	for _, p := range strings.Split(*skip, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			s.skip[p] = true
+		}
+	}
+	if s.meshnode == "" {
+		return fmt.Errorf("--meshnode is required")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	s.self = self
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	r := &Report{Started: time.Now().UTC(), Machine: machine(), Checks: map[string]string{}, Settings: map[string]string{}}
+	fs.VisitAll(func(f *flag.Flag) { r.Settings[f.Name] = f.Value.String() })
+	logf("load at start: %s", r.Machine["load_start"])
+
+	step := func(name string, fn func() error) {
+		if s.skip[name] || ctx.Err() != nil {
+			return
+		}
+		t := time.Now()
+		logf("== %s", name)
+		if err := fn(); err != nil {
+			r.Errors = append(r.Errors, name+": "+err.Error())
+			logf("%s failed: %v", name, err)
+		}
+		logf("== %s took %s", name, time.Since(t).Round(time.Second))
+	}
+	step("wg-throughput", func() error { return wgThroughput(ctx, &s, r) })
+	// One 3-node mesh serves cost, throughput, NATS and failure (in that
+	// order: idle first, the kill last); its start-up is also the first
+	// 3-node time-to-mesh sample.
+	mainPhases := []string{"cost", "lab-throughput", "nats", "failure"}
+	needMain := false
+	for _, p := range mainPhases {
+		needMain = needMain || !s.skip[p]
+	}
+	var m3 []meshTiming
+	if needMain && ctx.Err() == nil {
+		err := withLab(ctx, &s, 3, func(l *benchLab, t meshTiming) error {
+			m3 = append(m3, t)
+			step("cost", func() error { return idleCost(ctx, &s, r, l) })
+			step("lab-throughput", func() error { return labThroughput(ctx, &s, r, l) })
+			step("nats", func() error { return natsBench(ctx, &s, r, l) })
+			step("failure", func() error { return failureDetection(ctx, &s, r, l) })
+			return nil
+		})
+		if err != nil {
+			r.Errors = append(r.Errors, "3-node mesh: "+err.Error())
+			logf("3-node mesh failed: %v", err)
+		}
+	}
+	step("mesh", func() error { return timeToMesh(ctx, &s, r, m3) })
+	if s.binSize > 0 {
+		f := r.add(fig("cost", "binary size (static, -trimpath -s -w)", "MB", []float64{float64(s.binSize) / 1e6}))
+		f.Note = "CGO_ENABLED=0 go build -trimpath -ldflags=\"-s -w\" ./cmd/meshnode"
+	}
+
+	r.Finished = time.Now().UTC()
+	r.Machine["load_end"] = loadavg()
+	orderFigures(r)
+	fmt.Println()
+	r.Print(os.Stdout)
+	if err := os.MkdirAll(filepath.Dir(s.out), 0o755); err != nil {
+		return err
+	}
+	if err := r.Write(s.out); err != nil {
+		return err
+	}
+	if s.markdown != "" {
+		f, err := os.Create(s.markdown)
+		if err != nil {
+			return err
+		}
+		r.PrintMarkdown(f)
+		f.Close()
+	}
+	fmt.Printf("\nreport: %s (load %s at start, %s at end; took %s)\n", s.out, r.Machine["load_start"], r.Machine["load_end"], r.Finished.Sub(r.Started).Round(time.Second))
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// orderFigures sorts figures by group in the issue's order, stable inside
+// a group.
+func orderFigures(r *Report) {
+	order := map[string]int{"throughput": 0, "nats": 1, "mesh": 2, "failure": 3, "cost": 4}
+	var out []*Figure
+	for g := 0; g < 5; g++ {
+		for _, f := range r.Figures {
+			if order[f.Group] == g {
+				out = append(out, f)
+			}
+		}
+	}
+	for _, f := range r.Figures {
+		if _, ok := order[f.Group]; !ok {
+			out = append(out, f)
+		}
+	}
+	r.Figures = out
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func sh(name string, args ...string) string {
+	out, _ := exec.Command(name, args...).Output()
+	return strings.TrimSpace(string(out))
+}
+
+func machine() map[string]string {
+	m := map[string]string{
+		"nproc":      sh("nproc"),
+		"kernel":     sh("uname", "-sr"),
+		"load_start": loadavg(),
+		"go":         sh("go", "version"),
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				m["cpu"] = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	for _, l := range strings.Split(sh("free", "-h"), "\n") {
+		if strings.HasPrefix(l, "Mem:") {
+			m["memory"] = strings.Join(strings.Fields(l)[1:2], "") + " total"
+		}
+	}
+	return m
+}
+
+var wgRunLine = regexp.MustCompile(`run \d+: veth ([0-9.]+)\s+bare-wg ([0-9.]+)\s+meshnode ([0-9.]+)`)
+
+// wgThroughput runs scripts/bench/wg-throughput (veth, bare wireguard-go,
+// meshnode's mesh/wg device, interleaved) and takes its per-run figures.
+func wgThroughput(ctx context.Context, s *settings, r *Report) error {
+	if s.wgThroughput == "" {
+		return fmt.Errorf("no --wg-throughput script")
+	}
+	cmd := exec.CommandContext(ctx, s.wgThroughput)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("RUNS=%d", s.runs), fmt.Sprintf("DURATION=%d", s.duration))
+	cmd.Stdout = os.Stderr
+	pr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	var a, b, c []float64
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Fprintln(os.Stderr, "  wg-throughput: "+line)
+		if m := wgRunLine.FindStringSubmatch(line); m != nil {
+			a = append(a, atof(m[1]))
+			b = append(b, atof(m[2]))
+			c = append(c, atof(m[3]))
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return err
+	}
+	const g = "throughput"
+	fa := r.add(fig(g, "wg-throughput: veth (direct pair)", "Gbit/s", a))
+	fb := r.add(fig(g, "wg-throughput: bare wireguard-go", "Gbit/s", b))
+	fc := r.add(fig(g, "wg-throughput: meshnode mesh/wg device", "Gbit/s", c))
+	r.add(ratio(g, "wg-throughput: mesh/wg / bare wireguard-go", fc, fb)).goalAtLeast(1.0, "≥ 1.0")
+	r.add(ratio(g, "wg-throughput: mesh/wg / veth", fc, fa))
+	return nil
+}
+
+func atof(s string) float64 { v, _ := strconv.ParseFloat(s, 64); return v }

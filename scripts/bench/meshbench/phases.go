@@ -1,0 +1,534 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/scripts/netns"
+)
+
+// ---- cost ----
+
+// procSample reads VmRSS (bytes) and utime+stime (clock ticks) of pid.
+func procSample(pid int) (rss int64, ticks int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			rss = kb * 1024
+		}
+	}
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// field 3, utime 14, stime 15.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return rss, ut + st, nil
+}
+
+func clkTck() float64 {
+	if v, err := strconv.Atoi(sh("getconf", "CLK_TCK")); err == nil && v > 0 {
+		return float64(v)
+	}
+	return 100
+}
+
+// idleCost samples every node of the idle 3-node mesh (JetStream on) once
+// a second: RSS, and CPU% per 10 s window.
+func idleCost(ctx context.Context, s *settings, r *Report, l *benchLab) error {
+	// JetStream must be running (meta leader elected) for "JetStream on".
+	var js string
+	if err := waitFor(ctx, 60*time.Second, "JetStream meta leader on every node", func() bool {
+		for _, n := range l.Nodes {
+			st := status(n)
+			if st == nil {
+				js = n.Name + ": no status"
+				return false
+			}
+			// (A one-node dry run never elects a meta leader.)
+			if js = n.Name + ": " + st.NATS.JetStream; !strings.HasPrefix(st.NATS.JetStream, "ok") && len(l.Nodes) > 1 {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return fmt.Errorf("%w (%s)", err, js)
+	}
+	if st := status(l.Nodes[0]); st != nil {
+		r.Checks["jetstream (idle mesh)"] = st.NATS.JetStream
+	}
+	// Let start-up work (elections, first gossip rounds) settle.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(5 * time.Second):
+	}
+	logf("sampling idle RSS and CPU of %d nodes for %s", len(l.Nodes), s.idle)
+	tck := clkTck()
+	type series struct {
+		rss   []float64
+		cpu   []float64
+		ticks int64
+		at    time.Time
+	}
+	ser := make([]series, len(l.Nodes))
+	for i, n := range l.Nodes {
+		_, t, err := procSample(n.PID())
+		if err != nil {
+			return err
+		}
+		ser[i].ticks, ser[i].at = t, time.Now()
+	}
+	end := time.Now().Add(s.idle)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sec := 0
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		sec++
+		for i, n := range l.Nodes {
+			rss, t, err := procSample(n.PID())
+			if err != nil {
+				return err
+			}
+			ser[i].rss = append(ser[i].rss, float64(rss)/(1<<20))
+			if sec%10 == 0 || !time.Now().Before(end) {
+				now := time.Now()
+				ser[i].cpu = append(ser[i].cpu, 100*float64(t-ser[i].ticks)/tck/now.Sub(ser[i].at).Seconds())
+				ser[i].ticks, ser[i].at = t, now
+			}
+		}
+	}
+	const g = "cost"
+	r.add(fig(g, "idle RSS node1 (JetStream on, 3-node mesh), 1 s samples", "MiB", ser[0].rss)).goalBelow(40, "< 40 MiB")
+	r.add(fig(g, "idle CPU node1, 10 s windows", "% of one core", ser[0].cpu))
+	var med []float64
+	var cpuAll []float64
+	for i := range ser {
+		med = append(med, fig("", "", "", ser[i].rss).Median)
+		cpuAll = append(cpuAll, fig("", "", "", ser[i].cpu).Median)
+	}
+	r.add(fig(g, "idle RSS, median of each of the 3 nodes", "MiB", med)).goalBelow(40, "< 40 MiB")
+	r.add(fig(g, "idle CPU, median of each of the 3 nodes", "% of one core", cpuAll))
+	return nil
+}
+
+// ---- throughput inside the lab ----
+
+func iperf(ctx context.Context, l *benchLab, from int, dst string, secs int) (float64, error) {
+	cmd := l.Nodes[from].NS.Command("iperf3", "-c", dst, "-t", strconv.Itoa(secs), "-J")
+	out, err := cmd.Output()
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if jerr := json.Unmarshal(out, &res); jerr != nil || res.Error != "" || err != nil {
+		return 0, fmt.Errorf("iperf3 to %s: %v %v %s", dst, err, jerr, res.Error)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// offloads reads ethtool -k of iface in node i's namespace and keeps the
+// offload features that matter for a TUN/veth data path.
+func offloads(l *benchLab, i int, iface string) string {
+	out, err := l.Nodes[i].NS.Run("ethtool", "-k", iface)
+	if err != nil {
+		return "ethtool failed: " + strings.TrimSpace(out)
+	}
+	want := []string{"tx-checksumming", "scatter-gather", "tcp-segmentation-offload", "tx-udp-segmentation", "generic-segmentation-offload", "generic-receive-offload", "rx-gro-list", "rx-udp-gro-forwarding"}
+	var parts []string
+	for _, line := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		for _, w := range want {
+			if k == w {
+				parts = append(parts, k+"="+strings.Fields(v)[0])
+			}
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// labThroughput measures, between node1 and node2 of the running mesh and
+// interleaved run by run: the bridge underlay, a bare wireguard-go pair
+// (wgbare, configured with wg, on another port) and the full meshnode
+// overlay (the daemons' own interfaces).
+func labThroughput(ctx context.Context, s *settings, r *Report, l *benchLab) error {
+	if s.wgbare == "" {
+		return fmt.Errorf("no --wgbare binary")
+	}
+	a, b := l.Nodes[0], l.Nodes[1]
+	bareA, bareB := netns.Unique("wb"), netns.Unique("wb")
+	keyDir, err := os.MkdirTemp(l.dir, "keys-")
+	if err != nil {
+		return err
+	}
+	var pubs [2]string
+	for i := range 2 {
+		k, err := exec.Command("wg", "genkey").Output()
+		if err != nil {
+			return fmt.Errorf("wg genkey: %w", err)
+		}
+		kf := filepath.Join(keyDir, fmt.Sprintf("%d.key", i))
+		if err := os.WriteFile(kf, k, 0o600); err != nil {
+			return err
+		}
+		pc := exec.Command("wg", "pubkey")
+		pc.Stdin = bytes.NewReader(k)
+		p, err := pc.Output()
+		if err != nil {
+			return err
+		}
+		pubs[i] = strings.TrimSpace(string(p))
+	}
+	const bareNet, port = "fd77:6b:3::", "51830"
+	ifaces := []string{bareA, bareB}
+	peersIP := []string{b.IP, a.IP}
+	for i := range 2 {
+		if _, _, err := l.startProc(i, s.wgbare, ifaces[i]); err != nil {
+			return err
+		}
+	}
+	for i := range 2 {
+		iface := ifaces[i]
+		if err := waitFor(ctx, 10*time.Second, "wgbare "+iface, func() bool {
+			return exec.Command("wg", "show", iface).Run() == nil
+		}); err != nil {
+			return err
+		}
+		defer os.Remove("/var/run/wireguard/" + iface + ".sock")
+		ns := l.Nodes[i].NS
+		steps := [][]string{
+			{"wg", "set", iface, "private-key", filepath.Join(keyDir, fmt.Sprintf("%d.key", i)), "listen-port", port,
+				"peer", pubs[1-i], "endpoint", peersIP[i] + ":" + port, "allowed-ips", fmt.Sprintf("%s%d/128", bareNet, 2-i)},
+			{"ip", "addr", "add", fmt.Sprintf("%s%d/48", bareNet, i+1), "dev", iface, "nodad"},
+			{"ip", "link", "set", iface, "up"},
+		}
+		for _, st := range steps {
+			if out, err := ns.Run(st[0], st[1:]...); err != nil {
+				return fmt.Errorf("%v: %w: %s", st, err, out)
+			}
+		}
+	}
+	if _, _, err := l.startProc(1, "iperf3", "-s"); err != nil {
+		return err
+	}
+	bareDst, overlayDst, underDst := bareNet+"2", l.addrs[1], b.IP
+	for _, d := range []string{bareDst, overlayDst} {
+		if err := waitFor(ctx, 20*time.Second, "ping "+d, func() bool {
+			return a.NS.Command("ping", "-6", "-c1", "-W1", d).Run() == nil
+		}); err != nil {
+			return err
+		}
+	}
+	if err := waitFor(ctx, 10*time.Second, "iperf3 server", func() bool {
+		out, _ := b.NS.Run("ss", "-ltn")
+		return strings.Contains(out, ":5201 ")
+	}); err != nil {
+		return err
+	}
+	r.Checks["offloads: meshnode TUN (node1 "+a.Iface+")"] = offloads(l, 0, a.Iface)
+	r.Checks["offloads: bare wireguard-go TUN (node1)"] = offloads(l, 0, bareA)
+	r.Checks["offloads: underlay veth (node1 eth0)"] = offloads(l, 0, "eth0")
+	r.Checks["mtu: meshnode / bare wireguard-go"] = strings.TrimSpace(sh("sh", "-c", fmt.Sprintf("ip netns exec %s cat /sys/class/net/%s/mtu /sys/class/net/%s/mtu | paste -sd/", a.NS.Name, a.Iface, bareA)))
+
+	var u, bw, ov []float64
+	for i := 0; i < s.runs; i++ {
+		v, err := iperf(ctx, l, 0, underDst, s.duration)
+		if err != nil {
+			return err
+		}
+		u = append(u, v)
+		order := []string{bareDst, overlayDst}
+		if i%2 == 1 {
+			order = []string{overlayDst, bareDst}
+		}
+		for _, d := range order {
+			v, err := iperf(ctx, l, 0, d, s.duration)
+			if err != nil {
+				return err
+			}
+			if d == bareDst {
+				bw = append(bw, v)
+			} else {
+				ov = append(ov, v)
+			}
+		}
+		logf("  lab run %d: underlay %.3f  bare-wg %.3f  meshnode overlay %.3f Gbit/s", i+1, u[i], bw[i], ov[i])
+	}
+	const g = "throughput"
+	fu := r.add(fig(g, "lab: underlay (bridge)", "Gbit/s", u))
+	fb := r.add(fig(g, "lab: bare wireguard-go", "Gbit/s", bw))
+	fo := r.add(fig(g, "lab: meshnode overlay (full node)", "Gbit/s", ov))
+	r.add(ratio(g, "lab: meshnode overlay / bare wireguard-go", fo, fb)).goalAtLeast(1.0, "≥ 1.0")
+	r.add(ratio(g, "lab: meshnode overlay / underlay", fo, fu))
+	return nil
+}
+
+// ---- NATS ----
+
+var natsSizes = []int{16, 1024, 64 << 10}
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
+
+// natsBench compares NATS between node1 (publisher/requester) and node2
+// (subscriber/responder) through meshnode's embedded servers over the
+// overlay with the same embedded server setup routed over the underlay.
+func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
+	const clientPort, routePort = 14222, 16222
+	var nodeArgs []string
+	for _, n := range l.Nodes {
+		nodeArgs = append(nodeArgs, "--node", n.State+"="+n.IP)
+	}
+	var logs []string
+	for i, n := range l.Nodes {
+		store, err := os.MkdirTemp(l.dir, "underlay-js-")
+		if err != nil {
+			return err
+		}
+		args := append([]string{"underlay-nats", "--self", n.State, "--store", store,
+			"--client-port", strconv.Itoa(clientPort), "--route-port", strconv.Itoa(routePort)}, nodeArgs...)
+		_, lp, err := l.startProc(i, s.self, args...)
+		if err != nil {
+			return err
+		}
+		logs = append(logs, lp)
+	}
+	for _, lp := range logs {
+		if err := waitFor(ctx, 30*time.Second, "underlay NATS server ("+lp+")", func() bool {
+			b, _ := os.ReadFile(lp)
+			return bytes.Contains(b, []byte("ready\n"))
+		}); err != nil {
+			b, _ := os.ReadFile(lp)
+			return fmt.Errorf("%w: %s", err, b)
+		}
+	}
+	end := func(i int, overlay bool) natsEnd {
+		n := l.Nodes[i]
+		e := natsEnd{ns: n.NS.Name, serverName: l.addrs[i], state: identity.StateDir(n.State)}
+		if overlay {
+			e.url = fmt.Sprintf("tls://[%s]:4222", l.addrs[i])
+		} else {
+			e.url = fmt.Sprintf("tls://%s:%d", n.IP, clientPort)
+		}
+		return e
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	to := min(1, len(l.Nodes)-1) // 0 only in the one-node dry run
+	over, err := openPair(end(0, true), end(to, true))
+	if err != nil {
+		return fmt.Errorf("overlay: %w", err)
+	}
+	defer over.Close()
+	under, err := openPair(end(0, false), end(to, false))
+	if err != nil {
+		return fmt.Errorf("underlay: %w", err)
+	}
+	defer under.Close()
+	if err := over.waitInterest(pctx); err != nil {
+		return fmt.Errorf("overlay: %w", err)
+	}
+	if err := under.waitInterest(pctx); err != nil {
+		return fmt.Errorf("underlay: %w", err)
+	}
+	type acc struct{ rate, p50, p99 []float64 }
+	res := map[string]*acc{}
+	key := func(path string, size int) string { return path + " " + sizeName(size) }
+	for run := 0; run < s.natsRuns; run++ {
+		for _, size := range natsSizes {
+			paths := []string{"overlay", "underlay"}
+			if run%2 == 1 {
+				paths = []string{"underlay", "overlay"}
+			}
+			for _, path := range paths {
+				p := over
+				if path == "underlay" {
+					p = under
+				}
+				rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				tp, err := p.throughput(rctx, size, s.natsMsgs, s.natsTime)
+				if err != nil {
+					cancel()
+					return fmt.Errorf("%s %s throughput: %w", path, sizeName(size), err)
+				}
+				p50, p99, n, err := p.latency(rctx, size, s.latCount, s.natsTime)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("%s %s latency: %w", path, sizeName(size), err)
+				}
+				k := key(path, size)
+				if res[k] == nil {
+					res[k] = &acc{}
+				}
+				a := res[k]
+				a.rate = append(a.rate, tp.perSec())
+				a.p50 = append(a.p50, p50)
+				a.p99 = append(a.p99, p99)
+				logf("  nats run %d %-18s %9.0f msg/s (%d msgs)  rtt p50 %6.0f µs  p99 %6.0f µs (%d)", run+1, k, tp.perSec(), tp.Msgs, p50, p99, n)
+			}
+		}
+	}
+	const g = "nats"
+	for _, size := range natsSizes {
+		o, u := res[key("overlay", size)], res[key("underlay", size)]
+		sz := sizeName(size)
+		fo := r.add(fig(g, "msgs/s overlay "+sz, "msg/s", o.rate))
+		fu := r.add(fig(g, "msgs/s underlay "+sz, "msg/s", u.rate))
+		r.add(ratio(g, "msgs/s overlay/underlay "+sz, fo, fu)).goalAtLeast(0.8, "≥ 0.8")
+		lo := r.add(fig(g, "rtt p50 overlay "+sz, "µs", o.p50))
+		lu := r.add(fig(g, "rtt p50 underlay "+sz, "µs", u.p50))
+		r.add(ratio(g, "rtt p50 underlay/overlay "+sz, lu, lo)).goalAtLeast(0.8, "≥ 0.8 (overlay ≤ 1.25× underlay)")
+		r.add(fig(g, "rtt p99 overlay "+sz, "µs", o.p99))
+		r.add(fig(g, "rtt p99 underlay "+sz, "µs", u.p99))
+	}
+	return nil
+}
+
+// ---- failure detection ----
+
+// failureDetection kills node3 with SIGKILL and times until every other
+// node shows it not alive and has dropped its NATS route from the
+// expected set; then restarts it and waits for a full mesh again.
+func failureDetection(ctx context.Context, s *settings, r *Report, l *benchLab) error {
+	victim := l.Nodes[len(l.Nodes)-1]
+	survivors := l.Nodes[:len(l.Nodes)-1]
+	wantRoutes := len(l.Nodes) - 2
+	var all, firstDead []float64
+	for run := 0; run < s.failRuns; run++ {
+		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		err := l.WaitComplete(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("before run %d: %w", run+1, err)
+		}
+		t0 := time.Now()
+		victim.Kill()
+		dead := make([]time.Duration, len(survivors))
+		done := make([]time.Duration, len(survivors))
+		err = waitFor(ctx, 60*time.Second, victim.Name+" detected as failed", func() bool {
+			ok := true
+			for i, n := range survivors {
+				if done[i] != 0 {
+					continue
+				}
+				st := status(n)
+				if st == nil {
+					ok = false
+					continue
+				}
+				gone := true
+				for _, m := range st.Members {
+					if m.Name == victim.Name && m.State == "alive" {
+						gone = false
+					}
+				}
+				el := time.Since(t0)
+				if gone && dead[i] == 0 {
+					dead[i] = el
+				}
+				if gone && st.NATS.RoutesExpected == wantRoutes {
+					done[i] = el
+				} else {
+					ok = false
+				}
+			}
+			return ok
+		})
+		if err != nil {
+			return fmt.Errorf("run %d: %w", run+1, err)
+		}
+		var worst, first time.Duration
+		for i := range survivors {
+			worst = max(worst, done[i])
+			if first == 0 || dead[i] < first {
+				first = dead[i]
+			}
+		}
+		all = append(all, worst.Seconds())
+		firstDead = append(firstDead, first.Seconds())
+		logf("  failure run %d: every survivor dropped %s after %.2f s (first marked it not alive after %.2f s)", run+1, victim.Name, worst.Seconds(), first.Seconds())
+		if err := victim.Up(); err != nil {
+			return err
+		}
+		uctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err = victim.WaitUp(uctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	const g = "failure"
+	r.add(fig(g, "kill -9 → every survivor: member not alive + NATS route dropped", "s", all)).goalBelow(6, "< 6 s")
+	r.add(fig(g, "kill -9 → first survivor marks it not alive", "s", firstDead))
+	return nil
+}
+
+// ---- time to mesh ----
+
+func timeToMesh(ctx context.Context, s *settings, r *Report, first []meshTiming) error {
+	ts := map[int][]meshTiming{3: first}
+	for _, c := range []struct{ n, runs int }{{3, s.mesh3Runs - len(first)}, {8, s.mesh8Runs}} {
+		for i := 0; i < c.runs && ctx.Err() == nil; i++ {
+			err := withLab(ctx, s, c.n, func(_ *benchLab, t meshTiming) error {
+				ts[c.n] = append(ts[c.n], t)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("%d-node mesh run %d: %w", c.n, i+1, err)
+			}
+		}
+	}
+	const g = "mesh"
+	for _, n := range []int{3, 8} {
+		var ping, comp []float64
+		for _, t := range ts[n] {
+			ping = append(ping, t.joinPing...)
+			comp = append(comp, t.complete)
+		}
+		if len(comp) == 0 {
+			continue
+		}
+		r.add(fig(g, fmt.Sprintf("%d nodes: join → first overlay ping (every joiner)", n), "s", ping))
+		f := r.add(fig(g, fmt.Sprintf("%d nodes: last join started → full WireGuard + NATS route mesh", n), "s", comp))
+		if n == 3 {
+			f.goalBelow(3, "< 3 s")
+		}
+	}
+	return nil
+}
