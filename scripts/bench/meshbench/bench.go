@@ -32,6 +32,7 @@ type settings struct {
 	failRuns               int
 	idle                   time.Duration
 	fast                   bool
+	tune                   bool
 	skip                   map[string]bool
 	binSize                int64
 }
@@ -57,6 +58,7 @@ func runBench(args []string) error {
 	fs.IntVar(&s.failRuns, "fail-runs", 3, "failure detection runs")
 	fs.DurationVar(&s.idle, "idle", 60*time.Second, "idle cost sampling time")
 	fs.BoolVar(&s.fast, "fast-timers", false, "run nodes with --fast-timers (default: the shipped timers)")
+	fs.BoolVar(&s.tune, "tune", false, "also restart two daemons under other Go runtime settings (GOGC) and measure overlay throughput again")
 	fs.Int64Var(&s.binSize, "bin-size", 0, "size of the stripped static build, bytes")
 	skip := fs.String("skip", "", "comma-separated phases to skip: "+strings.Join(phases, ","))
 	if err := fs.Parse(args); err != nil {

@@ -161,7 +161,7 @@ func offloads(l *benchLab, i int, iface string) string {
 	if err != nil {
 		return "ethtool failed: " + strings.TrimSpace(out)
 	}
-	want := []string{"tx-checksumming", "scatter-gather", "tcp-segmentation-offload", "tx-udp-segmentation", "generic-segmentation-offload", "generic-receive-offload", "rx-gro-list", "rx-udp-gro-forwarding"}
+	want := []string{"tx-checksumming", "scatter-gather", "tcp-segmentation-offload", "tx-tcp6-segmentation", "tx-udp-segmentation", "generic-segmentation-offload", "generic-receive-offload", "rx-gro-list", "rx-udp-gro-forwarding"}
 	var parts []string
 	for _, line := range strings.Split(out, "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
@@ -290,6 +290,9 @@ func labThroughput(ctx context.Context, s *settings, r *Report, l *benchLab) err
 	fo := r.add(fig(g, "lab: meshnode overlay (full node)", "Gbit/s", ov))
 	r.add(ratio(g, "lab: meshnode overlay / bare wireguard-go", fo, fb)).goalAtLeast(1.0, "≥ 1.0")
 	r.add(ratio(g, "lab: meshnode overlay / underlay", fo, fu))
+	if s.tune {
+		return tuneThroughput(ctx, s, r, l, bareDst)
+	}
 	return nil
 }
 
@@ -529,6 +532,70 @@ func timeToMesh(ctx context.Context, s *settings, r *Report, first []meshTiming)
 		if n == 3 {
 			f.goalBelow(3, "< 3 s")
 		}
+	}
+	return nil
+}
+
+// ---- tuning experiment (TUNE=1) ----
+
+// tuneThroughput restarts node1 and node2 under different Go runtime
+// settings and measures overlay throughput against the bare wireguard-go
+// pair (still up from labThroughput), run by run, so each variant gets its
+// own ratio. The daemons inherit this process's environment.
+func tuneThroughput(ctx context.Context, s *settings, r *Report, l *benchLab, bareDst string) error {
+	variants := []struct{ name, gogc, memlimit string }{
+		{"GOGC=400", "400", ""},
+		{"GOGC=off GOMEMLIMIT=64MiB", "off", "64MiB"},
+		{"defaults again", "", ""},
+	}
+	restart := func(gogc, memlimit string) error {
+		set := func(k, v string) {
+			if v == "" {
+				os.Unsetenv(k)
+			} else {
+				os.Setenv(k, v)
+			}
+		}
+		set("GOGC", gogc)
+		set("GOMEMLIMIT", memlimit)
+		defer func() { os.Unsetenv("GOGC"); os.Unsetenv("GOMEMLIMIT") }()
+		for _, n := range l.Nodes[:2] {
+			n.Stop(5 * time.Second)
+			if err := n.Up(); err != nil {
+				return err
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		return l.WaitComplete(wctx)
+	}
+	const g = "throughput"
+	for _, v := range variants {
+		if err := restart(v.gogc, v.memlimit); err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+		var bw, ov []float64
+		for i := 0; i < s.runs; i++ {
+			order := []string{bareDst, l.addrs[1]}
+			if i%2 == 1 {
+				order = []string{l.addrs[1], bareDst}
+			}
+			for _, d := range order {
+				x, err := iperf(ctx, l, 0, d, s.duration)
+				if err != nil {
+					return fmt.Errorf("%s: %w", v.name, err)
+				}
+				if d == bareDst {
+					bw = append(bw, x)
+				} else {
+					ov = append(ov, x)
+				}
+			}
+			logf("  tune %s run %d: bare-wg %.3f  meshnode overlay %.3f Gbit/s", v.name, i+1, bw[i], ov[i])
+		}
+		fb := fig(g, "tune "+v.name+": bare wireguard-go", "Gbit/s", bw)
+		fo := r.add(fig(g, "tune "+v.name+": meshnode overlay", "Gbit/s", ov))
+		r.add(ratio(g, "tune "+v.name+": overlay / bare wireguard-go", fo, fb))
 	}
 	return nil
 }
