@@ -40,20 +40,55 @@ func randomPassword() string {
 // clientAuth is the CustomClientAuthentication: nkey signature over the
 // nonce, then membership, on every connection. It remembers which identity
 // each connection proved so Recheck can close revoked ones.
+//
+// Trap (nats-server v2.15): every ReloadOptions re-runs authorization for
+// all connections, and first closes any client whose CONNECT carried an
+// nkey or user name that is not in the server's configured user tables
+// (clientHasMovedToDifferentAccount), which with custom authentication is
+// every client. So once a connection is authenticated, its identity fields
+// are cleared from its CONNECT options (under gate, which route reloads
+// hold for writing, so the server never reads them while they change) and
+// later checks of that connection go by its id.
 type clientAuth struct {
-	s *Server
+	s    *Server
+	gate sync.RWMutex // write-held while ReloadOptions runs
 
-	mu    sync.Mutex
-	conns map[uint64]identity.NodePublic // client id → proven identity
+	mu       sync.Mutex
+	conns    map[uint64]identity.NodePublic // client id → proven identity
+	internal map[uint64]bool                // in-process internal users
 }
 
 func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	if c.Kind() != server.CLIENT {
 		return false
 	}
+	id := c.GetID()
+	a.mu.Lock()
+	node, known := a.conns[id]
+	internal := a.internal[id]
+	a.mu.Unlock()
+	switch {
+	case internal:
+		return true
+	case known:
+		// A reload re-checking an authenticated connection.
+		if a.s.cfg.Authorize(node) {
+			return true
+		}
+		a.forget(id)
+		a.s.log.Info("nats client closed: no longer a member", "node", node.ShortString(), "cid", id)
+		return false
+	}
+	if !a.gate.TryRLock() {
+		// A route reload is running (and may be the caller): this
+		// connection cannot be settled now. The client retries.
+		a.s.log.Debug("nats client refused: raced a route reload", "cid", id)
+		return false
+	}
+	defer a.gate.RUnlock()
 	opts := c.GetOpts()
 	if isInProcess(c.RemoteAddress()) && opts.Username != "" {
-		return a.checkInternal(c, opts.Username, opts.Password)
+		return a.checkInternal(c, opts, id)
 	}
 	if opts.Nkey == "" {
 		a.s.log.Debug("nats client refused: no nkey", "remote", addrString(c.RemoteAddress()))
@@ -77,14 +112,13 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 		a.s.log.Info("nats client refused: signature over nonce does not verify", "nkey", opts.Nkey)
 		return false
 	}
-	node, err := identity.NodePublicFromNKey(opts.Nkey)
+	node, err = identity.NodePublicFromNKey(opts.Nkey)
 	if err != nil {
 		a.s.log.Info("nats client refused", "err", err)
 		return false
 	}
 	// Record before asking, so a revocation racing this connection is
 	// seen either here or by the Recheck that follows it.
-	id := c.GetID()
 	a.mu.Lock()
 	a.conns[id] = node
 	a.mu.Unlock()
@@ -93,33 +127,34 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 		a.s.log.Info("nats client refused: not a member", "node", node.ShortString(), "remote", addrString(c.RemoteAddress()))
 		return false
 	}
-	c.RegisterUser(&server.User{Username: opts.Nkey})
+	opts.Nkey, opts.Sig = "", ""
 	return true
 }
 
-func (a *clientAuth) checkInternal(c server.ClientAuthentication, user, pass string) bool {
+func (a *clientAuth) checkInternal(c server.ClientAuthentication, opts *server.ClientOpts, id uint64) bool {
+	user, pass := opts.Username, opts.Password
 	switch {
 	case user == localUser && secretEqual(pass, a.s.localPass):
-		c.RegisterUser(&server.User{Username: localUser})
-		return true
 	case user == systemUser && secretEqual(pass, a.s.systemPass):
 		ns := a.s.srv()
-		if ns == nil {
+		if ns == nil || ns.SystemAccount() == nil {
 			return false
 		}
-		sys := ns.SystemAccount()
-		if sys == nil {
-			return false
-		}
-		c.RegisterUser(&server.User{Username: systemUser, Account: sys})
-		return true
+		c.RegisterUser(&server.User{Account: ns.SystemAccount()})
+	default:
+		return false
 	}
-	return false
+	a.mu.Lock()
+	a.internal[id] = true
+	a.mu.Unlock()
+	opts.Username, opts.Password = "", ""
+	return true
 }
 
 func (a *clientAuth) forget(id uint64) {
 	a.mu.Lock()
 	delete(a.conns, id)
+	delete(a.internal, id)
 	a.mu.Unlock()
 }
 
@@ -130,6 +165,15 @@ func (a *clientAuth) recheck(ns *server.Server) int {
 	snap := make(map[uint64]identity.NodePublic, len(a.conns))
 	for id, n := range a.conns {
 		snap[id] = n
+	}
+	var gone []uint64
+	for id := range a.internal {
+		if ns.GetClient(id) == nil {
+			gone = append(gone, id)
+		}
+	}
+	for _, id := range gone {
+		delete(a.internal, id)
 	}
 	a.mu.Unlock()
 	closed := 0

@@ -183,6 +183,16 @@ func TestRouteNonMemberRefused(t *testing.T) {
 	// b keeps retrying its explicit route; now a accepts.
 	waitRoutes(t, 1, na, nb)
 	checkForwarding(t, nb, na)
+
+	// b stops being a member while its route is up: the next route
+	// reload re-runs route authorization and closes it.
+	mu.Lock()
+	allowed = false
+	mu.Unlock()
+	refused := na.Status().RoutesRefused
+	na.SetMembers([]Member{ma, {ServerName: "gone", Addr: loopback, RoutePort: freePort(t)}})
+	waitRoutes(t, 0, na, nb)
+	waitFor(t, 10*time.Second, "a to refuse b again", func() bool { return na.Status().RoutesRefused > refused })
 }
 
 func TestRoutesAddedAndRemovedLive(t *testing.T) {

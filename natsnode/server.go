@@ -73,7 +73,7 @@ func New(cfg Config) (*Server, error) {
 		loopDone:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.clientAuth = &clientAuth{s: s, conns: map[uint64]identity.NodePublic{}}
+	s.clientAuth = &clientAuth{s: s, conns: map[uint64]identity.NodePublic{}, internal: map[uint64]bool{}}
 	s.routeAuth = &routeAuth{s: s}
 	s.self = s.selfMember()
 	return s, nil
@@ -347,7 +347,9 @@ func (s *Server) apply() {
 	if same {
 		return
 	}
+	s.clientAuth.gate.Lock()
 	err := ns.ReloadOptions(s.options(routes))
+	s.clientAuth.gate.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -402,7 +404,16 @@ func (s *Server) connectInternal(user, pass string, opts []nats.Option) (*nats.C
 		nats.UserInfo(user, pass),
 		nats.Name(user),
 	}, opts...)
-	nc, err := nats.Connect("", all...)
+	var nc *nats.Conn
+	var err error
+	// A connection that races a route reload is refused (see clientAuth);
+	// try again.
+	for try := 0; try < 3; try++ {
+		if nc, err = nats.Connect("", all...); !errors.Is(err, nats.ErrAuthorization) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsnode: in-process connection: %w", err)
 	}
