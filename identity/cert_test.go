@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -195,30 +196,31 @@ func TestTLSHandshakes(t *testing.T) {
 		name           string
 		client, server *tls.Config
 		ok             bool
-		peerAtServer   *node // the client certificate the server must see
+		peerAtServer   *node  // the client certificate the server must see
+		rejector       string // on failure, the side that must refuse: "client" or "server"
 	}{
 		{"client → server by node name",
-			withName(ClientTLS(ca.Trust, nil), "alpha.acme"), ServerTLS(alpha.tls, ca.Trust), true, nil},
+			withName(ClientTLS(ca.Trust, nil), "alpha.acme"), ServerTLS(alpha.tls, ca.Trust), true, nil, ""},
 		{"client → server by overlay address",
-			withName(ClientTLS(ca.Trust, nil), alphaAddr), ServerTLS(alpha.tls, ca.Trust), true, nil},
+			withName(ClientTLS(ca.Trust, nil), alphaAddr), ServerTLS(alpha.tls, ca.Trust), true, nil, ""},
 		{"client with certificate → server",
-			withName(ClientTLS(ca.Trust, &beta.tls), "alpha.acme"), ServerTLS(alpha.tls, ca.Trust), true, &beta},
+			withName(ClientTLS(ca.Trust, &beta.tls), "alpha.acme"), ServerTLS(alpha.tls, ca.Trust), true, &beta, ""},
 		{"client → server under the wrong name",
-			withName(ClientTLS(ca.Trust, nil), "beta.acme"), ServerTLS(alpha.tls, ca.Trust), false, nil},
+			withName(ClientTLS(ca.Trust, nil), "beta.acme"), ServerTLS(alpha.tls, ca.Trust), false, nil, "client"},
 		{"client → server with a foreign-CA certificate",
-			withName(ClientTLS(ca.Trust, nil), "mallory.acme"), ServerTLS(mallory.tls, foreign.Trust), false, nil},
+			withName(ClientTLS(ca.Trust, nil), "mallory.acme"), ServerTLS(mallory.tls, foreign.Trust), false, nil, "client"},
 		{"foreign-CA client certificate → server",
-			withName(ClientTLS(ca.Trust, &mallory.tls), "alpha.acme"), ServerTLS(alpha.tls, ca.Trust), false, nil},
+			withName(ClientTLS(ca.Trust, &mallory.tls), "alpha.acme"), ServerTLS(alpha.tls, ca.Trust), false, nil, "server"},
 		{"route ↔ route",
-			RouteTLS(beta.tls, ca.Trust), RouteTLS(alpha.tls, ca.Trust), true, &beta},
+			RouteTLS(beta.tls, ca.Trust), RouteTLS(alpha.tls, ca.Trust), true, &beta, ""},
 		{"route: foreign-CA dialler",
-			RouteTLS(mallory.tls, foreign.Trust), RouteTLS(alpha.tls, ca.Trust), false, nil},
+			RouteTLS(mallory.tls, foreign.Trust), RouteTLS(alpha.tls, ca.Trust), false, nil, "client"},
 		{"route: foreign-CA dialler trusting our CA",
-			RouteTLS(mallory.tls, ca.Trust), RouteTLS(alpha.tls, ca.Trust), false, nil},
+			RouteTLS(mallory.tls, ca.Trust), RouteTLS(alpha.tls, ca.Trust), false, nil, "server"},
 		{"route: foreign-CA listener",
-			RouteTLS(beta.tls, ca.Trust), RouteTLS(mallory.tls, ca.Trust), false, nil},
+			RouteTLS(beta.tls, ca.Trust), RouteTLS(mallory.tls, ca.Trust), false, nil, "client"},
 		{"route: client without a certificate",
-			withName(ClientTLS(ca.Trust, nil), RouteServerName("acme")), RouteTLS(alpha.tls, ca.Trust), false, nil},
+			withName(ClientTLS(ca.Trust, nil), RouteServerName("acme")), RouteTLS(alpha.tls, ca.Trust), false, nil, "server"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cerr, serr, cst, sst := handshake(t, atT0(tc.client), atT0(tc.server))
@@ -242,6 +244,11 @@ func TestTLSHandshakes(t *testing.T) {
 			}
 			if cerr == nil && serr == nil {
 				t.Fatalf("handshake succeeded, want a failure")
+			}
+			// The refusing side fails on its own check; the other side
+			// only hears an alert.
+			if own := map[string]error{"client": cerr, "server": serr}[tc.rejector]; own == nil || strings.Contains(own.Error(), "remote error") {
+				t.Errorf("the %s did not refuse the handshake itself: client %v; server %v", tc.rejector, cerr, serr)
 			}
 			t.Logf("rejected: client %v; server %v", cerr, serr)
 		})
