@@ -112,19 +112,45 @@ func TestConvergeKillLeaveRevoke(t *testing.T) {
 
 func TestRestartRejoinsFromPersistedMembers(t *testing.T) {
 	tm := newTestMesh(t)
-	nodes, _ := startMesh(t, tm, 3)
-	n2 := nodes[2]
-	n2.d.Shutdown()
-	waitFor(t, 20*time.Second, "n2 dead on n0, n1", func() bool { return allSee(nodes[:2], []string{"n2"}, StateDead) })
+	nodes := []*testNode{tm.node("r0"), tm.node("r1"), tm.node("r2")}
+	for i, n := range nodes {
+		cfg := n.config(t)
+		if i < 2 {
+			// r0 and r1 forget r2 soon after it dies, so that only r2's
+			// own persisted list can bring it back.
+			cfg.Retention = 300 * time.Millisecond
+		}
+		d, err := Start(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.d = d
+		t.Cleanup(func() { d.Shutdown() })
+		if i > 0 {
+			if _, err := d.Join([]netip.AddrPort{nodes[0].gossipAddrPort(t)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, 30*time.Second, "3 members alive", func() bool { return allSee(nodes, names(nodes), StateAlive) })
+	r2 := nodes[2]
+	r2.d.Shutdown()
+	waitFor(t, 20*time.Second, "r0 and r1 forget r2", func() bool {
+		_, ok0 := stateOf(nodes[0].d, "r2")
+		_, ok1 := stateOf(nodes[1].d, "r2")
+		return !ok0 && !ok1
+	})
+	// Past memberlist's own gossip to the dead (fast timers: 3 s).
+	time.Sleep(3500 * time.Millisecond)
 
 	// The persisted table is all the restarted member has: no Join call.
-	d, err := New(n2.config(t))
+	d, err := New(r2.config(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	known := d.Known()
 	if len(known) != 2 {
-		t.Fatalf("restarted n2 knows %d members before gossip, want 2: %+v", len(known), known)
+		t.Fatalf("restarted r2 knows %d members before gossip, want 2: %+v", len(known), known)
 	}
 	for _, k := range known {
 		if k.State != StateUnknown || len(k.Endpoints) != 1 {
@@ -135,8 +161,10 @@ func TestRestartRejoinsFromPersistedMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Shutdown()
-	n2.d = d
-	waitFor(t, 30*time.Second, "restarted n2 alive everywhere", func() bool { return allSee(nodes, names(nodes), StateAlive) })
+	r2.d = d
+	began := time.Now()
+	waitFor(t, 30*time.Second, "restarted r2 alive everywhere", func() bool { return allSee(nodes, names(nodes), StateAlive) })
+	t.Logf("restarted member back in %s", time.Since(began).Round(time.Millisecond))
 	noRejections(t, nodes)
 }
 
