@@ -183,3 +183,31 @@ func TestParseSeedFileRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestSaveSeed(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "identity.seed")
+	s := seedCounting()
+	if err := SaveSeed(path, s); err != nil {
+		t.Fatalf("SaveSeed: %v", err)
+	}
+	if m := fileMode(t, path); m != 0o600 {
+		t.Errorf("mode %#o, want 0600", m)
+	}
+	if b, _ := os.ReadFile(path); string(b) != goldenKeys[1].seedFile {
+		t.Errorf("SaveSeed wrote %q, want the golden seed file", b)
+	}
+	if got, err := LoadSeed(path); err != nil || got != s {
+		t.Errorf("LoadSeed after SaveSeed: %v", err)
+	}
+	// Never over an existing identity.
+	before := snapshot(t, dir)
+	err := SaveSeed(path, seedOf(9))
+	if !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("SaveSeed over an existing file: %v, want fs.ErrExist", err)
+	}
+	wantErr(t, err, path)
+	if after := snapshot(t, dir); !equalMaps(before, after) {
+		t.Errorf("a refused SaveSeed changed the directory")
+	}
+}
