@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -33,21 +34,9 @@ type Node struct {
 	ready chan struct{}
 	leave chan struct{}
 
-	mu       sync.Mutex
-	admitted map[identity.NodePublic]admittedPeer // newcomers not yet seen in gossip
-	leaveOne sync.Once
+	reconcileMu sync.Mutex // one reconcile at a time (loop and enrollment)
+	leaveOne    sync.Once
 }
-
-// admittedPeer is a member this node just enrolled: its WireGuard peer is
-// configured at once so the newcomer's first handshake succeeds, before
-// gossip knows it.
-type admittedPeer struct {
-	member discovery.Member
-	until  time.Time
-}
-
-// admittedGrace is how long a freshly admitted peer is kept without gossip.
-const admittedGrace = 10 * time.Minute
 
 // New loads an enrolled node from its state directory. It changes nothing
 // on the box; Run brings the node up.
@@ -80,7 +69,6 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	return &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
 		ready: make(chan struct{}), leave: make(chan struct{}),
-		admitted: map[identity.NodePublic]admittedPeer{},
 	}, nil
 }
 
@@ -219,6 +207,8 @@ func (n *Node) reconcile() {
 	if n.dev == nil || n.disc == nil {
 		return
 	}
+	n.reconcileMu.Lock()
+	defer n.reconcileMu.Unlock()
 	peers := n.desiredPeers()
 	ch, err := n.dev.Apply(peers)
 	if err != nil {
@@ -234,31 +224,17 @@ func (n *Node) reconcile() {
 
 // members is every other member we should have a WireGuard peer for: the
 // member table in every state (dead and left members stay peers until
-// discovery forgets them, so that they can come back), plus newcomers just
-// admitted here.
+// discovery forgets them, so that they can come back; newcomers this node
+// just admitted are in it before gossip sees them).
 func (n *Node) members() []discovery.Member {
 	self := n.member.ID.Public()
-	seen := map[identity.NodePublic]bool{}
 	var out []discovery.Member
 	for _, m := range n.disc.Members() {
 		if m.Node == self || m.Self || n.revs.IsRevoked(m.Node) {
 			continue
 		}
-		seen[m.Node] = true
 		out = append(out, m)
 	}
-	n.mu.Lock()
-	now := time.Now()
-	for k, a := range n.admitted {
-		if seen[k] || now.After(a.until) {
-			delete(n.admitted, k)
-			continue
-		}
-		if !n.revs.IsRevoked(k) {
-			out = append(out, a.member)
-		}
-	}
-	n.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
@@ -392,5 +368,35 @@ func (n *Node) Invite(ttl time.Duration, roles identity.Roles) (string, error) {
 	return identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust).New(ttl, roles, time.Now())
 }
 
-// serveEnrollment is replaced once discovery's enrollment server lands.
-func (n *Node) serveEnrollment(ctx context.Context) (func(), error) { return func() {}, nil }
+// serveEnrollment listens on the underlay for join and hello requests. A
+// node holding the CA admits newcomers; every node answers hello (and a
+// join with the name of an admin to ask instead).
+func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
+	var invites *identity.Invites
+	if n.member.CA != nil {
+		invites = identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust)
+	}
+	srv, err := discovery.NewServer(discovery.ServerConfig{
+		Member: n.member, Invites: invites, Discovery: n.disc,
+		// The newcomer becomes a WireGuard peer before the answer goes
+		// out, so its first handshake already finds us ready.
+		OnAdmit: func(m discovery.Member) {
+			n.log.Info("admitted", "member", m.Name, "addr", m.Addr, "endpoints", m.Endpoints)
+			n.reconcile()
+		},
+		Logger: n.log.With("part", "enroll"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", n.cfg.EnrollAddr)
+	if err != nil {
+		return nil, fmt.Errorf("enrollment endpoint --enroll-addr %s: %w", n.cfg.EnrollAddr, err)
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("enrollment endpoint stopped", "err", err)
+		}
+	}()
+	return func() { srv.Close() }, nil
+}

@@ -72,8 +72,8 @@ func (n *Node) Status() Status {
 			ClientURL:  "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSClientPort)),
 			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
 		}
-		if ns.JetStream.Error != "" {
-			st.Problems = append(st.Problems, "JetStream: "+ns.JetStream.Error)
+		if ns.JetStream.Waiting {
+			st.Problems = append(st.Problems, fmt.Sprintf("NATS waits for %d of %d members before JetStream bootstrap", ns.JetStream.Known, ns.JetStream.Expect))
 		}
 		if ns.RoutesUp < ns.RoutesExpected {
 			st.Problems = append(st.Problems, fmt.Sprintf("NATS routes %d of %d up", ns.RoutesUp, ns.RoutesExpected))
@@ -94,8 +94,6 @@ func jetStreamString(js natsnode.JetStreamStatus) string {
 	switch {
 	case !js.Configured:
 		return "off"
-	case js.Error != "":
-		return "error: " + js.Error
 	case js.Waiting:
 		return fmt.Sprintf("waiting for %d of %d members before bootstrap", js.Known, js.Expect)
 	case js.MetaLeader != "":

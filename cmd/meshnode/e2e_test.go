@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/scripts/netns"
+)
+
+// meshnodeBin is the binary the end-to-end tests run, built once by
+// TestMain from this package.
+var meshnodeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "meshnode-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	meshnodeBin = filepath.Join(dir, "meshnode")
+	build := exec.Command("go", "build", "-o", meshnodeBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build meshnode: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newLab makes a lab whose nodes and namespaces are gone when the test ends,
+// and whose node logs are printed when it fails.
+func newLab(t *testing.T) *netns.Lab {
+	t.Helper()
+	netns.RequireRoot(t)
+	netns.RequireTool(t, "wg")
+	netns.RequireTool(t, "ping")
+	lab, err := netns.NewLab(meshnodeBin, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.Fast = true
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range lab.Nodes {
+				t.Logf("--- %s log (tail):\n%s", n.Name, n.Tail(40))
+			}
+		}
+		lab.Close()
+	})
+	return lab
+}
+
+// eventually polls check until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestThreeNodeMesh is the story of a mesh: alpha creates it, beta and gamma
+// join with tokens, and everything a user relies on works across it; then
+// beta crashes and comes back.
+func TestThreeNodeMesh(t *testing.T) {
+	lab := newLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	// alpha creates the mesh and runs it.
+	for _, name := range []string{"alpha", "beta", "gamma"} {
+		if _, err := lab.AddNode(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alpha, beta, gamma := lab.Nodes[0], lab.Nodes[1], lab.Nodes[2]
+	if err := alpha.Init("e2e"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alpha.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := alpha.WaitUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alphaAddr := overlayAddr(t, alpha)
+
+	// beta joins with a token from alpha and can reach alpha over the
+	// overlay as soon as it is admitted.
+	tokBeta, err := alpha.Invite()
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := time.Now()
+	if err := beta.Join(alpha, tokBeta); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "beta pings alpha over the overlay", func() error {
+		_, err := beta.NS.Run("ping", "-6", "-c1", "-W1", alphaAddr)
+		return err
+	})
+	t.Logf("figure: join → first overlay ping: %s", time.Since(joined).Round(time.Millisecond))
+
+	// gamma joins too; then every node sees 3 alive members, WireGuard
+	// handshakes and a full NATS route mesh.
+	tokGamma, err := alpha.Invite("--role", "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastStart := time.Now()
+	if err := gamma.Join(alpha, tokGamma); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitComplete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("figure: last start → full WireGuard + NATS route mesh: %s", time.Since(lastStart).Round(time.Millisecond))
+
+	// wg show (real wireguard-tools) lists 2 peers with recent handshakes.
+	for _, n := range lab.Nodes {
+		out, err := n.NS.Run("wg", "show", n.Iface, "latest-handshakes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("%s: wg show lists %d peers, want 2:\n%s", n.Name, len(lines), out)
+		}
+		for _, l := range lines {
+			f := strings.Fields(l)
+			if len(f) != 2 || f[1] == "0" {
+				t.Fatalf("%s: peer without a handshake: %q", n.Name, l)
+			}
+		}
+	}
+
+	// Overlay ping6 between every pair.
+	for _, from := range lab.Nodes {
+		for _, to := range lab.Nodes {
+			if from == to {
+				continue
+			}
+			addr := overlayAddr(t, to)
+			if out, err := from.NS.Run("ping", "-6", "-c1", "-W3", addr); err != nil {
+				t.Fatalf("ping %s → %s (%s): %v\n%s", from.Name, to.Name, addr, err, out)
+			}
+		}
+	}
+
+	// A message published on alpha reaches a subscriber on gamma, through
+	// nats clients authenticated with each node's nkey over TLS.
+	got, err := lab.SendAcross(ctx, alpha, gamma, "e2e.hello", "hello gamma")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "hello gamma" {
+		t.Fatalf("gamma received %q, want %q", got, "hello gamma")
+	}
+
+	// A JetStream R3 stream accepts and replicates messages.
+	eventually(t, 60*time.Second, "create R3 stream", func() error {
+		_, err := alpha.Meshnode("nats", "--state", alpha.State, "stream-add", "ORDERS", "orders.>", "3")
+		return err
+	})
+	if _, err := alpha.Meshnode("nats", "--state", alpha.State, "js-pub", "orders.new", "o", "20"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "3 current replicas with 20 messages", func() error {
+		return streamReplicated(gamma, "ORDERS", 20, 3)
+	})
+
+	// beta crashes: alpha and gamma mark it dead.
+	beta.Kill()
+	for _, n := range []*netns.LabNode{alpha, gamma} {
+		eventually(t, 30*time.Second, n.Name+" marks beta dead", func() error {
+			return memberState(n, "beta", "dead")
+		})
+	}
+	// Messages published while beta is down.
+	if _, err := alpha.Meshnode("nats", "--state", alpha.State, "js-pub", "orders.new", "o", "10"); err != nil {
+		t.Fatal(err)
+	}
+
+	// beta comes back with up: it rejoins and its replica catches up.
+	if err := beta.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitComplete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "beta's replica catches up to 30 messages", func() error {
+		return streamReplicated(beta, "ORDERS", 30, 3)
+	})
+
+	// A reused token and an expired token are refused with clear messages
+	// and leave nothing behind on the would-be member.
+	delta, err := lab.AddNode("delta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokExpired, err := alpha.Invite("--ttl", "1ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ token, want string }{
+		{tokBeta, "already used"},
+		{tokExpired, "expired"},
+	} {
+		if err := delta.Join(alpha, c.token); err != nil {
+			t.Fatal(err)
+		}
+		err := delta.Wait(30 * time.Second)
+		if err == nil {
+			t.Fatalf("join with a token that is %s succeeded", c.want)
+		}
+		if log := delta.Tail(5); !strings.Contains(log, c.want) {
+			t.Fatalf("join with a token that is %s: error does not say so:\n%s", c.want, log)
+		}
+		if _, err := os.Stat(filepath.Join(delta.State, "ticket.bin")); !os.IsNotExist(err) {
+			t.Fatalf("refused join left a ticket behind: %v", err)
+		}
+		if out, _ := delta.NS.Run("ip", "link", "show", delta.Iface); strings.Contains(out, delta.Iface) {
+			t.Fatalf("refused join left interface %s behind", delta.Iface)
+		}
+	}
+	if err := memberAbsent(alpha, "delta"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func overlayAddr(t *testing.T, n *netns.LabNode) string {
+	t.Helper()
+	st, err := n.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Addr
+}
+
+func memberAbsent(n *netns.LabNode, name string) error {
+	st, err := n.Status()
+	if err != nil {
+		return err
+	}
+	for _, m := range st.Members {
+		if m.Name == name {
+			return fmt.Errorf("%s lists %s (%s) after a refused join", n.Name, name, m.State)
+		}
+	}
+	return nil
+}
+
+// streamReplicated checks that stream has msgs messages and that the
+// leader plus every replica is current.
+func streamReplicated(n *netns.LabNode, stream string, msgs uint64, replicas int) error {
+	out, err := n.Meshnode("nats", "--state", n.State, "stream-info", stream)
+	if err != nil {
+		return err
+	}
+	var info struct {
+		State struct {
+			Msgs uint64 `json:"messages"`
+		} `json:"state"`
+		Cluster struct {
+			Leader   string `json:"leader"`
+			Replicas []struct {
+				Name    string `json:"name"`
+				Current bool   `json:"current"`
+				Lag     uint64 `json:"lag"`
+			} `json:"replicas"`
+		} `json:"cluster"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return fmt.Errorf("stream info: %w: %s", err, out)
+	}
+	if info.State.Msgs != msgs {
+		return fmt.Errorf("%s holds %d messages, want %d", stream, info.State.Msgs, msgs)
+	}
+	if info.Cluster.Leader == "" || len(info.Cluster.Replicas) != replicas-1 {
+		return fmt.Errorf("%s: leader %q with %d replicas, want %d", stream, info.Cluster.Leader, len(info.Cluster.Replicas), replicas-1)
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Lag != 0 {
+			return fmt.Errorf("%s: replica %s current=%v lag=%d", stream, r.Name, r.Current, r.Lag)
+		}
+	}
+	return nil
+}
+
+func memberState(n *netns.LabNode, name, want string) error {
+	st, err := n.Status()
+	if err != nil {
+		return err
+	}
+	for _, m := range st.Members {
+		if m.Name == name {
+			if m.State != want {
+				return fmt.Errorf("%s sees %s %s, want %s", n.Name, name, m.State, want)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s does not list %s", n.Name, name)
+}
