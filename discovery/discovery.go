@@ -789,6 +789,11 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		}
 	}
 	s = strings.TrimPrefix(s, "memberlist: ")
+	// Refused nodes are logged once by rejected; memberlist would log
+	// every refused message.
+	if strings.Contains(s, "ignoring alive message") || strings.Contains(s, "Failed push/pull merge") {
+		level = slog.LevelDebug
+	}
 	w.log.Log(context.Background(), level, "memberlist: "+s)
 	return len(p), nil
 }

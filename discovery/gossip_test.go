@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -220,4 +221,35 @@ func TestSplitHeals(t *testing.T) {
 	waitFor(t, 30*time.Second, "halves rejoined", func() bool { return allSee(nodes, all, StateAlive) })
 	t.Logf("halves rejoined %s after the partition healed", time.Since(began).Round(time.Millisecond))
 	noRejections(t, nodes)
+}
+
+// TestIPv6Gossip runs one member on ::1: production gossip binds an IPv6
+// overlay address, and the member must admit its own IPv6 alive message.
+func TestIPv6Gossip(t *testing.T) {
+	ln, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	ln.Close()
+	tm := newTestMesh(t)
+	n := tm.node("six")
+	cfg := n.config(t)
+	cfg.GossipAddr = func(*identity.Ticket) netip.Addr { return netip.IPv6Loopback() }
+	cfg.BindAddr = netip.Addr{}
+	d, err := Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown()
+	if err := d.SetLocal([]netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:51820")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ml, err := d.memberlist()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ml.LocalNode().Addr.String(); got != "::1" {
+		t.Fatalf("advertised %s", got)
+	}
+	noRejections(t, []*testNode{{d: d, m: n.m}})
 }

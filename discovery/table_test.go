@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -218,5 +219,33 @@ func TestSetLocalBounds(t *testing.T) {
 	self := d.Members()[0]
 	if !self.Self || len(self.Endpoints) != 2 {
 		t.Fatalf("self entry %+v", self)
+	}
+}
+
+type levelHandler struct{ levels *[]slog.Level }
+
+func (h levelHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h levelHandler) Handle(_ context.Context, r slog.Record) error {
+	*h.levels = append(*h.levels, r.Level)
+	return nil
+}
+func (h levelHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h levelHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestMemberlistLogLevels(t *testing.T) {
+	var levels []slog.Level
+	w := &logWriter{slog.New(levelHandler{&levels})}
+	for _, line := range []string{
+		"[ERR] memberlist: Failed to send ping",
+		"[WARN] memberlist: ignoring alive message for 'x': revoked",
+		"[ERR] memberlist: Failed push/pull merge: no node admitted",
+		"[DEBUG] memberlist: Initiating push/pull sync",
+		"[INFO] memberlist: Suspect x has failed",
+	} {
+		w.Write([]byte(line + "\n"))
+	}
+	want := []slog.Level{slog.LevelError, slog.LevelDebug, slog.LevelDebug, slog.LevelDebug, slog.LevelInfo}
+	if !slices.Equal(levels, want) {
+		t.Fatalf("levels %v, want %v", levels, want)
 	}
 }
