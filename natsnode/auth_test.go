@@ -33,6 +33,7 @@ func TestRouteAuthLayers(t *testing.T) {
 	member := netip.MustParseAddr("fd00::1")
 	cfg := baseConfig(t, "a", nil)
 	cfg.Cluster.RouteSecret = "right"
+	cfg.Logger = slogTo(&logBuf{})
 	v4 := netip.MustParseAddr("10.0.0.1")
 	cfg.Cluster.AllowRoute = func(a netip.Addr) bool { return a == member || a == v4 }
 	s, err := New(cfg)
