@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/meshlab"
 )
 
 func init() {
@@ -40,7 +40,7 @@ func runDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	lab, err := netns.NewLab(self, dir)
+	lab, err := meshlab.New(self, dir)
 	if err != nil {
 		return err
 	}

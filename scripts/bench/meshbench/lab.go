@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/scripts/meshlab"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
 
 // benchLab is a running mesh of real meshnode processes plus the helper
 // processes the benchmark starts in its namespaces (killed by PID).
 type benchLab struct {
-	*netns.Lab
+	*meshlab.Lab
 	addrs []string // overlay address per node
 	dir   string
 
@@ -45,7 +46,7 @@ func withLab(ctx context.Context, s *settings, n int, fn func(*benchLab, meshTim
 	if err != nil {
 		return err
 	}
-	lab, err := netns.NewLab(s.meshnode, dir)
+	lab, err := meshlab.New(s.meshnode, dir)
 	if err != nil {
 		os.RemoveAll(dir)
 		return err
@@ -236,7 +237,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 }
 
 // status is Lab's Status without the error plumbing.
-func status(n *netns.LabNode) *mesh.Status {
+func status(n *meshlab.Node) *mesh.Status {
 	st, err := n.Status()
 	if err != nil {
 		return nil

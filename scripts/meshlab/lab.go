@@ -1,4 +1,8 @@
-package netns
+// Package meshlab runs meshes of real meshnode processes, one per network
+// namespace on one bridge: the harness behind `meshnode demo`, the
+// end-to-end tests and the benchmarks. It builds on scripts/netns, which
+// stays free of product code.
+package meshlab
 
 import (
 	"bytes"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/scripts/netns"
 )
 
 // Lab is a mesh of real meshnode processes, one per network namespace, all
@@ -23,17 +28,17 @@ import (
 type Lab struct {
 	Bin    string // the meshnode binary
 	Dir    string // state directories and logs live below it
-	Bridge *Bridge
-	Nodes  []*LabNode
+	Bridge *netns.Bridge
+	Nodes  []*Node
 	// Fast makes nodes use short gossip timers.
 	Fast bool
 }
 
-// LabNode is one box of the lab.
-type LabNode struct {
+// Node is one box of the lab.
+type Node struct {
 	lab   *Lab
 	Name  string
-	NS    *NS
+	NS    *netns.NS
 	IP    string // underlay address on eth0
 	Iface string // WireGuard interface (unique on the host)
 	State string // state directory
@@ -42,9 +47,9 @@ type LabNode struct {
 	done  chan error
 }
 
-// NewLab creates the bridge. bin is the meshnode binary to run.
-func NewLab(bin, dir string) (*Lab, error) {
-	br, err := CreateBridge()
+// New creates the bridge. bin is the meshnode binary to run.
+func New(bin, dir string) (*Lab, error) {
+	br, err := netns.CreateBridge()
 	if err != nil {
 		return nil, err
 	}
@@ -52,15 +57,15 @@ func NewLab(bin, dir string) (*Lab, error) {
 }
 
 // AddNode creates a namespace on the bridge for a node called name.
-func (l *Lab) AddNode(name string) (*LabNode, error) {
-	ns, err := Create("mn")
+func (l *Lab) AddNode(name string) (*Node, error) {
+	ns, err := netns.Create("mn")
 	if err != nil {
 		return nil, err
 	}
 	i := len(l.Nodes) + 1
-	n := &LabNode{
+	n := &Node{
 		lab: l, Name: name, NS: ns, IP: fmt.Sprintf("10.231.0.%d", i),
-		Iface: Unique("mw"), State: filepath.Join(l.Dir, name),
+		Iface: netns.Unique("mw"), State: filepath.Join(l.Dir, name),
 		Log: filepath.Join(l.Dir, name+".log"),
 	}
 	l.Nodes = append(l.Nodes, n)
@@ -83,14 +88,14 @@ func (l *Lab) Close() {
 }
 
 // Endpoint is the node's WireGuard underlay endpoint.
-func (n *LabNode) Endpoint() string { return n.IP + ":51820" }
+func (n *Node) Endpoint() string { return n.IP + ":51820" }
 
 // EnrollAddr is where the node's enrollment endpoint listens.
-func (n *LabNode) EnrollAddr() string { return n.IP + ":51821" }
+func (n *Node) EnrollAddr() string { return n.IP + ":51821" }
 
 // Meshnode runs a meshnode subcommand inside the node's namespace and
 // returns its stdout; stderr is in the error.
-func (n *LabNode) Meshnode(args ...string) (string, error) {
+func (n *Node) Meshnode(args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	cmd := n.NS.Command(n.lab.Bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -101,7 +106,7 @@ func (n *LabNode) Meshnode(args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func (n *LabNode) nodeFlags() []string {
+func (n *Node) nodeFlags() []string {
 	f := []string{"--state", n.State, "--iface", n.Iface, "--endpoint", n.Endpoint(), "--enroll-addr", n.EnrollAddr()}
 	if n.lab.Fast {
 		f = append(f, "--fast-timers")
@@ -110,25 +115,25 @@ func (n *LabNode) nodeFlags() []string {
 }
 
 // Init creates a new mesh with this node as its first member.
-func (n *LabNode) Init(meshName string, extra ...string) error {
+func (n *Node) Init(meshName string, extra ...string) error {
 	args := append([]string{"init", "--name", n.Name, "--mesh", meshName}, n.nodeFlags()...)
 	_, err := n.Meshnode(append(args, extra...)...)
 	return err
 }
 
 // Up starts the daemon in the background.
-func (n *LabNode) Up(extra ...string) error {
+func (n *Node) Up(extra ...string) error {
 	return n.start(append(append([]string{"up"}, n.nodeFlags()...), extra...))
 }
 
 // Join starts `meshnode join` toward admin in the background: it enrolls,
 // then runs the node like up.
-func (n *LabNode) Join(admin *LabNode, token string, extra ...string) error {
+func (n *Node) Join(admin *Node, token string, extra ...string) error {
 	args := append([]string{"join", admin.EnrollAddr(), "--token", token, "--name", n.Name}, n.nodeFlags()...)
 	return n.start(append(args, extra...))
 }
 
-func (n *LabNode) start(args []string) error {
+func (n *Node) start(args []string) error {
 	if n.cmd != nil {
 		return fmt.Errorf("%s: already running (pid %d)", n.Name, n.cmd.Process.Pid)
 	}
@@ -153,7 +158,7 @@ func (n *LabNode) start(args []string) error {
 }
 
 // Running reports whether the node's process is still alive.
-func (n *LabNode) Running() bool {
+func (n *Node) Running() bool {
 	if n.cmd == nil {
 		return false
 	}
@@ -167,7 +172,7 @@ func (n *LabNode) Running() bool {
 }
 
 // PID is the node process's PID (0 when not running).
-func (n *LabNode) PID() int {
+func (n *Node) PID() int {
 	if n.cmd == nil {
 		return 0
 	}
@@ -175,7 +180,7 @@ func (n *LabNode) PID() int {
 }
 
 // Wait waits for the node's process to exit and returns its error.
-func (n *LabNode) Wait(timeout time.Duration) error {
+func (n *Node) Wait(timeout time.Duration) error {
 	if n.cmd == nil {
 		return errors.New(n.Name + ": not started")
 	}
@@ -189,7 +194,7 @@ func (n *LabNode) Wait(timeout time.Duration) error {
 }
 
 // Kill sends SIGKILL: a crash, with nothing cleaned up.
-func (n *LabNode) Kill() {
+func (n *Node) Kill() {
 	if n.cmd == nil {
 		return
 	}
@@ -199,7 +204,7 @@ func (n *LabNode) Kill() {
 }
 
 // Stop sends SIGTERM (graceful leave) and SIGKILL after timeout.
-func (n *LabNode) Stop(timeout time.Duration) {
+func (n *Node) Stop(timeout time.Duration) {
 	if n.cmd == nil {
 		return
 	}
@@ -214,7 +219,7 @@ func (n *LabNode) Stop(timeout time.Duration) {
 }
 
 // Status asks the node's daemon for its status.
-func (n *LabNode) Status() (*mesh.Status, error) {
+func (n *Node) Status() (*mesh.Status, error) {
 	cmd := n.NS.Command(n.lab.Bin, "status", "--json", "--state", n.State)
 	out, err := cmd.Output()
 	var st mesh.Status
@@ -229,7 +234,7 @@ func (n *LabNode) Status() (*mesh.Status, error) {
 
 // Complete reports whether the node sees every other lab node alive with a
 // WireGuard handshake and all NATS routes up; when not, it says why.
-func (n *LabNode) Complete(want int) (bool, string) {
+func (n *Node) Complete(want int) (bool, string) {
 	st, err := n.Status()
 	if err != nil {
 		return false, err.Error()
@@ -273,7 +278,7 @@ func (l *Lab) WaitComplete(ctx context.Context) error {
 }
 
 // Tail returns the last n lines of the node's log, for failure messages.
-func (n *LabNode) Tail(lines int) string {
+func (n *Node) Tail(lines int) string {
 	b, _ := os.ReadFile(n.Log)
 	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(ls) > lines {
@@ -283,7 +288,7 @@ func (n *LabNode) Tail(lines int) string {
 }
 
 // WaitUp polls until the node's daemon answers its local API.
-func (n *LabNode) WaitUp(ctx context.Context) error {
+func (n *Node) WaitUp(ctx context.Context) error {
 	for {
 		if _, err := n.Status(); err == nil {
 			return nil
@@ -300,7 +305,7 @@ func (n *LabNode) WaitUp(ctx context.Context) error {
 }
 
 // Invite mints a join token on an admin node.
-func (n *LabNode) Invite(extra ...string) (string, error) {
+func (n *Node) Invite(extra ...string) (string, error) {
 	out, err := n.Meshnode(append([]string{"invite", "--state", n.State}, extra...)...)
 	return strings.TrimSpace(out), err
 }
@@ -348,7 +353,7 @@ func (l *Lab) StartMesh(ctx context.Context, meshName string, names []string) er
 // SendAcross subscribes on to, publishes msg on from until the subscriber
 // gets it (route interest takes a moment to propagate), and returns what
 // the subscriber printed.
-func (l *Lab) SendAcross(ctx context.Context, from, to *LabNode, subject, msg string) (string, error) {
+func (l *Lab) SendAcross(ctx context.Context, from, to *Node, subject, msg string) (string, error) {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Now().Add(30 * time.Second)
