@@ -98,6 +98,8 @@ type Discovery struct {
 	queue   *memberlist.TransmitLimitedQueue
 
 	ml       *memberlist.Memberlist
+	closed   bool // Shutdown ran: memberlist must not be called again
+	saveMu   sync.Mutex
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -258,8 +260,11 @@ func (d *Discovery) memberlistConfig() *memberlist.Config {
 // Start binds gossip and joins the known members; it returns once gossip
 // listens. ctx bounds the background loops; Shutdown releases everything.
 func (d *Discovery) Start(ctx context.Context) error {
-	if d.ml != nil {
-		return errors.New("discovery: already started")
+	d.mu.Lock()
+	running := d.ml != nil || d.closed
+	d.mu.Unlock()
+	if running {
+		return errors.New("discovery: already started or shut down")
 	}
 	mc := d.memberlistConfig()
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
@@ -343,6 +348,9 @@ func (d *Discovery) notify() {
 func (d *Discovery) memberlist() (*memberlist.Memberlist, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errors.New("discovery: shut down")
+	}
 	if d.ml == nil {
 		return nil, errors.New("discovery: not started")
 	}
@@ -384,9 +392,11 @@ func (d *Discovery) SetLocal(endpoints []netip.AddrPort, routes []netip.Prefix) 
 	}); err != nil {
 		return err
 	}
-	ml, err := d.memberlist()
-	if err != nil {
-		return nil // not started: the new meta goes out at Start
+	d.mu.Lock()
+	ml, closed := d.ml, d.closed
+	d.mu.Unlock()
+	if ml == nil || closed {
+		return nil // not running: the new meta goes out at Start
 	}
 	return ml.UpdateNode(d.updateTimeout())
 }
@@ -472,6 +482,7 @@ func (d *Discovery) Shutdown() error {
 		}
 		d.mu.Lock()
 		ml := d.ml
+		d.closed = true
 		d.mu.Unlock()
 		if ml != nil {
 			err = ml.Shutdown()
@@ -699,10 +710,14 @@ func (d *Discovery) sweep(now time.Time) {
 	}
 }
 
+// Saves are serialised so that the last file written holds the latest
+// snapshot.
 func (d *Discovery) saveMembers() error {
 	if d.cfg.MembersPath == "" {
 		return nil
 	}
+	d.saveMu.Lock()
+	defer d.saveMu.Unlock()
 	return WriteMembers(d.cfg.MembersPath, d.Members())
 }
 
@@ -710,6 +725,8 @@ func (d *Discovery) saveRevocations() error {
 	if d.cfg.RevocationsPath == "" {
 		return nil
 	}
+	d.saveMu.Lock()
+	defer d.saveMu.Unlock()
 	return d.revs.Save(d.cfg.RevocationsPath)
 }
 

@@ -249,3 +249,24 @@ func TestMemberlistLogLevels(t *testing.T) {
 		t.Fatalf("levels %v, want %v", levels, want)
 	}
 }
+
+func TestAfterShutdown(t *testing.T) {
+	tm := newTestMesh(t)
+	n := tm.node("a")
+	d := n.start(t)
+	if err := d.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Leave(time.Second); err == nil {
+		t.Fatal("Leave after Shutdown succeeded")
+	}
+	if _, err := d.Join(nil); err == nil {
+		t.Fatal("Join after Shutdown succeeded")
+	}
+	if err := d.Start(t.Context()); err == nil {
+		t.Fatal("Start after Shutdown succeeded")
+	}
+	if err := d.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -26,12 +27,19 @@ type filterTransport struct {
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
+	// dials ends pending dials at Shutdown, so that a join towards a dead
+	// member does not hold up a node's shutdown for a whole TCP timeout.
+	dials      context.Context
+	cancelDial context.CancelFunc
 }
 
 var _ memberlist.NodeAwareTransport = (*filterTransport)(nil)
 
 func newFilterTransport(nt *memberlist.NetTransport, local netip.Addr, blocked func(netip.Addr) bool) *filterTransport {
+	ctx, cancel := context.WithCancel(context.Background())
 	t := &filterTransport{
+		dials:        ctx,
+		cancelDial:   cancel,
 		NetTransport: nt,
 		local:        local,
 		blocked:      blocked,
@@ -132,10 +140,11 @@ func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 		return nil, fmt.Errorf("dial %s: %w", a.Addr, errBlocked)
 	}
 	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: t.local.AsSlice()}}
-	return d.Dial("tcp", a.Addr)
+	return d.DialContext(t.dials, "tcp", a.Addr)
 }
 
 func (t *filterTransport) Shutdown() error {
+	t.cancelDial()
 	err := t.NetTransport.Shutdown()
 	t.once.Do(func() { close(t.done) })
 	t.wg.Wait()
