@@ -10,20 +10,18 @@ import (
 )
 
 // serverLogger adapts nats-server's Logger to slog. Fatalf never exits: it
-// records the first fatal message so Start (or the JetStream enable) turns
-// it into an error. The route secret is redacted from every line, because
+// records the first fatal message so Start turns it into an error (and
+// Status reports it). The route secret is redacted from every line, because
 // nats-server prints route URLs (which carry it) in some messages.
 type serverLogger struct {
-	log     *slog.Logger
-	redact  []string
-	mu      sync.Mutex
-	fatal   string
-	fatalCh chan struct{}
-	jsErr   string
+	log    *slog.Logger
+	redact []string
+	mu     sync.Mutex
+	fatal  string
 }
 
 func newServerLogger(l *slog.Logger, secret string) *serverLogger {
-	sl := &serverLogger{log: l.With("component", "nats"), fatalCh: make(chan struct{})}
+	sl := &serverLogger{log: l.With("component", "nats")}
 	if secret != "" {
 		sl.redact = []string{secret, url.PathEscape(secret), url.QueryEscape(secret), url.UserPassword(RouteUser, secret).String()}
 	}
@@ -45,13 +43,7 @@ func (l *serverLogger) Noticef(format string, v ...any) {
 }
 
 func (l *serverLogger) Warnf(format string, v ...any) {
-	m := l.msg(format, v)
-	if strings.HasPrefix(m, "Can't start JetStream") {
-		l.mu.Lock()
-		l.jsErr = m
-		l.mu.Unlock()
-	}
-	l.log.Warn(m)
+	l.log.Warn(l.msg(format, v))
 }
 
 func (l *serverLogger) Errorf(format string, v ...any) {
@@ -65,7 +57,6 @@ func (l *serverLogger) Fatalf(format string, v ...any) {
 	defer l.mu.Unlock()
 	if l.fatal == "" {
 		l.fatal = m
-		close(l.fatalCh)
 	}
 }
 
@@ -85,13 +76,4 @@ func (l *serverLogger) fatalMsg() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.fatal
-}
-
-// takeJetStreamError returns and clears the last JetStream start warning.
-func (l *serverLogger) takeJetStreamError() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	m := l.jsErr
-	l.jsErr = ""
-	return m
 }

@@ -37,6 +37,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	ns        *server.Server // set once, under mu; read via srv()
+	sl        *serverLogger  // the running server's logger
 	members   []Member
 	self      Member
 	applied   []string // route URLs last applied
@@ -73,6 +74,9 @@ func New(cfg Config) (*Server, error) {
 		loopDone:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if cfg.clustered() && cfg.JetStream.Enabled && cfg.JetStream.BootstrapExpect == 1 {
+		s.log.Warn("bootstrap_expect 1 in a cluster: nats-server elects no JetStream meta leader until a second member joins")
+	}
 	s.clientAuth = &clientAuth{s: s, conns: map[uint64]identity.NodePublic{}, internal: map[uint64]bool{}}
 	s.routeAuth = &routeAuth{s: s}
 	s.self = s.selfMember()
@@ -236,6 +240,7 @@ func (s *Server) startServer(ctx context.Context, all []Member) error {
 		return errors.New("natsnode: shut down during start")
 	}
 	s.ns = ns
+	s.sl = sl
 	s.applied = urlStrings(routes)
 	s.startErr = ""
 	s.dirty = true // members may have changed meanwhile; reconcile once
@@ -456,6 +461,7 @@ type Status struct {
 	ServerName     string
 	Running        bool
 	StartError     string // last failed start, if not running
+	ServerError    string // a fatal error the running server reported
 	ClientURL      string
 	RoutesUp       int   // distinct remote servers with a route
 	RoutesExpected int   // members other than self
@@ -503,6 +509,9 @@ func (s *Server) Status() Status {
 		},
 	}
 	st.JetStream.Waiting = s.started && ns == nil && !s.stopped && !s.canStart(all)
+	if s.sl != nil {
+		st.ServerError = s.sl.fatalMsg()
+	}
 	self := s.self.addrPort()
 	for _, ap := range distinctAddrs(all) {
 		if ap != self {
