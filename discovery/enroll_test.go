@@ -420,3 +420,55 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestEnrollThenGossip is the whole path of a newcomer: enroll with a
+// running admin, store the member list, start gossip with no Join call.
+func TestEnrollThenGossip(t *testing.T) {
+	tm := newTestMesh(t)
+	admin := &testNode{m: tm.enroll("admin", identity.RoleAdmin), dir: t.TempDir()}
+	admin.m.CA = tm.ca
+	admin.revs = identity.NewRevocationSet(tm.ca.Trust)
+	ad := admin.start(t)
+	inv := identity.OpenInvites(filepath.Join(t.TempDir(), "invites.json"), tm.ca.Trust)
+	var admitted []Member
+	srv, err := NewServer(ServerConfig{Member: admin.m, Invites: inv, Discovery: ad, Logger: testLogger(t, "enroll"),
+		OnAdmit: func(m Member) { admitted = append(admitted, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	tok, err := inv.New(time.Hour, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	id := newIdentity(t)
+	assignAddr(id.Public())
+	res, err := Enroll(context.Background(), ln.Addr().String(), tok, id, "newbie", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(admitted) != 1 {
+		t.Fatalf("OnAdmit called %d times", len(admitted))
+	}
+	dir := identity.StateDir(t.TempDir())
+	m, err := dir.SaveEnrollment(id, res.Enrollment, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteMembers(dir.MembersPath(), res.Members); err != nil {
+		t.Fatal(err)
+	}
+	newbie := &testNode{m: m, dir: string(dir), revs: identity.NewRevocationSet(m.Trust)}
+	newbie.start(t)
+	nodes := []*testNode{admin, newbie}
+	waitFor(t, 30*time.Second, "newcomer and admin see each other alive", func() bool {
+		return allSee(nodes, names(nodes), StateAlive)
+	})
+	noRejections(t, nodes)
+}

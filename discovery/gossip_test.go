@@ -141,7 +141,18 @@ func TestRestartRejoinsFromPersistedMembers(t *testing.T) {
 		_, ok1 := stateOf(nodes[1].d, "r2")
 		return !ok0 && !ok1
 	})
-	// Past memberlist's own gossip to the dead (fast timers: 3 s).
+	// A revocation issued while r2 is away reaches r1 by broadcast; r2
+	// can only learn it from push/pull state when it is back.
+	rv, err := tm.ca.Revoke(newIdentity(t).Public(), "while r2 was away", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].d.Revoke(rv); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "r1 has the revocation", func() bool { return nodes[1].revs.IsRevoked(rv.Node) })
+	// Past memberlist's own gossip to the dead (fast timers: 3 s); the
+	// broadcast is long spent by then.
 	time.Sleep(3500 * time.Millisecond)
 
 	// The persisted table is all the restarted member has: no Join call.
@@ -166,6 +177,7 @@ func TestRestartRejoinsFromPersistedMembers(t *testing.T) {
 	began := time.Now()
 	waitFor(t, 30*time.Second, "restarted r2 alive everywhere", func() bool { return allSee(nodes, names(nodes), StateAlive) })
 	t.Logf("restarted member back in %s", time.Since(began).Round(time.Millisecond))
+	waitFor(t, 10*time.Second, "r2 learns the revocation from push/pull", func() bool { return r2.revs.IsRevoked(rv.Node) })
 	noRejections(t, nodes)
 }
 
