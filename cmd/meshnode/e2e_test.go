@@ -193,10 +193,12 @@ func TestThreeNodeMesh(t *testing.T) {
 			return memberState(n, "beta", "dead")
 		})
 	}
-	// Messages published while beta is down.
-	if _, err := alpha.Meshnode("nats", "--state", alpha.State, "js-pub", "orders.new", "o", "10"); err != nil {
-		t.Fatal(err)
-	}
+	// Messages published while beta is down: the stream may first need a
+	// new leader, so the publisher retries (js-pub is idempotent).
+	eventually(t, 60*time.Second, "publish 10 messages while beta is down", func() error {
+		_, err := alpha.Meshnode("nats", "--state", alpha.State, "js-pub", "orders.new", "p", "10")
+		return err
+	})
 
 	// beta comes back with up: it rejoins and its replica catches up.
 	if err := beta.Up(); err != nil {

@@ -27,7 +27,7 @@ const natsUsage = `usage: meshnode nats [--state DIR] [--timeout D] COMMAND ...
   sub SUBJECT [COUNT]              print COUNT messages (default 1), one per line
   stream-add NAME SUBJECT REPLICAS create a JetStream stream (file storage)
   stream-info NAME                 print stream state and replicas as JSON
-  js-pub SUBJECT DATA [COUNT]      publish COUNT messages with acks`
+  js-pub SUBJECT DATA [COUNT]      publish COUNT messages with acks (ids DATA-0…: a rerun is deduplicated)`
 
 // runNATS is a small NATS client that connects to this node's embedded
 // server exactly as nats-env describes (TLS pinned to the mesh CA, the
@@ -141,8 +141,12 @@ func runNATS(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		// Message i carries the id DATA-i, so running the same js-pub
+		// again after a timeout (a leader election, say) is deduplicated by
+		// JetStream instead of storing messages twice.
 		for i := 0; i < n; i++ {
-			if _, err := js.Publish(ctx, a[1], []byte(a[2])); err != nil {
+			id := fmt.Sprintf("%s-%d", a[2], i)
+			if _, err := js.Publish(ctx, a[1], []byte(a[2]), jetstream.WithMsgID(id)); err != nil {
 				return fmt.Errorf("message %d: %w", i, err)
 			}
 		}
