@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -186,12 +187,20 @@ func TestThreeNodeMesh(t *testing.T) {
 		return streamReplicated(gamma, "ORDERS", 20, 3)
 	})
 
-	// beta crashes: alpha and gamma mark it dead.
+	// A healthy node's status exits 0.
+	if code := statusExit(alpha); code != 0 {
+		t.Fatalf("status on a healthy mesh exited %d, want 0", code)
+	}
+
+	// beta crashes: alpha and gamma mark it dead, and status says degraded.
 	beta.Kill()
 	for _, n := range []*meshlab.Node{alpha, gamma} {
 		eventually(t, 30*time.Second, n.Name+" marks beta dead", func() error {
 			return memberState(n, "beta", "dead")
 		})
+	}
+	if code := statusExit(alpha); code != 1 {
+		t.Fatalf("status with a dead member exited %d, want 1 (degraded)", code)
 	}
 	// Messages published while beta is down: the stream may first need a
 	// new leader, so the publisher retries (js-pub is idempotent).
@@ -245,6 +254,40 @@ func TestThreeNodeMesh(t *testing.T) {
 	if err := memberAbsent(alpha, "delta"); err != nil {
 		t.Fatal(err)
 	}
+
+	// gamma leaves gracefully: its daemon exits cleanly and removes its
+	// interface and sockets; the others see it as left, not dead.
+	if _, err := gamma.Meshnode("leave", "--state", gamma.State); err != nil {
+		t.Fatal(err)
+	}
+	if err := gamma.Wait(30 * time.Second); err != nil {
+		t.Fatalf("gamma after leave: %v", err)
+	}
+	if _, err := gamma.NS.Run("ip", "link", "show", gamma.Iface); err == nil {
+		t.Fatalf("interface %s still exists after leave", gamma.Iface)
+	}
+	if _, err := os.Stat("/var/run/wireguard/" + gamma.Iface + ".sock"); !os.IsNotExist(err) {
+		t.Fatalf("UAPI socket of %s still exists after leave: %v", gamma.Iface, err)
+	}
+	if code := statusExit(gamma); code != 2 {
+		t.Fatalf("status of a stopped node exited %d, want 2 (not running)", code)
+	}
+	eventually(t, 30*time.Second, "alpha sees gamma left", func() error {
+		return memberState(alpha, "gamma", "left")
+	})
+}
+
+// statusExit runs meshnode status on n and returns its exit code.
+func statusExit(n *meshlab.Node) int {
+	_, err := n.Meshnode("status", "--state", n.State)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }
 
 func overlayAddr(t *testing.T, n *meshlab.Node) string {
