@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 
 	"github.com/meshnode/meshnode/image/boot"
 )
@@ -14,10 +13,6 @@ func init() {
 	pid1 = func() { boot.Main(runAppliance) }
 }
 
-// errNodeNotWired is what the appliance prints (and retries) until the node
-// runner exists. It is deliberately not a fake "ready".
-var errNodeNotWired = errors.New("node not wired: the appliance node runner is not implemented yet")
-
 // runAppliance runs the node on the appliance. First boot (bc.FirstBoot):
 // create the identity in bc.StateDir, join bc.Config.Join with
 // bc.Config.Token, then call bc.ConsumeToken. Later boots: up from
@@ -25,5 +20,5 @@ var errNodeNotWired = errors.New("node not wired: the appliance node runner is n
 // and return only when ctx ends or on error (wrap boot.ErrConfig for a
 // config problem, boot.ErrFatal to reboot).
 func runAppliance(ctx context.Context, bc boot.BootConfig) error {
-	return errNodeNotWired
+	return applianceNode(ctx, bc)
 }

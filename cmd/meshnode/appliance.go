@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/image/boot"
+	"github.com/meshnode/meshnode/mesh"
+)
+
+// applianceNode runs the node on the appliance once PID 1 has mounted the
+// perm partition and brought the network up. A state directory that is not
+// enrolled yet joins with the first-boot token (which is then removed from
+// the ESP); an enrolled one simply comes up. A refused token is a config
+// error for the operator; an unreachable peer is retried by PID 1.
+func applianceNode(ctx context.Context, bc boot.BootConfig) error {
+	dir := identity.StateDir(bc.StateDir)
+	if err := dir.Ensure(); err != nil {
+		return fmt.Errorf("%w: %v", boot.ErrFatal, err)
+	}
+	cfg, err := mesh.LoadConfig(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", boot.ErrConfig, err)
+	}
+	if _, err := os.Stat(dir.TicketPath()); err != nil {
+		c := bc.Config
+		switch {
+		case c.Token == "":
+			return fmt.Errorf("%w: this box is not enrolled and config.toml has no token: run meshnode image configure --token", boot.ErrConfig)
+		case c.Join == "":
+			return fmt.Errorf("%w: this box is not enrolled and config.toml has no join peer", boot.ErrConfig)
+		case c.Name == "":
+			return fmt.Errorf("%w: config.toml has no name for this node", boot.ErrConfig)
+		}
+		if err := enroll(ctx, cfg, c.Join, c.Token, c.Name); err != nil {
+			var ee *discovery.EnrollError
+			if errors.As(err, &ee) && ee.Status >= 400 && ee.Status < 500 && ee.Code != discovery.CodeRateLimited {
+				// The peer answered and said no: retrying the same token
+				// cannot help; the operator must mint a new one.
+				return fmt.Errorf("%w: %v", boot.ErrConfig, err)
+			}
+			return err
+		}
+		if err := bc.ConsumeToken(); err != nil {
+			// Enrolled anyway: the token is spent on the admitting node.
+			fmt.Fprintf(os.Stderr, "meshnode: could not remove the used token from config.toml: %v\n", err)
+		}
+	}
+	n, err := mesh.New(cfg, newLogger(cfg.LogLevel))
+	if err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-n.Ready():
+			bc.Ready(n.Name(), n.Addr().String())
+		case <-ctx.Done():
+		}
+	}()
+	return n.Run(ctx)
+}
