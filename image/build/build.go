@@ -175,6 +175,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		m.Modules = append(m.Modules, part(initramfs.ModulesDir+"/"+filepath.Base(mod.File), mod.Data))
 	}
 	buildInfo, _ := json.Marshal(map[string]any{"version": o.Version, "kernel": k.Release, "epoch": o.Epoch})
+	t0 := time.Now()
 	initrd, err := initramfs.Bytes(initramfs.Spec{
 		Init: initBin, Modules: files, MTime: uint64(o.Epoch),
 		Extra: []initramfs.File{{Path: initramfs.InfoFile, Data: append(buildInfo, '\n'), Mode: 0o644}},
@@ -183,6 +184,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	m.Initramfs = part("initrd.img", initrd)
+	o.Log.Info("initramfs written", "bytes", len(initrd), "seconds", time.Since(t0).Round(10*time.Millisecond).Seconds())
 
 	m.Cmdline = strings.TrimSpace("console=tty0 console=ttyS0,115200 panic=10 " + o.Cmdline)
 	esp := ESPFiles(efi, vmlinuz, initrd, m.Cmdline, o.Version)
@@ -191,10 +193,12 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 
 	tmp := o.Out + ".tmp"
+	t0 = time.Now()
 	if err := disk.Create(tmp, o.Layout, "meshnode "+o.Version+" "+strconv.FormatInt(o.Epoch, 10), esp); err != nil {
 		os.Remove(tmp)
 		return nil, err
 	}
+	o.Log.Info("disk laid out", "seconds", time.Since(t0).Round(10*time.Millisecond).Seconds())
 	sum, size, err := fileSum(tmp)
 	if err != nil {
 		return nil, err

@@ -8,13 +8,14 @@ package initramfs
 
 import (
 	"bytes"
-	"compress/gzip"
+
 	"fmt"
 	"io"
 	"path"
 	"sort"
 	"strings"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -96,7 +97,7 @@ func Write(w io.Writer, s Spec) error {
 		recs[i].NLink = 1
 	}
 
-	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	if err != nil {
 		return err
 	}

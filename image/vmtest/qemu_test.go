@@ -48,50 +48,87 @@ func requireImageTools(t *testing.T) {
 	}
 }
 
-// buildImage builds the test image once per test binary: the real builder
-// with the stub /init (image/vmtest/stubinit).
+// image is one built test image and the parts beside it.
+type image struct {
+	disk string // disk.img; tests boot copies of it
+	dir  string // holds vmlinuz and initrd.img too
+	man  *build.Manifest
+}
+
 var (
-	buildOnce sync.Once
-	builtImg  string
-	buildErr  error
-	buildMan  *build.Manifest
+	imagesMu sync.Mutex
+	images   = map[string]*image{} // by package path of /init
+	imageErr = map[string]error{}
 )
 
-func testImage(t *testing.T) string {
+// testImage builds (once per test binary) an image with the stub /init
+// (image/vmtest/stubinit) using the real builder.
+func testImage(t *testing.T) *image { return builtImage(t, "./stubinit") }
+
+// productImage is the same with the real meshnode binary as /init.
+func productImage(t *testing.T) *image { return builtImage(t, "../../cmd/meshnode") }
+
+func builtImage(t *testing.T, pkg string) *image {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshnode-vmtest-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		initBin := filepath.Join(dir, "init")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", initBin, "./stubinit")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = &buildError{"go build stubinit", err, out}
-			return
-		}
-		cache := os.Getenv("MESHNODE_IMAGE_CACHE")
-		if cache == "" {
-			cache = filepath.Join(os.TempDir(), "meshnode-image-cache")
-		}
-		start := time.Now()
-		builtImg = filepath.Join(dir, "disk.img")
-		buildMan, buildErr = build.Build(context.Background(), build.Options{
-			Out: builtImg, CacheDir: cache, Init: initBin, KernelSource: "debian",
-			Version: "vmtest", Epoch: 1767225600, // 2026-01-01
-		})
-		if buildErr == nil {
-			t.Logf("image built in %s: kernel %s %s, %d modules, initramfs %d bytes, image %d bytes",
-				time.Since(start).Round(100*time.Millisecond), buildMan.Kernel.Package, buildMan.Kernel.Version,
-				len(buildMan.Modules), buildMan.Initramfs.Size, buildMan.Image.Size)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the image: %v", buildErr)
+	imagesMu.Lock()
+	defer imagesMu.Unlock()
+	if im, ok := images[pkg]; ok {
+		return im
 	}
-	return builtImg
+	if err, ok := imageErr[pkg]; ok {
+		t.Fatalf("building the image: %v", err)
+	}
+	im, err := buildImage(t, pkg)
+	if err != nil {
+		imageErr[pkg] = err
+		t.Fatalf("building the image: %v", err)
+	}
+	images[pkg] = im
+	return im
+}
+
+func buildImage(t *testing.T, pkg string) (*image, error) {
+	dir, err := os.MkdirTemp("", "meshnode-vmtest-")
+	if err != nil {
+		return nil, err
+	}
+	imageDirs = append(imageDirs, dir)
+	initBin := filepath.Join(dir, "init")
+	start := time.Now()
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", initBin, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, &buildError{"go build " + pkg, err, out}
+	}
+	t.Logf("built %s in %s", pkg, time.Since(start).Round(100*time.Millisecond))
+	cache := os.Getenv("MESHNODE_IMAGE_CACHE")
+	if cache == "" {
+		cache = filepath.Join(os.TempDir(), "meshnode-image-cache")
+	}
+	start = time.Now()
+	im := &image{disk: filepath.Join(dir, "disk.img"), dir: dir}
+	im.man, err = build.Build(context.Background(), build.Options{
+		Out: im.disk, CacheDir: cache, Init: initBin, KernelSource: "debian",
+		Version: "vmtest", Epoch: 1767225600, // 2026-01-01
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.Logf("image built in %s: kernel %s %s, %d modules, initramfs %d bytes, image %d bytes",
+		time.Since(start).Round(100*time.Millisecond), im.man.Kernel.Package, im.man.Kernel.Version,
+		len(im.man.Modules), im.man.Initramfs.Size, im.man.Image.Size)
+	return im, nil
+}
+
+// imageDirs are removed by TestMain after all tests.
+var imageDirs []string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, d := range imageDirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
 }
 
 type buildError struct {
@@ -103,8 +140,9 @@ type buildError struct {
 func (e *buildError) Error() string { return e.what + ": " + e.err.Error() + ": " + string(e.out) }
 
 // copyImage gives a test its own disk (sparse copy).
-func copyImage(t *testing.T, src string) string {
+func copyImage(t *testing.T, im *image) string {
 	t.Helper()
+	src := im.disk
 	dst := filepath.Join(t.TempDir(), "disk.img")
 	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {
 		t.Fatalf("copy image: %v: %s", err, out)
@@ -170,26 +208,50 @@ type vm struct {
 // fresh network namespace so that nothing of it touches the host's network.
 func boot(t *testing.T, img string) *vm {
 	t.Helper()
-	ns := netns.New(t, "img")
-	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	b, err := os.ReadFile(ovmfVars)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(vars, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return startVM(t, img, nil)
+}
+
+// bootDirect skips the firmware and systemd-boot (covered by
+// TestApplianceBoot) and hands qemu the slot's kernel and initramfs, which
+// saves most of a TCG boot; PID 1 still works on the disk image.
+func bootDirect(t *testing.T, im *image, img string) *vm {
+	t.Helper()
+	return startVM(t, img, []string{
+		"-kernel", filepath.Join(im.dir, "vmlinuz"), "-initrd", filepath.Join(im.dir, "initrd.img"),
+		"-append", im.man.Cmdline + " meshnode.slot=a",
+	})
+}
+
+func startVM(t *testing.T, img string, extra []string) *vm {
+	t.Helper()
+	return startVMIn(t, netns.New(t, "img"), img, extra)
+}
+
+func startVMIn(t *testing.T, ns *netns.NS, img string, extra []string) *vm {
+	t.Helper()
 	args := []string{
 		"-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + ovmfCode,
-		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
 		"-drive", "if=virtio,format=raw,file=" + img,
 		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
 		// Entropy: without it (and without RDRAND, which TCG's default CPU
 		// lacks) the kernel's CRNG can take long to seed and getrandom blocks.
 		"-device", "virtio-rng-pci",
 	}
+	if extra == nil { // UEFI: OVMF with a private copy of its variable store
+		vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+		b, err := os.ReadFile(ovmfVars)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(vars, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	args = append(args, extra...)
 	cmd := ns.Command("qemu-system-x86_64", args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -358,9 +420,10 @@ func TestApplianceBoot(t *testing.T) {
 // error and a retry loop, not a reboot and not a formatted disk.
 func TestApplianceBadConfig(t *testing.T) {
 	requireImageTools(t)
-	img := copyImage(t, testImage(t))
+	im := testImage(t)
+	img := copyImage(t, im)
 	writeESP(t, img, config.Path, []byte("name = \"edge-test\"\njoin = [garbage\n"))
-	v := boot(t, img)
+	v := bootDirect(t, im, img)
 	v.expect(`^meshnode: init: perm mounted at /perm \(formatted=false`, bootDeadline)
 	v.expect(`^meshnode: config error: /boot/meshnode/config.toml: .*\(retrying in`, time.Minute)
 	v.expect(`^meshnode: config error: /boot/meshnode/config.toml: .*\(retrying in`, time.Minute)
@@ -370,8 +433,9 @@ func TestApplianceBadConfig(t *testing.T) {
 // TestApplianceNoToken: a first boot without join/token says what to run.
 func TestApplianceNoToken(t *testing.T) {
 	requireImageTools(t)
-	img := copyImage(t, testImage(t)) // the shipped template: everything commented out
-	v := boot(t, img)
+	im := testImage(t)
+	img := copyImage(t, im) // the shipped template: everything commented out
+	v := bootDirect(t, im, img)
 	v.expect(`^meshnode: config error: .*first boot needs join and token \(run: meshnode image configure`, bootDeadline)
 	v.absent(`^meshnode: (fatal|ready|init: ready)`)
 }
