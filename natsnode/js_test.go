@@ -239,14 +239,13 @@ func TestBootstrapGuardPreventsSeparateMetaGroups(t *testing.T) {
 		}
 	}
 	waitOneMetaGroup(t, 3, a, b, c)
-	want := metaPeers(t, a)
-	if len(want) != 3 {
-		t.Fatalf("meta peers %v", want)
-	}
-	for _, n := range []*testNode{b, c} {
-		if got := metaPeers(t, n); !slices.Equal(got, want) {
-			t.Fatalf("%s sees meta peers %v, a sees %v", n.name, got, want)
-		}
+	// Peers register with the leader as they are heard from: wait until
+	// every server sees the same three.
+	want := []string{"bg0", "bg1", "bg2"}
+	for _, n := range []*testNode{a, b, c} {
+		waitFor(t, 20*time.Second, n.name+" to see all three meta peers", func() bool {
+			return slices.Equal(metaPeers(t, n), want)
+		})
 	}
 	// One group: a stream made through c is seen through a.
 	jc, _ := jetstream.New(connectLocal(t, c))
