@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // fakeConn is a route or client connection as an authenticator sees it.
@@ -115,3 +116,44 @@ func TestTrapCustomRouterAuthReplacesRoutePassword(t *testing.T) {
 type acceptAll struct{}
 
 func (acceptAll) Check(server.ClientAuthentication) bool { return true }
+
+// TestTrapReloadClosesCustomAuthClients pins the other nats-server
+// behaviour clientAuth works around: a ReloadOptions closes every client
+// that authenticated through a CustomClientAuthentication with a user name,
+// because that user is not in the server's own user table. If this ever
+// fails, clearing the CONNECT identity fields in clientAuth is redundant.
+func TestTrapReloadClosesCustomAuthClients(t *testing.T) {
+	opts := func() *server.Options {
+		return &server.Options{
+			ServerName: "trap", Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+			CustomClientAuthentication: acceptAll{},
+		}
+	}
+	ns, err := server.NewServer(opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	closed := make(chan struct{})
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("someone", "x"), nats.NoReconnect(),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	o := opts()
+	o.Port = ns.Addr().(*net.TCPAddr).Port
+	o.MaxPayload = 1 << 19 // any change
+	if err := ns.ReloadOptions(o); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("reload kept the client: nats-server no longer closes custom-auth users on reload")
+	}
+}
