@@ -384,7 +384,8 @@ func (d *Discovery) Join(addrs []netip.AddrPort) (int, error) {
 }
 
 // SetLocal changes what this node advertises: it re-signs the meta with
-// the next sequence number and pushes it to the mesh.
+// the next sequence number and pushes it to the mesh. It fails only when
+// the endpoints or routes do not fit the meta (MaxEndpoints, MaxRoutes).
 func (d *Discovery) SetLocal(endpoints []netip.AddrPort, routes []netip.Prefix) error {
 	if err := d.resign(func(m *meta) {
 		m.endpoints = slices.Clone(endpoints)
@@ -398,7 +399,12 @@ func (d *Discovery) SetLocal(endpoints []netip.AddrPort, routes []netip.Prefix) 
 	if ml == nil || closed {
 		return nil // not running: the new meta goes out at Start
 	}
-	return ml.UpdateNode(d.updateTimeout())
+	// A slow broadcast is no failure: the meta is ours already and
+	// push/pull carries it to whoever the broadcast missed.
+	if err := ml.UpdateNode(d.updateTimeout()); err != nil {
+		d.log.Info("meta update still spreading", "err", err)
+	}
+	return nil
 }
 
 func (d *Discovery) updateTimeout() time.Duration {
