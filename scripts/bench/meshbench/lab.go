@@ -46,7 +46,17 @@ func withLab(ctx context.Context, s *settings, n int, fn func(*benchLab, meshTim
 	if err != nil {
 		return err
 	}
-	lab, err := meshlab.New(s.meshnode, dir)
+	bin := s.meshnode
+	if os.Getenv("PROFILE") == "1" {
+		// Nodes run mesh.Node inside meshbench (profnode), which writes
+		// heap (SIGUSR1) and CPU (SIGUSR2) profiles.
+		bin = filepath.Join(dir, "meshnode-prof")
+		script := fmt.Sprintf("#!/bin/sh\nexec %q profnode %q \"$@\"\n", s.self, s.meshnode)
+		if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+			return err
+		}
+	}
+	lab, err := meshlab.New(bin, dir)
 	if err != nil {
 		os.RemoveAll(dir)
 		return err
@@ -57,7 +67,7 @@ func withLab(ctx context.Context, s *settings, n int, fn func(*benchLab, meshTim
 	defer func() {
 		l.killProcs()
 		lab.Close()
-		if ok || os.Getenv("KEEP") == "" {
+		if keep := os.Getenv("KEEP"); keep == "" || (ok && keep != "all") {
 			os.RemoveAll(dir)
 		} else {
 			logf("lab logs kept in %s", dir)

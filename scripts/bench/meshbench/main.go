@@ -26,6 +26,8 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = runBench(os.Args[2:])
+	case "profnode":
+		err = runProfNode(os.Args[2:])
 	case "dry":
 		err = runDry(os.Args[2:])
 	case "underlay-nats":

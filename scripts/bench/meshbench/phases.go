@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
@@ -120,6 +121,11 @@ func idleCost(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 				ser[i].ticks, ser[i].at = t, now
 			}
 		}
+	}
+	if os.Getenv("PROFILE") == "1" {
+		syscall.Kill(l.Nodes[0].PID(), syscall.SIGUSR1)
+		time.Sleep(time.Second)
+		logf("heap profile of node1: %s-*.heap.pprof", l.Nodes[0].State)
 	}
 	const g = "cost"
 	r.add(fig(g, "idle RSS node1 (JetStream on, 3-node mesh), 1 s samples", "MiB", ser[0].rss)).goalBelow(40, "< 40 MiB")
@@ -543,22 +549,26 @@ func timeToMesh(ctx context.Context, s *settings, r *Report, first []meshTiming)
 // pair (still up from labThroughput), run by run, so each variant gets its
 // own ratio. The daemons inherit this process's environment.
 func tuneThroughput(ctx context.Context, s *settings, r *Report, l *benchLab, bareDst string) error {
-	variants := []struct{ name, gogc, memlimit string }{
-		{"GOGC=400", "400", ""},
-		{"GOGC=off GOMEMLIMIT=64MiB", "off", "64MiB"},
-		{"defaults again", "", ""},
+	variants := []struct {
+		name string
+		env  []string
+	}{
+		{"GOGC=400", []string{"GOGC=400"}},
+		{"GOMAXPROCS=1", []string{"GOMAXPROCS=1"}},
+		{"GOGC=off GOMEMLIMIT=64MiB", []string{"GOGC=off", "GOMEMLIMIT=64MiB"}},
+		{"defaults again", nil},
 	}
-	restart := func(gogc, memlimit string) error {
-		set := func(k, v string) {
-			if v == "" {
-				os.Unsetenv(k)
-			} else {
-				os.Setenv(k, v)
-			}
+	restart := func(env []string) error {
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			os.Setenv(k, v)
 		}
-		set("GOGC", gogc)
-		set("GOMEMLIMIT", memlimit)
-		defer func() { os.Unsetenv("GOGC"); os.Unsetenv("GOMEMLIMIT") }()
+		defer func() {
+			for _, kv := range env {
+				k, _, _ := strings.Cut(kv, "=")
+				os.Unsetenv(k)
+			}
+		}()
 		for _, n := range l.Nodes[:2] {
 			n.Stop(5 * time.Second)
 			if err := n.Up(); err != nil {
@@ -571,7 +581,7 @@ func tuneThroughput(ctx context.Context, s *settings, r *Report, l *benchLab, ba
 	}
 	const g = "throughput"
 	for _, v := range variants {
-		if err := restart(v.gogc, v.memlimit); err != nil {
+		if err := restart(v.env); err != nil {
 			return fmt.Errorf("%s: %w", v.name, err)
 		}
 		var bw, ov []float64
