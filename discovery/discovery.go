@@ -239,6 +239,7 @@ func (d *Discovery) memberlistConfig() *memberlist.Config {
 		mc.PushPullInterval = 2 * time.Second
 		mc.GossipToTheDeadTime = 3 * time.Second
 		mc.SuspicionMult = 3
+		mc.RetransmitMult = 4 // as on a LAN: fewer members missing an update until push/pull
 	} else {
 		mc = memberlist.DefaultLANConfig()
 	}
