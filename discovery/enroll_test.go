@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -471,4 +472,41 @@ func TestEnrollThenGossip(t *testing.T) {
 		return allSee(nodes, names(nodes), StateAlive)
 	})
 	noRejections(t, nodes)
+}
+
+func TestPinnedCA(t *testing.T) {
+	tm, other := newTestMesh(t), newTestMesh(t)
+	leaf := tm.enroll("a", 0).Cert.Cert
+	foreignLeaf := other.enroll("b", 0).Cert.Cert
+	pin := pinnedCA(tm.ca.Fingerprint())
+	state := func(certs ...*x509.Certificate) tls.ConnectionState {
+		return tls.ConnectionState{PeerCertificates: certs}
+	}
+	if err := pin(state(leaf, tm.ca.Cert)); err != nil {
+		t.Fatalf("genuine chain refused: %v", err)
+	}
+	for name, cs := range map[string]tls.ConnectionState{
+		"no CA in chain":              state(leaf),
+		"another CA":                  state(foreignLeaf, other.ca.Cert),
+		"pinned CA, leaf of other CA": state(foreignLeaf, tm.ca.Cert),
+	} {
+		if err := pin(cs); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestPeerAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":          "192.0.2.1:51821",
+		"192.0.2.1:9000":     "192.0.2.1:9000",
+		"hub.example":        "hub.example:51821",
+		"2001:db8::1":        "[2001:db8::1]:51821",
+		"[2001:db8::1]":      "[2001:db8::1]:51821",
+		"[2001:db8::1]:9000": "[2001:db8::1]:9000",
+	} {
+		if got := peerAddr(in); got != want {
+			t.Errorf("peerAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
