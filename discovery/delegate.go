@@ -39,24 +39,27 @@ func (g *delegate) NodeMeta(limit int) []byte {
 	return bytes.Clone(d.localMeta)
 }
 
+// NotifyMsg takes a revocation broadcast or a member's signed notice that
+// it is leaving (sent to each member directly by Leave).
 func (g *delegate) NotifyMsg(b []byte) {
-	if len(b) > 0 && b[0] == msgLeaving {
-		d := g.d()
+	if len(b) == 0 {
+		return
+	}
+	d := g.d()
+	switch b[0] {
+	case msgLeaving:
 		md, rej := d.checkSignatures(b[1:])
 		if rej == nil && md.leaving && !d.revs.IsRevoked(md.ticket.Node) {
 			d.noteLeaving(md)
 		}
-		return
+	case msgRevocation:
+		r, err := identity.ParseRevocation(b[1:])
+		if err != nil {
+			d.log.Debug("gossip: malformed revocation message", "err", err)
+			return
+		}
+		d.offerRevocations([]*identity.Revocation{r})
 	}
-	if len(b) < 1 || b[0] != msgRevocation {
-		return
-	}
-	r, err := identity.ParseRevocation(b[1:])
-	if err != nil {
-		g.d().log.Debug("gossip: malformed revocation message", "err", err)
-		return
-	}
-	g.d().offerRevocations([]*identity.Revocation{r})
 }
 
 func (g *delegate) GetBroadcasts(overhead, limit int) [][]byte {

@@ -394,6 +394,7 @@ func (d *Discovery) SetLocal(endpoints []netip.AddrPort, routes []netip.Prefix) 
 	}); err != nil {
 		return err
 	}
+	d.notify() // the self entry changed
 	d.mu.Lock()
 	ml, closed := d.ml, d.closed
 	d.mu.Unlock()
@@ -445,7 +446,8 @@ func (d *Discovery) Revoke(r *identity.Revocation) error {
 }
 
 // Leave announces that this node is leaving (members mark it Left rather
-// than Dead) and waits up to timeout for the announcement to go out.
+// than Dead). It waits up to timeout for each of its three steps: the
+// direct notices, the meta update and memberlist's own leave message.
 func (d *Discovery) Leave(timeout time.Duration) error {
 	ml, err := d.memberlist()
 	if err != nil {
@@ -472,7 +474,12 @@ func (d *Discovery) Leave(timeout time.Duration) error {
 			}
 		}()
 	}
-	wg.Wait()
+	sent := make(chan struct{})
+	go func() { wg.Wait(); close(sent) }()
+	select {
+	case <-sent:
+	case <-time.After(timeout):
+	}
 	if err := ml.UpdateNode(timeout); err != nil {
 		d.log.Warn("leave: meta update not acknowledged", "err", err)
 	}
