@@ -64,10 +64,9 @@ func Example() {
 	}
 
 	for range d.Changes() {
-		members := d.Members()
-		setWireGuardPeers(members) // every state: the rejoin loop needs them
-		var alive []discovery.Member
-		for _, m := range members {
+		setWireGuardPeers(d.Known()) // every state: the rejoin loop needs them
+		var alive []discovery.Member // NATS routes: every live member, self included
+		for _, m := range d.Members() {
 			if m.State == discovery.StateAlive {
 				alive = append(alive, m)
 			}
