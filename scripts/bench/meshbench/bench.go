@@ -56,7 +56,7 @@ func runBench(args []string) error {
 	fs.IntVar(&s.mesh3Runs, "mesh3-runs", 3, "3-node time-to-mesh runs")
 	fs.IntVar(&s.mesh8Runs, "mesh8-runs", 2, "8-node time-to-mesh runs")
 	fs.IntVar(&s.failRuns, "fail-runs", 3, "failure detection runs")
-	fs.DurationVar(&s.idle, "idle", 60*time.Second, "idle cost sampling time")
+	fs.DurationVar(&s.idle, "idle", 150*time.Second, "idle cost sampling time")
 	fs.BoolVar(&s.fast, "fast-timers", false, "run nodes with --fast-timers (default: the shipped timers)")
 	fs.BoolVar(&s.tune, "tune", false, "also restart two daemons under other Go runtime settings (GOGC) and measure overlay throughput again")
 	fs.Int64Var(&s.binSize, "bin-size", 0, "size of the stripped static build, bytes")
