@@ -104,6 +104,10 @@ type MeshParams struct {
 	Prefix     netip.Prefix `json:"prefix"`
 	GossipPort int          `json:"gossip_port"`
 	MTU        int          `json:"mtu"`
+	// BootstrapExpect is the mesh's JetStream bootstrap_expect, so that a
+	// newcomer waits for the same number of members as the rest (0: not
+	// set by the admitting node).
+	BootstrapExpect int `json:"bootstrap_expect,omitempty"`
 }
 
 type joinResponse struct {

@@ -28,6 +28,8 @@ type ServerConfig struct {
 	// member holding the CA (Member.CA) admits newcomers; any member
 	// answers hello.
 	Member *identity.Member
+	// BootstrapExpect is handed to newcomers in MeshParams (0 omits it).
+	BootstrapExpect int
 	// Invites is the token store; required when Member.CA is set.
 	Invites *identity.Invites
 	// Discovery supplies the member table, the revocations, and takes the
@@ -404,10 +406,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 		NodeCert:    string(e.NodeCertPEM),
 		RouteSecret: e.RouteSecret,
 		Mesh: MeshParams{
-			Name:       s.cfg.Member.Trust.Mesh,
-			Prefix:     s.cfg.Member.Trust.Prefix(),
-			GossipPort: s.d.cfg.Port,
-			MTU:        MTU,
+			Name:            s.cfg.Member.Trust.Mesh,
+			Prefix:          s.cfg.Member.Trust.Prefix(),
+			GossipPort:      s.d.cfg.Port,
+			MTU:             MTU,
+			BootstrapExpect: s.cfg.BootstrapExpect,
 		},
 		Members: s.records(req.Node),
 	}, nil

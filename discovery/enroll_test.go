@@ -56,12 +56,13 @@ func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture
 		d.addPending(admin.Ticket, []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:51820")})
 	}
 	cfg := ServerConfig{
-		Member:      self,
-		Discovery:   d,
-		OnAdmit:     func(m Member) { f.mu.Lock(); f.admitted = append(f.admitted, m); f.mu.Unlock() },
-		Logger:      testLogger(t, "enroll"),
-		MaxFailures: maxFailures,
-		now:         func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.clock },
+		Member:          self,
+		Discovery:       d,
+		BootstrapExpect: 3,
+		OnAdmit:         func(m Member) { f.mu.Lock(); f.admitted = append(f.admitted, m); f.mu.Unlock() },
+		Logger:          testLogger(t, "enroll"),
+		MaxFailures:     maxFailures,
+		now:             func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.clock },
 	}
 	if withCA {
 		f.inv = identity.OpenInvites(filepath.Join(t.TempDir(), "invites.json"), tm.ca.Trust)
@@ -156,7 +157,7 @@ func TestEnrollHappyPath(t *testing.T) {
 	if m.Ticket.Name != "newbie" || m.Ticket.Roles != identity.RoleHub || m.Cert.Node() != id.Public() || m.RouteSecret != f.self.RouteSecret {
 		t.Fatalf("wrong enrollment: ticket %+v", m.Ticket)
 	}
-	if res.Mesh.Name != "testmesh" || res.Mesh.Prefix != f.tm.ca.Prefix() || res.Mesh.MTU != MTU {
+	if res.Mesh.Name != "testmesh" || res.Mesh.Prefix != f.tm.ca.Prefix() || res.Mesh.MTU != MTU || res.Mesh.BootstrapExpect != 3 {
 		t.Fatalf("mesh params %+v", res.Mesh)
 	}
 	// It knows the admitting member, verified, with its signed endpoints.

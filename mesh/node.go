@@ -378,6 +378,7 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	}
 	srv, err := discovery.NewServer(discovery.ServerConfig{
 		Member: n.member, Invites: invites, Discovery: n.disc,
+		BootstrapExpect: n.cfg.BootstrapExpect,
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.
 		OnAdmit: func(m discovery.Member) {

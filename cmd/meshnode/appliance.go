@@ -36,7 +36,7 @@ func applianceNode(ctx context.Context, bc boot.BootConfig) error {
 		case c.Name == "":
 			return fmt.Errorf("%w: config.toml has no name for this node", boot.ErrConfig)
 		}
-		if err := enroll(ctx, cfg, c.Join, c.Token, c.Name); err != nil {
+		if cfg, err = enroll(ctx, cfg, c.Join, c.Token, c.Name, false); err != nil {
 			var ee *discovery.EnrollError
 			if errors.As(err, &ee) && ee.Status >= 400 && ee.Status < 500 && ee.Code != discovery.CodeRateLimited {
 				// The peer answered and said no: retrying the same token

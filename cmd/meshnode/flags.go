@@ -90,3 +90,10 @@ func noArgs(fs *flag.FlagSet) error {
 	}
 	return nil
 }
+
+// given reports whether flag name was set on the command line.
+func (nf *nodeFlags) given(name string) bool {
+	set := false
+	nf.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

@@ -42,7 +42,8 @@ func runJoin(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := enroll(ctx, cfg, peer, *token, *name); err != nil {
+	cfg, err = enroll(ctx, cfg, peer, *token, *name, nf.given("bootstrap-expect"))
+	if err != nil {
 		return err
 	}
 	if *enrollOnly {
@@ -53,14 +54,16 @@ func runJoin(ctx context.Context, args []string) error {
 
 // enroll asks the admitting node at peer for membership and writes the
 // result. Nothing is written unless enrollment succeeds: a refused join
-// leaves the state directory as it was.
-func enroll(ctx context.Context, cfg mesh.Config, peer, token, name string) error {
+// leaves the state directory as it was. The mesh's gossip port and
+// JetStream bootstrap_expect are adopted from the admitting node unless
+// keepExpect says the operator chose bootstrap_expect.
+func enroll(ctx context.Context, cfg mesh.Config, peer, token, name string, keepExpect bool) (mesh.Config, error) {
 	dir := cfg.StateDir
 	if _, err := os.Stat(dir.TicketPath()); err == nil {
-		return fmt.Errorf("%s is already enrolled (%s exists): run meshnode up --state %s", dir, dir.TicketPath(), dir)
+		return cfg, fmt.Errorf("%s is already enrolled (%s exists): run meshnode up --state %s", dir, dir.TicketPath(), dir)
 	}
 	if _, err := identity.ParseInvite(token); err != nil {
-		return fmt.Errorf("--token: %w", err)
+		return cfg, fmt.Errorf("--token: %w", err)
 	}
 	// An identity made earlier (an appliance's first boot, a retried join)
 	// is reused; otherwise the seed lives in memory until enrollment works.
@@ -69,20 +72,20 @@ func enroll(ctx context.Context, cfg mesh.Config, peer, token, name string) erro
 	if haveSeed {
 		s, err := identity.LoadSeed(dir.SeedPath())
 		if err != nil {
-			return err
+			return cfg, err
 		}
 		seed = s
 	} else {
 		s, err := identity.NewSeed()
 		if err != nil {
-			return err
+			return cfg, err
 		}
 		seed = s
 	}
 	id := identity.FromSeed(seed)
 	eps, err := cfg.ParseEndpoints()
 	if err != nil {
-		return err
+		return cfg, err
 	}
 	if len(eps) == 0 {
 		eps = mesh.LocalEndpoints(cfg.ListenPort, cfg.Interface)
@@ -91,28 +94,34 @@ func enroll(ctx context.Context, cfg mesh.Config, peer, token, name string) erro
 	defer cancel()
 	res, err := discovery.Enroll(ectx, withDefaultPort(peer, mesh.DefaultEnrollPort), token, id, name, eps)
 	if err != nil {
-		return fmt.Errorf("join via %s refused: %w", peer, err)
+		return cfg, fmt.Errorf("join via %s refused: %w", peer, err)
+	}
+	if p := res.Mesh.GossipPort; p > 0 && p <= 65535 {
+		cfg.GossipPort = p
+	}
+	if e := res.Mesh.BootstrapExpect; e > 0 && !keepExpect {
+		cfg.BootstrapExpect = e
 	}
 	if err := dir.Ensure(); err != nil {
-		return err
+		return cfg, err
 	}
 	if !haveSeed {
 		if err := identity.SaveSeed(dir.SeedPath(), seed); err != nil {
-			return err
+			return cfg, err
 		}
 	}
 	m, err := dir.SaveEnrollment(id, res.Enrollment, time.Now())
 	if err != nil {
-		return err
+		return cfg, err
 	}
 	if err := discovery.WriteMembers(dir.MembersPath(), res.Members); err != nil {
-		return err
+		return cfg, err
 	}
 	if err := mesh.SaveConfig(cfg); err != nil {
-		return err
+		return cfg, err
 	}
 	fmt.Printf("joined mesh %s as %s (%s), %d members known\n", m.Trust.Mesh, m.Ticket.Name, m.Ticket.Addr, len(res.Members))
-	return nil
+	return cfg, nil
 }
 
 // withDefaultPort adds port to a host without one (IPv6 literals included).
