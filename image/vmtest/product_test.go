@@ -3,6 +3,8 @@ package vmtest
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/config"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
@@ -63,43 +66,50 @@ func TestImageConfigureCLI(t *testing.T) {
 	}
 }
 
-// TestApplianceProductInit boots the product binary as PID 1 with a join
-// config pointing at a peer that is not there: PID 1 must get through
-// modules, partitions, perm, config and DHCP, hand over to the node runner,
-// and report the runner's failure with a retry, never a fatal reboot. (Until
-// the appliance runner is wired the failure is "node not wired"; after, it
-// is the unreachable peer.)
+// TestApplianceProductInit boots the product binary as PID 1 with join
+// configs that cannot work: PID 1 must get through modules, partitions,
+// perm, config and DHCP, hand over to the node runner, and then print the
+// runner's failure with a retry, never a fatal reboot or a ready line. A
+// well-formed token for a peer that is not there is retried as a node error
+// (the peer may come back); a malformed token is reported as such.
 func TestApplianceProductInit(t *testing.T) {
 	requireImageTools(t)
 	im := productImage(t)
-	img := copyImage(t, im)
-	if out, err := exec.Command(meshnodeBin(t, im), "image", "configure", "--image", img,
-		"--name", "edge-p", "--join", "10.0.2.2:51821", "--token", "tok-product").CombinedOutput(); err != nil {
-		t.Fatalf("configure: %v\n%s", err, out)
+	var fp, secret [32]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		t.Fatal(err)
 	}
-	v := bootDirect(t, im, img)
-	v.expect(`^meshnode: init: network eth0 10\.0\.2\.15/24 gateway 10\.0\.2\.2 .*\(dhcp\)`, bootDeadline)
-	v.expect(`^meshnode: init: ready name=edge-p slot=a first_boot=true`, time.Minute)
-	m := v.expect(`^meshnode: (node|config error): (.*) \(retrying in`, 2*time.Minute)
-	t.Logf("runner: %s", m[2])
-	v.absent(`^meshnode: (fatal|ready)`)
+	wellFormed := identity.Invite{CAFingerprint: fp, Secret: secret}.String()
+	for _, tc := range []struct{ name, token, want string }{
+		{"unreachable-peer", wellFormed, `^meshnode: node: .*10\.0\.2\.2:51821.* \(retrying in`},
+		{"malformed-token", "tok-product", `^meshnode: (node|config error): .*join token is malformed.* \(retrying in`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := copyImage(t, im)
+			if out, err := exec.Command(meshnodeBin(t, im), "image", "configure", "--image", img,
+				"--name", "edge-p", "--join", "10.0.2.2:51821", "--token", tc.token).CombinedOutput(); err != nil {
+				t.Fatalf("configure: %v\n%s", err, out)
+			}
+			v := bootDirect(t, im, img)
+			v.expect(`^meshnode: init: network eth0 10\.0\.2\.15/24 gateway 10\.0\.2\.2 .*\(dhcp\)`, bootDeadline)
+			v.expect(`^meshnode: init: ready name=edge-p slot=a first_boot=true`, time.Minute)
+			v.expect(tc.want, 2*time.Minute)
+			v.expect(tc.want, 2*time.Minute) // and again: it is a retry loop
+			v.absent(`^meshnode: (fatal|ready)`)
+		})
+	}
 }
 
-// joinTestEnabled turns on TestApplianceJoinsMesh. It needs the appliance
-// node runner (cmd/meshnode/pid1.go runAppliance) to run the real node;
-// set it to true when that lands.
-const joinTestEnabled = false
-
 // TestApplianceJoinsMesh is the end-to-end appliance test: an admin node
-// runs in a network namespace on its loopback; qemu runs in the same
-// namespace, so the guest reaches it as 10.0.2.2 through user-mode
-// networking. The image is configured with a fresh token; the guest must
-// print its ready line, the admin must see it; after a power cut the guest
-// comes back with the same identity, without a token.
+// runs in a network namespace and listens on its loopback; qemu runs in the
+// same namespace, so the guest reaches it as 10.0.2.2 through user-mode
+// networking (UDP included: no restrict=on). The image is configured with a
+// fresh token. The guest must print its ready line; the admin must see it
+// alive with a WireGuard handshake (and a NATS route to its embedded
+// server: see requireNATSRoute).
+// After a power cut the guest comes back with the same identity and no
+// token on the ESP.
 func TestApplianceJoinsMesh(t *testing.T) {
-	if !joinTestEnabled {
-		t.Skip("the appliance node runner is not wired yet (cmd/meshnode/pid1.go); enable joinTestEnabled when it is")
-	}
 	requireImageTools(t)
 	im := productImage(t)
 	bin := meshnodeBin(t, im)
@@ -108,23 +118,31 @@ func TestApplianceJoinsMesh(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 	state := t.TempDir()
-	iface := netns.Unique("mnadm")
-	if out, err := ns.Run(bin, "init", "--state", state, "--name", "admin", "--mesh", "vmtest"); err != nil {
+	node := []string{"--state", state, "--iface", netns.Unique("mnadm"), "--enroll-addr", "127.0.0.1:51821",
+		// What the guest dials: slirp's name for the namespace's loopback.
+		"--endpoint", "10.0.2.2:51820", "--fast-timers"}
+	if out, err := ns.Run(bin, append([]string{"init", "--name", "admin", "--mesh", "vmtest", "--bootstrap-expect", "1"}, node...)...); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	up := ns.Command(bin, "up", "--state", state, "--iface", iface, "--enroll-addr", "127.0.0.1:51821",
-		"--bootstrap-expect", "1", "--fast-timers")
-	upLog, err := os.Create(filepath.Join(t.TempDir(), "admin.log"))
+	logf := filepath.Join(t.TempDir(), "admin.log")
+	upLog, err := os.Create(logf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	up := ns.Command(bin, append([]string{"up", "--bootstrap-expect", "1"}, node...)...)
 	up.Stdout, up.Stderr = upLog, upLog
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = up.Process.Kill(); _ = up.Wait() })
-	token := pollOutput(t, 30*time.Second, func() (string, error) { return ns.Run(bin, "invite", "--state", state) })
-	token = strings.TrimSpace(lastLine(token))
+	t.Cleanup(func() {
+		_ = up.Process.Kill()
+		_ = up.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf)
+			t.Logf("admin log:\n%s", tailLines(string(b), 40))
+		}
+	})
+	token := lastLine(pollOutput(t, time.Minute, func() (string, error) { return ns.Run(bin, "invite", "--state", state) }))
 
 	img := copyImage(t, im)
 	if out, err := exec.Command(bin, "image", "configure", "--image", img, "--name", "edge-1",
@@ -133,21 +151,69 @@ func TestApplianceJoinsMesh(t *testing.T) {
 	}
 	v := startVMIn(t, ns, img, nil)
 	overlay := v.expect(`^meshnode: ready name=edge-1 overlay=(\S+)`, 2*bootDeadline)[1]
-	pollOutput(t, 2*time.Minute, func() (string, error) {
-		out, err := ns.Run(bin, "status", "--state", state)
-		if err == nil && !(strings.Contains(out, "edge-1") && strings.Contains(out, overlay)) {
-			err = fmt.Errorf("edge-1 (%s) not in status yet", overlay)
-		}
-		return out, err
-	})
+	t.Logf("first boot: ready after %s", time.Since(v.started).Round(100*time.Millisecond))
+	waitMember(t, ns, bin, state, "edge-1", overlay)
+	t.Logf("first boot: admin sees edge-1 alive with a handshake (NATS route required: %t) after %s", requireNATSRoute, time.Since(v.started).Round(100*time.Millisecond))
 	v.kill()
 	if c := readESP(t, img, config.Path); strings.Contains(c, token) {
 		t.Errorf("token still on the ESP after the join:\n%s", c)
 	}
+
 	v = startVMIn(t, ns, img, nil)
 	if got := v.expect(`^meshnode: ready name=edge-1 overlay=(\S+)`, 2*bootDeadline)[1]; got != overlay {
-		t.Errorf("second boot overlay %s, first %s", got, overlay)
+		t.Errorf("second boot overlay %s, first %s: identity not kept on perm", got, overlay)
 	}
+	v.absent(`^meshnode: (fatal|config error)`)
+	waitMember(t, ns, bin, state, "edge-1", overlay)
+	t.Logf("second boot: rejoined after %s", time.Since(v.started).Round(100*time.Millisecond))
+}
+
+// requireNATSRoute makes waitMember also wait for the admin's NATS route
+// to the guest's embedded server. Off by default: as of this commit the
+// appliance's NATS server waits for bootstrap_expect=3 members and the
+// admin's WireGuard replies to the guest (behind user-mode NAT) do not
+// reliably arrive, so the route never comes up. MESHNODE_VMTEST_NATS=1 turns
+// it on to check a fix.
+var requireNATSRoute = os.Getenv("MESHNODE_VMTEST_NATS") == "1"
+
+// waitMember polls the admin's status until name is alive at overlay with a
+// WireGuard handshake (and, with requireNATSRoute, a NATS route to it).
+func waitMember(t *testing.T, ns *netns.NS, bin, state, name, overlay string) {
+	t.Helper()
+	pollOutput(t, 3*time.Minute, func() (string, error) {
+		out, _ := ns.Run(bin, "status", "--json", "--state", state)
+		var st struct {
+			Members []struct {
+				Name          string    `json:"name"`
+				Addr          string    `json:"overlay_addr"`
+				State         string    `json:"state"`
+				LastHandshake time.Time `json:"last_handshake"`
+			} `json:"members"`
+			NATS struct {
+				RoutesUp int `json:"routes_up"`
+			} `json:"nats"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return out, fmt.Errorf("admin status: %w", err)
+		}
+		for _, m := range st.Members {
+			if m.Name == name && m.Addr == overlay && m.State == "alive" && !m.LastHandshake.IsZero() {
+				if requireNATSRoute && st.NATS.RoutesUp < 1 {
+					return out, fmt.Errorf("%s alive with a handshake, NATS route not up", name)
+				}
+				return out, nil
+			}
+		}
+		return out, fmt.Errorf("%s (%s) not alive with a handshake yet", name, overlay)
+	})
+}
+
+func tailLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
 }
 
 func pollOutput(t *testing.T, d time.Duration, f func() (string, error)) string {

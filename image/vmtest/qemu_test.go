@@ -263,7 +263,12 @@ func startVMIn(t *testing.T, ns *netns.NS, img string, extra []string) *vm {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("qemu: %v", err)
 	}
-	t.Cleanup(v.kill)
+	t.Cleanup(func() {
+		v.kill()
+		if t.Failed() {
+			t.Logf("console of the VM started at %s:\n%s", v.started.Format(time.TimeOnly), v.tail(120))
+		}
+	})
 	go v.read(out)
 	return v
 }
