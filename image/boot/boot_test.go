@@ -1,0 +1,160 @@
+package boot
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeUevent(t *testing.T, sys, dev, partname string) {
+	t.Helper()
+	d := filepath.Join(sys, dev)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	body := "MAJOR=253\nMINOR=1\nDEVNAME=" + dev + "\nDEVTYPE=partition\n"
+	if partname != "" {
+		body += "PARTN=1\nPARTNAME=" + partname + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(d, "uevent"), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var want = map[string]bool{"meshnode-boot": true, "meshnode-perm": true}
+
+func TestFindPartitionsWaitsForSlowDisk(t *testing.T) {
+	sys := t.TempDir()
+	writeUevent(t, sys, "sda", "")
+	writeUevent(t, sys, "sda1", "EFI System")
+	writeUevent(t, sys, "nvme0n1p1", "meshnode-boot")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The perm partition shows up a little later, like a USB disk.
+		time.Sleep(300 * time.Millisecond)
+		writeUevent(t, sys, "nvme0n1p2", "meshnode-perm")
+	}()
+	got, err := findPartitions(sys, 10*time.Second, want)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["meshnode-boot"] != "nvme0n1p1" || got["meshnode-perm"] != "nvme0n1p2" {
+		t.Fatalf("%v", got)
+	}
+}
+
+func TestFindPartitionsDeadlineAndDuplicates(t *testing.T) {
+	sys := t.TempDir()
+	writeUevent(t, sys, "vda1", "meshnode-boot")
+	_, err := findPartitions(sys, 300*time.Millisecond, want)
+	if err == nil || !strings.Contains(err.Error(), "no GPT partition named meshnode-perm") || !strings.Contains(err.Error(), "vda1") {
+		t.Fatalf("missing perm: %v", err)
+	}
+	writeUevent(t, sys, "vda2", "meshnode-perm")
+	writeUevent(t, sys, "sdb1", "meshnode-boot")
+	_, err = findPartitions(sys, time.Second, want)
+	if err == nil || !strings.Contains(err.Error(), "two partitions are named meshnode-boot") {
+		t.Fatalf("duplicate boot: %v", err)
+	}
+}
+
+func TestIsBlank(t *testing.T) {
+	dir := t.TempDir()
+	blank := filepath.Join(dir, "blank")
+	if err := os.WriteFile(blank, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := isBlank(blank); err != nil || !ok {
+		t.Fatalf("zeros: %v %v", ok, err)
+	}
+	// An ext4 superblock magic at 1024+56 makes it not blank.
+	b := make([]byte, 1<<20)
+	b[1024+56], b[1024+57] = 0x53, 0xef
+	used := filepath.Join(dir, "used")
+	if err := os.WriteFile(used, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := isBlank(used); err != nil || ok {
+		t.Fatalf("ext4 magic: %v %v", ok, err)
+	}
+	// Data past the probe window does not count: only superblock areas are read.
+	b = make([]byte, 1<<20)
+	b[blankProbe+10] = 1
+	tail := filepath.Join(dir, "tail")
+	if err := os.WriteFile(tail, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := isBlank(tail); !ok {
+		t.Fatal("data beyond the probe made it non-blank")
+	}
+}
+
+func TestClockFloor(t *testing.T) {
+	dir := t.TempDir()
+	info := filepath.Join(dir, "build")
+	if err := os.WriteFile(info, []byte(`{"version":"x","epoch":1767225600}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := clockFloor(dir, info); got.Unix() != 1767225600 {
+		t.Fatalf("build floor: %v", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, clockFile), []byte("1800000000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := clockFloor(dir, info); got.Unix() != 1800000000 {
+		t.Fatalf("saved clock: %v", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, clockFile), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := clockFloor(dir, info); got.Unix() != 1767225600 {
+		t.Fatalf("garbage saved clock: %v", got)
+	}
+	if err := saveClock(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := clockFloor(dir, info); time.Since(got) > time.Minute {
+		t.Fatalf("after saveClock: %v", got)
+	}
+}
+
+func TestBlessSlot(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"meshnode-a+2-1.conf", "meshnode-b.conf"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := blessSlot(dir, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "meshnode-a.conf")); err != nil || string(b) != "meshnode-a+2-1.conf" {
+		t.Fatalf("blessed entry: %v %q", err, b)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "meshnode-a+*")); len(m) != 0 {
+		t.Fatalf("counting entry left: %v", m)
+	}
+	if err := blessSlot(dir, "a"); err != nil {
+		t.Fatalf("blessing twice: %v", err)
+	}
+	if err := blessSlot(dir, ""); err == nil {
+		t.Fatal("no slot accepted")
+	}
+}
+
+func TestCmdlineValue(t *testing.T) {
+	c := "BOOT_IMAGE=/x console=ttyS0,115200 meshnode.slot=b panic=10"
+	if cmdlineValue(c, "meshnode.slot") != "b" || cmdlineValue(c, "console") != "ttyS0,115200" || cmdlineValue(c, "quiet") != "" {
+		t.Fatal("cmdlineValue")
+	}
+}
+
+func TestLoadModulesWithoutOrderFile(t *testing.T) {
+	if n, failed := loadModules(t.TempDir()); n != 0 || failed != 0 {
+		t.Fatalf("built-in kernel: loaded %d failed %d", n, failed)
+	}
+}
