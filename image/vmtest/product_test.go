@@ -45,6 +45,8 @@ func TestImageConfigureCLI(t *testing.T) {
 		t.Fatalf("config written: %+v", c)
 	}
 
+	t.Run("block-device", func(t *testing.T) { configureLoopDevice(t, bin, copyImage(t, im)) })
+
 	plain := filepath.Join(t.TempDir(), "plain.img")
 	if err := os.WriteFile(plain, make([]byte, 8<<20), 0o644); err != nil {
 		t.Fatal(err)
@@ -63,6 +65,32 @@ func TestImageConfigureCLI(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("configure %v: err %v, output %q, want %q", tc.args, err, out, tc.want)
 		}
+	}
+}
+
+// configureLoopDevice attaches img to a loop device and configures it with
+// --disk, the way an operator configures a flashed USB stick.
+func configureLoopDevice(t *testing.T, bin, img string) {
+	losetup := netns.RequireTool(t, "losetup")
+	out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but no loop device: %v: %s", err, out)
+		}
+		t.Skipf("no loop device: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command(losetup, "-d", dev).Run() })
+	if out, err := exec.Command(bin, "image", "configure", "--disk", dev, "--name", "edge-usb", "--join", "192.0.2.1",
+		"--token", "tok-usb").CombinedOutput(); err != nil {
+		t.Fatalf("configure --disk %s: %v\n%s", dev, err, out)
+	}
+	if err := exec.Command(losetup, "-d", dev).Run(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse("esp", []byte(readESP(t, img, config.Path)))
+	if err != nil || c.Name != "edge-usb" || c.Token != "tok-usb" {
+		t.Fatalf("after configure --disk: %+v %v", c, err)
 	}
 }
 
