@@ -36,6 +36,12 @@ func applianceNode(ctx context.Context, bc boot.BootConfig) error {
 		case c.Name == "":
 			return fmt.Errorf("%w: config.toml has no name for this node", boot.ErrConfig)
 		}
+		if err := identity.ValidateName(c.Name); err != nil {
+			return fmt.Errorf("%w: config.toml name: %v", boot.ErrConfig, err)
+		}
+		if _, err := identity.ParseInvite(c.Token); err != nil {
+			return fmt.Errorf("%w: config.toml token: %v", boot.ErrConfig, err)
+		}
 		if cfg, err = enroll(ctx, cfg, c.Join, c.Token, c.Name, false); err != nil {
 			var ee *discovery.EnrollError
 			if errors.As(err, &ee) && ee.Status >= 400 && ee.Status < 500 && ee.Code != discovery.CodeRateLimited {
