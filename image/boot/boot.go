@@ -18,9 +18,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/meshnode/meshnode/image/config"
@@ -93,6 +95,9 @@ func Main(run NodeRunner) {
 			fatal(fmt.Errorf("panic: %v", r))
 		}
 	}()
+	// The Go runtime exits on an unhandled SIGINT/SIGTERM/SIGHUP, and PID 1
+	// exiting panics the kernel: nothing may stop the appliance that way.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	slog.SetDefault(slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err := mountEarly(); err != nil {
 		fatal(err)

@@ -400,7 +400,7 @@ func TestApplianceBoot(t *testing.T) {
 	v.expect(`^meshnode: init: join token removed`, time.Minute)
 	id := v.expect(`^meshnode: ready name=edge-test overlay=(stub-[0-9a-f]+)`, time.Minute)[1]
 	v.expect(`^meshnode: init: slot a marked good`, time.Minute)
-	v.absent(`^meshnode: (fatal|config error)`)
+	v.absent(`^meshnode: (fatal|config error)|EXT4-fs error`)
 	t.Logf("first boot: init ready at guest uptime %s, %s after qemu started", guest, wall.Round(100*time.Millisecond))
 	v.kill()
 
@@ -417,7 +417,7 @@ func TestApplianceBoot(t *testing.T) {
 	if got := v.expect(`^meshnode: ready name=edge-test overlay=(stub-[0-9a-f]+)`, time.Minute)[1]; got != id {
 		t.Errorf("second boot identity %s, first boot %s: perm did not keep it", got, id)
 	}
-	v.absent(`^meshnode: (fatal|config error)|token removed`)
+	v.absent(`^meshnode: (fatal|config error)|token removed|EXT4-fs error`)
 	t.Logf("second boot: init ready at guest uptime %s, %s after qemu started", guest, wall.Round(100*time.Millisecond))
 }
 
