@@ -130,7 +130,9 @@ func prepare(cmdline string) (*prepared, error) {
 	p := &prepared{cmdline: cmdline, slot: cmdlineValue(cmdline, "meshnode.slot")}
 	n, failed := loadModules("/lib/modules")
 	say("meshnode: init: modules loaded=%d failed=%d", n, failed)
-	mountOptional("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", 0)
+	if _, err := os.Stat("/sys/firmware/efi"); err == nil { // booted by UEFI
+		mountOptional("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", 0)
+	}
 
 	parts, err := findPartitions("/sys/class/block", PartitionWait, map[string]bool{"meshnode-boot": true, "meshnode-perm": true})
 	if err != nil {

@@ -63,31 +63,32 @@ var (
 
 // testImage builds (once per test binary) an image with the stub /init
 // (image/vmtest/stubinit) using the real builder.
-func testImage(t *testing.T) *image { return builtImage(t, "./stubinit") }
+func testImage(t *testing.T) *image { return builtImage(t, "./stubinit", "debian") }
 
 // productImage is the same with the real meshnode binary as /init.
-func productImage(t *testing.T) *image { return builtImage(t, "../../cmd/meshnode") }
+func productImage(t *testing.T) *image { return builtImage(t, "../../cmd/meshnode", "debian") }
 
-func builtImage(t *testing.T, pkg string) *image {
+func builtImage(t *testing.T, pkg, kernel string) *image {
 	t.Helper()
 	imagesMu.Lock()
 	defer imagesMu.Unlock()
-	if im, ok := images[pkg]; ok {
+	key := pkg + " " + kernel
+	if im, ok := images[key]; ok {
 		return im
 	}
-	if err, ok := imageErr[pkg]; ok {
+	if err, ok := imageErr[key]; ok {
 		t.Fatalf("building the image: %v", err)
 	}
-	im, err := buildImage(t, pkg)
+	im, err := buildImage(t, pkg, kernel)
 	if err != nil {
-		imageErr[pkg] = err
+		imageErr[key] = err
 		t.Fatalf("building the image: %v", err)
 	}
-	images[pkg] = im
+	images[key] = im
 	return im
 }
 
-func buildImage(t *testing.T, pkg string) (*image, error) {
+func buildImage(t *testing.T, pkg, kernel string) (*image, error) {
 	dir, err := os.MkdirTemp("", "meshnode-vmtest-")
 	if err != nil {
 		return nil, err
@@ -108,7 +109,7 @@ func buildImage(t *testing.T, pkg string) (*image, error) {
 	start = time.Now()
 	im := &image{disk: filepath.Join(dir, "disk.img"), dir: dir}
 	im.man, err = build.Build(context.Background(), build.Options{
-		Out: im.disk, CacheDir: cache, Init: initBin, KernelSource: "debian",
+		Out: im.disk, CacheDir: cache, Init: initBin, KernelSource: kernel,
 		Version: "vmtest", Epoch: 1767225600, // 2026-01-01
 	})
 	if err != nil {
@@ -419,6 +420,28 @@ func TestApplianceBoot(t *testing.T) {
 	}
 	v.absent(`^meshnode: (fatal|config error)|token removed|EXT4-fs error`)
 	t.Logf("second boot: init ready at guest uptime %s, %s after qemu started", guest, wall.Round(100*time.Millisecond))
+}
+
+// TestApplianceGokrazyKernel: the fallback kernel source (gokrazy's, every
+// driver built in, no modules to load) boots the same initramfs to ready.
+func TestApplianceGokrazyKernel(t *testing.T) {
+	requireImageTools(t)
+	netns.RequireTool(t, "go")
+	im := builtImage(t, "./stubinit", "gokrazy")
+	if len(im.man.Modules) != 0 || im.man.Kernel.Source != "gokrazy" {
+		t.Fatalf("gokrazy image: source %s, %d modules", im.man.Kernel.Source, len(im.man.Modules))
+	}
+	img := copyImage(t, im)
+	cfg, err := config.Encode(config.Config{Name: "edge-test", Join: "10.0.2.2:51821", Token: "tok-gk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeESP(t, img, config.Path, cfg)
+	v := bootDirect(t, im, img)
+	v.expect(`^meshnode: init: modules loaded=0 failed=0`, bootDeadline)
+	v.expect(`^meshnode: init: network eth0 10\.0\.2\.15/24 .*\(dhcp\)`, time.Minute)
+	v.expect(`^meshnode: ready name=edge-test overlay=stub-`, time.Minute)
+	v.absent(`^meshnode: (fatal|config error)`)
 }
 
 // TestApplianceBadConfig: garbage in config.toml must give a clear console
