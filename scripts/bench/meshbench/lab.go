@@ -142,7 +142,16 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 			pings[i], pingErr[i] = firstPing(wctx, node.NS, adminAddr, start)
 		}(i)
 	}
-	err = l.WaitComplete(wctx)
+	// Wait in 5 s slices so a slow mesh says what it is still missing.
+	for {
+		sctx, scancel := context.WithTimeout(wctx, 5*time.Second)
+		err = l.WaitComplete(sctx)
+		scancel()
+		if err == nil || wctx.Err() != nil {
+			break
+		}
+		logf("  %d-node mesh after %.0f s: %v", n, time.Since(last).Seconds(), err)
+	}
 	t.complete = time.Since(last).Seconds()
 	wg.Wait()
 	if err != nil {
