@@ -375,6 +375,22 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 		nodeArgs = append(nodeArgs, "--node", n.State+"="+n.IP)
 	}
 	var logs []string
+	var underPIDs, overPIDs []int
+	for _, n := range l.Nodes {
+		overPIDs = append(overPIDs, n.PID())
+	}
+	// cpuTicks sums utime+stime of the servers of one path: the daemons
+	// (NATS + WireGuard + gossip) or the underlay NATS servers.
+	cpuTicks := func(pids []int) int64 {
+		var t int64
+		for _, pid := range pids {
+			if _, x, err := procSample(pid); err == nil {
+				t += x
+			}
+		}
+		return t
+	}
+	tck := clkTck()
 	for i, n := range l.Nodes {
 		store, err := os.MkdirTemp(l.dir, "underlay-js-")
 		if err != nil {
@@ -382,11 +398,12 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 		}
 		args := append([]string{"underlay-nats", "--self", n.State, "--store", store,
 			"--client-port", strconv.Itoa(clientPort), "--route-port", strconv.Itoa(routePort)}, nodeArgs...)
-		_, lp, err := l.startProc(i, s.self, args...)
+		c, lp, err := l.startProc(i, s.self, args...)
 		if err != nil {
 			return err
 		}
 		logs = append(logs, lp)
+		underPIDs = append(underPIDs, c.Process.Pid)
 	}
 	for _, lp := range logs {
 		if err := waitFor(ctx, 30*time.Second, "underlay NATS server ("+lp+")", func() bool {
@@ -426,7 +443,7 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 	if err := under.waitInterest(pctx); err != nil {
 		return fmt.Errorf("underlay: %w", err)
 	}
-	type acc struct{ rate, p50, p99 []float64 }
+	type acc struct{ rate, p50, p99, cpu []float64 }
 	res := map[string]*acc{}
 	key := func(path string, size int) string { return path + " " + sizeName(size) }
 	for run := 0; run < s.natsRuns; run++ {
@@ -436,12 +453,15 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 				paths = []string{"underlay", "overlay"}
 			}
 			for _, path := range paths {
-				p := over
+				p, pids := over, overPIDs
 				if path == "underlay" {
-					p = under
+					p, pids = under, underPIDs
 				}
 				rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				t0 := cpuTicks(pids)
 				tp, err := p.throughput(rctx, size, s.natsMsgs, s.natsTime)
+				// Server-side CPU per delivered MB (the throughput run only).
+				cpuMsPerMB := float64(cpuTicks(pids)-t0) / tck * 1000 / (float64(tp.Msgs) * float64(size) / 1e6)
 				if err != nil {
 					cancel()
 					return fmt.Errorf("%s %s throughput: %w", path, sizeName(size), err)
@@ -459,6 +479,7 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 				a.rate = append(a.rate, tp.perSec())
 				a.p50 = append(a.p50, p50)
 				a.p99 = append(a.p99, p99)
+				a.cpu = append(a.cpu, cpuMsPerMB)
 				logf("  nats run %d %-18s %9.0f msg/s (%d msgs)  rtt p50 %6.0f µs  p99 %6.0f µs (%d)", run+1, k, tp.perSec(), tp.Msgs, p50, p99, n)
 			}
 		}
@@ -475,6 +496,11 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 		r.add(ratio(g, "rtt p50 underlay/overlay "+sz, lu, lo)).goalAtLeast(0.8, "≥ 0.8 (overlay ≤ 1.25× underlay)")
 		r.add(fig(g, "rtt p99 overlay "+sz, "µs", o.p99))
 		r.add(fig(g, "rtt p99 underlay "+sz, "µs", u.p99))
+		co := r.add(fig(g, "server CPU per MB delivered, overlay "+sz, "CPU ms/MB", o.cpu))
+		co.Note = "utime+stime of the 3 meshnode daemons (NATS + WireGuard + gossip) during the throughput run"
+		cu := r.add(fig(g, "server CPU per MB delivered, underlay "+sz, "CPU ms/MB", u.cpu))
+		cu.Note = "utime+stime of the 3 underlay NATS servers during the throughput run"
+		r.add(ratio(g, "server CPU per MB overlay/underlay "+sz, co, cu))
 	}
 	return nil
 }
