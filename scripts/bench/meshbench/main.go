@@ -7,6 +7,8 @@
 //
 //	meshbench run --meshnode BIN --wgbare BIN --out out/bench.json
 //	meshbench underlay-nats ...   (started by run inside a namespace)
+//	meshbench profnode BIN ARGS   (stands in for meshnode with PROFILE=1)
+//	meshbench dry --meshnode BIN  (one-node smoke test of the machinery)
 //
 // Run it through scripts/bench/run, which builds the binaries and reads the
 // environment knobs.
@@ -19,7 +21,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: meshbench run|underlay-nats [flags]")
+		fmt.Fprintln(os.Stderr, "usage: meshbench run|underlay-nats|profnode|dry [flags]")
 		os.Exit(2)
 	}
 	var err error
