@@ -133,10 +133,11 @@ func TestApplianceProductInit(t *testing.T) {
 // same namespace, so the guest reaches it as 10.0.2.2 through user-mode
 // networking (UDP included: no restrict=on). The image is configured with a
 // fresh token. The guest must print its ready line; the admin must see it
-// alive with a WireGuard handshake (and a NATS route to its embedded
-// server: see requireNATSRoute).
-// After a power cut the guest comes back with the same identity and no
-// token on the ESP.
+// alive with a WireGuard handshake and a NATS route to its embedded server,
+// and a stream created on the admin with two replicas must have one on the
+// guest.
+// After a power cut the guest comes back with the same identity, no token
+// on the ESP, and its replica of the stream current again.
 func TestApplianceJoinsMesh(t *testing.T) {
 	requireImageTools(t)
 	im := productImage(t)
@@ -181,7 +182,14 @@ func TestApplianceJoinsMesh(t *testing.T) {
 	overlay := v.expect(`^meshnode: ready name=edge-1 overlay=(\S+)`, 2*bootDeadline)[1]
 	t.Logf("first boot: ready after %s", time.Since(v.started).Round(100*time.Millisecond))
 	waitMember(t, ns, bin, state, "edge-1", overlay)
-	t.Logf("first boot: admin sees edge-1 alive with a handshake (NATS route required: %t) after %s", requireNATSRoute, time.Since(v.started).Round(100*time.Millisecond))
+	t.Logf("first boot: admin sees edge-1 alive with a handshake and a NATS route after %s", time.Since(v.started).Round(100*time.Millisecond))
+	// A JetStream stream with a replica on each node: the guest's embedded
+	// server must hold one.
+	pollOutput(t, 2*time.Minute, func() (string, error) {
+		return ns.Run(bin, "nats", "--state", state, "stream-add", "VMTEST", "vmtest.>", "2")
+	})
+	waitReplica(t, ns, bin, state, "VMTEST", "edge-1")
+	t.Logf("first boot: stream VMTEST has a current replica on edge-1 after %s", time.Since(v.started).Round(100*time.Millisecond))
 	v.kill()
 	if c := readESP(t, img, config.Path); strings.Contains(c, token) {
 		t.Errorf("token still on the ESP after the join:\n%s", c)
@@ -193,19 +201,44 @@ func TestApplianceJoinsMesh(t *testing.T) {
 	}
 	v.absent(`^meshnode: (fatal|config error)`)
 	waitMember(t, ns, bin, state, "edge-1", overlay)
+	waitReplica(t, ns, bin, state, "VMTEST", "edge-1")
 	t.Logf("second boot: rejoined after %s", time.Since(v.started).Round(100*time.Millisecond))
 }
 
-// requireNATSRoute makes waitMember also wait for the admin's NATS route
-// to the guest's embedded server. Off by default: as of this commit the
-// appliance's NATS server waits for bootstrap_expect=3 members and the
-// admin's WireGuard replies to the guest (behind user-mode NAT) do not
-// reliably arrive, so the route never comes up. MESHNODE_VMTEST_NATS=1 turns
-// it on to check a fix.
-var requireNATSRoute = os.Getenv("MESHNODE_VMTEST_NATS") == "1"
+// waitReplica polls until stream has a current replica (or its leader) on node.
+func waitReplica(t *testing.T, ns *netns.NS, bin, state, stream, node string) {
+	t.Helper()
+	pollOutput(t, time.Minute, func() (string, error) {
+		out, err := ns.Run(bin, "nats", "--state", state, "stream-info", stream)
+		if err != nil {
+			return out, err
+		}
+		var info struct {
+			Cluster struct {
+				Leader   string `json:"leader"`
+				Replicas []struct {
+					Name    string `json:"name"`
+					Current bool   `json:"current"`
+				} `json:"replicas"`
+			} `json:"cluster"`
+		}
+		if err := json.Unmarshal([]byte(out), &info); err != nil {
+			return out, err
+		}
+		if info.Cluster.Leader == node {
+			return out, nil
+		}
+		for _, r := range info.Cluster.Replicas {
+			if r.Name == node && r.Current {
+				return out, nil
+			}
+		}
+		return out, fmt.Errorf("no current replica on %s yet", node)
+	})
+}
 
 // waitMember polls the admin's status until name is alive at overlay with a
-// WireGuard handshake (and, with requireNATSRoute, a NATS route to it).
+// WireGuard handshake and the admin's NATS route to it is up.
 func waitMember(t *testing.T, ns *netns.NS, bin, state, name, overlay string) {
 	t.Helper()
 	pollOutput(t, 3*time.Minute, func() (string, error) {
@@ -226,7 +259,7 @@ func waitMember(t *testing.T, ns *netns.NS, bin, state, name, overlay string) {
 		}
 		for _, m := range st.Members {
 			if m.Name == name && m.Addr == overlay && m.State == "alive" && !m.LastHandshake.IsZero() {
-				if requireNATSRoute && st.NATS.RoutesUp < 1 {
+				if st.NATS.RoutesUp < 1 {
 					return out, fmt.Errorf("%s alive with a handshake, NATS route not up", name)
 				}
 				return out, nil
