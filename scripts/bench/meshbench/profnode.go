@@ -27,15 +27,13 @@ func runProfNode(args []string) error {
 		if len(args) == 0 {
 			return fmt.Errorf("usage: meshbench profnode MESHNODE ARGS...")
 		}
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
+		// Become the real binary: same PID, so the lab's signals (SIGTERM
+		// for a clean shutdown, SIGKILL for a crash) reach meshnode itself.
+		bin, err := exec.LookPath(args[0])
+		if err != nil {
 			return err
 		}
-		return nil
+		return syscall.Exec(bin, args, os.Environ())
 	}
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	state := fs.String("state", "", "")
