@@ -242,6 +242,12 @@ func (d *Discovery) memberlistConfig() *memberlist.Config {
 		mc.RetransmitMult = 4 // as on a LAN: fewer members missing an update until push/pull
 	} else {
 		mc = memberlist.DefaultLANConfig()
+		// A newcomer learns members that joined at the same moment only
+		// through a full state exchange; at the LAN default of 30 s an
+		// 8-node mesh sometimes stalled that long (benchmark). Meshes are
+		// small and the exchange is one TCP round trip with one member, so
+		// do it every 5 s (memberlist still scales it up for large meshes).
+		mc.PushPullInterval = 5 * time.Second
 	}
 	bind := d.cfg.BindAddr.String()
 	mc.Name = d.self
