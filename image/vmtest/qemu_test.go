@@ -215,11 +215,11 @@ func boot(t *testing.T, img string) *vm {
 // bootDirect skips the firmware and systemd-boot (covered by
 // TestApplianceBoot) and hands qemu the slot's kernel and initramfs, which
 // saves most of a TCG boot; PID 1 still works on the disk image.
-func bootDirect(t *testing.T, im *image, img string) *vm {
+func bootDirect(t *testing.T, im *image, img string, args ...string) *vm {
 	t.Helper()
 	return startVM(t, img, []string{
 		"-kernel", filepath.Join(im.dir, "vmlinuz"), "-initrd", filepath.Join(im.dir, "initrd.img"),
-		"-append", im.man.Cmdline + " meshnode.slot=a",
+		"-append", strings.Join(append([]string{im.man.Cmdline, "meshnode.slot=a"}, args...), " "),
 	})
 }
 
@@ -442,6 +442,24 @@ func TestApplianceGokrazyKernel(t *testing.T) {
 	v.expect(`^meshnode: init: network eth0 10\.0\.2\.15/24 .*\(dhcp\)`, time.Minute)
 	v.expect(`^meshnode: ready name=edge-test overlay=stub-`, time.Minute)
 	v.absent(`^meshnode: (fatal|config error)`)
+}
+
+// TestApplianceStaticNetwork: with DHCP off (here through the meshnode.*
+// kernel arguments that override config.toml) the static address, gateway
+// and DNS are used.
+func TestApplianceStaticNetwork(t *testing.T) {
+	requireImageTools(t)
+	im := testImage(t)
+	img := copyImage(t, im)
+	cfg, err := config.Encode(config.Config{Name: "edge-test", Join: "10.0.2.2:51821", Token: "tok-static"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeESP(t, img, config.Path, cfg)
+	v := bootDirect(t, im, img, "meshnode.dhcp=false", "meshnode.address=10.0.2.77/24", "meshnode.gateway=10.0.2.2", "meshnode.dns=10.0.2.3")
+	v.expect(`^meshnode: init: network eth0 10\.0\.2\.77/24 gateway 10\.0\.2\.2 dns 10\.0\.2\.3 \(static\)`, bootDeadline)
+	v.expect(`^meshnode: ready name=edge-test overlay=stub-`, time.Minute)
+	v.absent(`DHCP on|^meshnode: (fatal|config error)`)
 }
 
 // TestApplianceBadConfig: garbage in config.toml must give a clear console
