@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/config"
 	"github.com/meshnode/meshnode/image/disk"
 	"github.com/meshnode/meshnode/image/initramfs"
@@ -208,13 +209,13 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	m.Image = Part{Path: filepath.Base(o.Out), Size: size, SHA256: sum}
 	for name, data := range map[string][]byte{"vmlinuz": vmlinuz, "initrd.img": initrd} {
-		if err := writeAtomic(filepath.Join(outDir, name), data, 0o644); err != nil {
+		if err := identity.WriteFileAtomic(filepath.Join(outDir, name), data, 0o644); err != nil {
 			return nil, err
 		}
 	}
 	m.BuildSecs = time.Since(start).Round(10 * time.Millisecond).Seconds()
 	mj, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeAtomic(filepath.Join(outDir, "manifest.json"), append(mj, '\n'), 0o644); err != nil {
+	if err := identity.WriteFileAtomic(filepath.Join(outDir, "manifest.json"), append(mj, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	o.Log.Info("image built", "image", o.Out, "size", size, "initramfs", len(initrd), "kernel", k.Package+" "+k.Version, "seconds", m.BuildSecs)
@@ -314,24 +315,4 @@ func fileSum(p string) (string, int64, error) {
 		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-func writeAtomic(p string, data []byte, mode os.FileMode) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
 }
