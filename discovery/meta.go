@@ -1,11 +1,14 @@
 package discovery
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/meshnode/meshnode/identity"
 )
@@ -143,108 +146,72 @@ func checkRoutes(routes []netip.Prefix) error {
 	return nil
 }
 
-// metaReader is a strict cursor: the first short read sticks.
-type metaReader struct {
-	b   []byte
-	err error
-}
-
-func (r *metaReader) bytes(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n > len(r.b) {
-		r.err = errors.New("truncated")
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *metaReader) u8() byte {
-	if v := r.bytes(1); v != nil {
-		return v[0]
-	}
-	return 0
-}
-
-func (r *metaReader) u16() uint16 {
-	if v := r.bytes(2); v != nil {
-		return binary.BigEndian.Uint16(v)
-	}
-	return 0
-}
-
-func (r *metaReader) u64() uint64 {
-	if v := r.bytes(8); v != nil {
-		return binary.BigEndian.Uint64(v)
-	}
-	return 0
-}
-
-func (r *metaReader) addr() netip.Addr {
-	if v := r.bytes(16); v != nil {
-		return netip.AddrFrom16([16]byte(v)).Unmap()
-	}
-	return netip.Addr{}
-}
-
 // parseMeta decodes a node meta strictly. It verifies nothing: see admit.
 func parseMeta(b []byte) (*meta, error) {
 	if len(b) > MaxMetaSize {
 		return nil, fmt.Errorf("meta: %d bytes exceeds %d", len(b), MaxMetaSize)
 	}
-	r := metaReader{b: b}
-	if v := r.u8(); r.err == nil && v != metaVersion {
-		return nil, fmt.Errorf("meta: unknown version %d (this build reads %d)", v, metaVersion)
+	s := cryptobyte.String(b)
+	var version, flags uint8
+	if s.ReadUint8(&version) && version != metaVersion {
+		return nil, fmt.Errorf("meta: unknown version %d (this build reads %d)", version, metaVersion)
 	}
-	flags := r.u8()
-	if flags&^metaKnownFlags != 0 {
+	if s.ReadUint8(&flags) && flags&^metaKnownFlags != 0 {
 		return nil, fmt.Errorf("meta: unknown flags %#x", flags)
 	}
 	m := &meta{leaving: flags&metaFlagLeaving != 0}
-	m.ticketRaw = r.bytes(int(r.u8()))
-	m.seq = r.u64()
-	m.natsClientPort = r.u16()
-	m.natsRoutePort = r.u16()
-	if n := int(r.u8()); n > MaxEndpoints {
-		return nil, fmt.Errorf("meta: %d endpoints, at most %d", n, MaxEndpoints)
-	} else {
-		for range n {
-			a := r.addr()
-			m.endpoints = append(m.endpoints, netip.AddrPortFrom(a, r.u16()))
+	var ticket cryptobyte.String
+	var nEndpoints, nRoutes uint8
+	ok := version == metaVersion &&
+		s.ReadUint8LengthPrefixed(&ticket) &&
+		s.ReadUint64(&m.seq) &&
+		s.ReadUint16(&m.natsClientPort) &&
+		s.ReadUint16(&m.natsRoutePort) &&
+		s.ReadUint8(&nEndpoints)
+	if ok && nEndpoints > MaxEndpoints {
+		return nil, fmt.Errorf("meta: %d endpoints, at most %d", nEndpoints, MaxEndpoints)
+	}
+	for i := 0; ok && i < int(nEndpoints); i++ {
+		var a [16]byte
+		var port uint16
+		if ok = s.CopyBytes(a[:]) && s.ReadUint16(&port); !ok {
+			break
 		}
+		m.endpoints = append(m.endpoints, netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port))
 	}
-	if n := int(r.u8()); n > MaxRoutes {
-		return nil, fmt.Errorf("meta: %d routes, at most %d", n, MaxRoutes)
-	} else {
-		for range n {
-			a := r.addr()
-			bits := int(r.u8())
-			if a.Is4() {
-				bits -= 96
-			}
-			p, err := a.Prefix(bits)
-			if r.err == nil && (err != nil || p.Bits() != bits || p.Addr() != a) {
-				return nil, fmt.Errorf("meta: route %s/%d is not a masked prefix", a, bits)
-			}
-			m.routes = append(m.routes, p)
+	ok = ok && s.ReadUint8(&nRoutes)
+	if ok && nRoutes > MaxRoutes {
+		return nil, fmt.Errorf("meta: %d routes, at most %d", nRoutes, MaxRoutes)
+	}
+	for i := 0; ok && i < int(nRoutes); i++ {
+		var a16 [16]byte
+		var bits uint8
+		if ok = s.CopyBytes(a16[:]) && s.ReadUint8(&bits); !ok {
+			break
 		}
+		a, n := netip.AddrFrom16(a16).Unmap(), int(bits)
+		if a.Is4() {
+			n -= 96
+		}
+		p, err := a.Prefix(n)
+		if err != nil || p.Bits() != n || p.Addr() != a {
+			return nil, fmt.Errorf("meta: route %s/%d is not a masked prefix", a, n)
+		}
+		m.routes = append(m.routes, p)
 	}
-	copy(m.signature[:], r.bytes(ed25519.SignatureSize))
-	if r.err == nil && len(r.b) != 0 {
-		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
+	ok = ok && s.CopyBytes(m.signature[:])
+	if !ok {
+		return nil, errors.New("meta: truncated")
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("meta: %w", r.err)
+	if len(s) != 0 {
+		return nil, fmt.Errorf("meta: %d trailing bytes", len(s))
 	}
+	m.ticketRaw = bytes.Clone(ticket)
 	t, err := identity.ParseTicket(m.ticketRaw)
 	if err != nil {
 		return nil, fmt.Errorf("meta: %w", err)
 	}
 	m.ticket = t
-	m.ticketRaw = append([]byte(nil), m.ticketRaw...)
 	if err := checkEndpoints(m.endpoints); err != nil {
 		return nil, fmt.Errorf("meta: %w", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // RevocationVersion is the only revocation encoding this code reads.
@@ -62,24 +64,31 @@ func (r *Revocation) Marshal() []byte { return append(r.body(), r.Signature[:]..
 
 // ParseRevocation decodes a revocation strictly (it does not verify it).
 func ParseRevocation(b []byte) (*Revocation, error) {
-	rd := reader{b: b}
-	if v := rd.u8(); rd.err == nil && v != RevocationVersion {
-		return nil, fmt.Errorf("revocation: unknown version %d (this build reads %d)", v, RevocationVersion)
+	s := cryptobyte.String(b)
+	var version uint8
+	if s.ReadUint8(&version) && version != RevocationVersion {
+		return nil, fmt.Errorf("revocation: unknown version %d (this build reads %d)", version, RevocationVersion)
 	}
-	r := &Revocation{}
-	copy(r.Node[:], rd.bytes(32))
-	r.Time = time.Unix(int64(rd.u64()), 0).UTC()
-	n := int(rd.u8())
-	r.Reason = string(rd.bytes(n))
-	copy(r.CAKeyID[:], rd.bytes(8))
-	copy(r.Signature[:], rd.bytes(ed25519.SignatureSize))
-	if err := rd.done(); err != nil {
+	var (
+		r      Revocation
+		at     uint64
+		reason cryptobyte.String
+	)
+	ok := version == RevocationVersion &&
+		s.CopyBytes(r.Node[:]) &&
+		s.ReadUint64(&at) &&
+		s.ReadUint8LengthPrefixed(&reason) &&
+		s.CopyBytes(r.CAKeyID[:]) &&
+		s.CopyBytes(r.Signature[:])
+	if err := wireEnd(ok, s); err != nil {
 		return nil, fmt.Errorf("revocation: %w", err)
 	}
-	if n > MaxReasonLen || !utf8.ValidString(r.Reason) {
+	if len(reason) > MaxReasonLen || !utf8.Valid(reason) {
 		return nil, fmt.Errorf("revocation: reason is not at most %d bytes of UTF-8", MaxReasonLen)
 	}
-	return r, nil
+	r.Time = time.Unix(int64(at), 0).UTC()
+	r.Reason = string(reason)
+	return &r, nil
 }
 
 // Verify checks the revocation was signed by the mesh CA.
@@ -200,27 +209,26 @@ const maxRevocations = 1 << 16
 
 // ParseRevocations decodes MarshalRevocations output strictly.
 func ParseRevocations(b []byte) ([]*Revocation, error) {
-	rd := reader{b: b}
-	if m := rd.bytes(len(revocationFileMagic)); rd.err == nil && string(m) != revocationFileMagic {
+	s := cryptobyte.String(b)
+	var magic []byte
+	ok := s.ReadBytes(&magic, len(revocationFileMagic))
+	if ok && string(magic) != revocationFileMagic {
 		return nil, errors.New("revocations: bad magic or unknown version")
 	}
-	nb := rd.bytes(4)
-	if rd.err != nil {
-		return nil, fmt.Errorf("revocations: %w", rd.err)
+	var n uint32
+	if !ok || !s.ReadUint32(&n) {
+		return nil, errors.New("revocations: truncated")
 	}
-	n := binary.BigEndian.Uint32(nb)
-	if n > maxRevocations || int(n) > len(rd.b)/2 {
+	// Each record takes at least its two length bytes: a count the data
+	// cannot hold is refused before anything is allocated for it.
+	if n > maxRevocations || int(n) > len(s)/2 {
 		return nil, fmt.Errorf("revocations: count %d does not fit the data", n)
 	}
 	out := make([]*Revocation, 0, n)
-	for i := uint32(0); i < n; i++ {
-		lb := rd.bytes(2)
-		if rd.err != nil {
-			return nil, fmt.Errorf("revocations: record %d: %w", i, rd.err)
-		}
-		rec := rd.bytes(int(binary.BigEndian.Uint16(lb)))
-		if rd.err != nil {
-			return nil, fmt.Errorf("revocations: record %d: %w", i, rd.err)
+	for i := range n {
+		var rec cryptobyte.String
+		if !s.ReadUint16LengthPrefixed(&rec) {
+			return nil, fmt.Errorf("revocations: record %d: truncated", i)
 		}
 		r, err := ParseRevocation(rec)
 		if err != nil {
@@ -228,7 +236,7 @@ func ParseRevocations(b []byte) ([]*Revocation, error) {
 		}
 		out = append(out, r)
 	}
-	if err := rd.done(); err != nil {
+	if err := wireEnd(true, s); err != nil {
 		return nil, fmt.Errorf("revocations: %w", err)
 	}
 	return out, nil

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Roles are what a member may do beyond plain membership.
@@ -152,30 +154,43 @@ func (t *Ticket) Marshal() []byte { return append(t.body(), t.Signature[:]...) }
 
 // ParseTicket decodes a ticket strictly. It does not verify it: call Verify.
 func ParseTicket(b []byte) (*Ticket, error) {
-	r := reader{b: b}
-	if v := r.u8(); r.err == nil && v != TicketVersion {
-		return nil, fmt.Errorf("ticket: unknown version %d (this build reads %d)", v, TicketVersion)
+	s := cryptobyte.String(b)
+	var version uint8
+	if s.ReadUint8(&version) && version != TicketVersion {
+		return nil, fmt.Errorf("ticket: unknown version %d (this build reads %d)", version, TicketVersion)
 	}
-	n := int(r.u8())
-	t := &Ticket{Name: string(r.bytes(n))}
-	copy(t.Node[:], r.bytes(32))
-	copy(t.WireGuard[:], r.bytes(32))
-	t.Addr = netip.AddrFrom16([16]byte(r.bytesOr(16)))
-	t.Roles = Roles(r.u8())
-	t.NotBefore = time.Unix(int64(r.u64()), 0).UTC()
-	t.NotAfter = time.Unix(int64(r.u64()), 0).UTC()
-	copy(t.CAKeyID[:], r.bytes(8))
-	copy(t.Signature[:], r.bytes(ed25519.SignatureSize))
-	if err := r.done(); err != nil {
+	var (
+		t      Ticket
+		name   cryptobyte.String
+		addr   [16]byte
+		roles  uint8
+		nb, na uint64
+	)
+	ok := version == TicketVersion &&
+		s.ReadUint8LengthPrefixed(&name) &&
+		s.CopyBytes(t.Node[:]) &&
+		s.CopyBytes(t.WireGuard[:]) &&
+		s.CopyBytes(addr[:]) &&
+		s.ReadUint8(&roles) &&
+		s.ReadUint64(&nb) &&
+		s.ReadUint64(&na) &&
+		s.CopyBytes(t.CAKeyID[:]) &&
+		s.CopyBytes(t.Signature[:])
+	if err := wireEnd(ok, s); err != nil {
 		return nil, fmt.Errorf("ticket: %w", err)
 	}
+	t.Name = string(name)
+	t.Addr = netip.AddrFrom16(addr)
+	t.Roles = Roles(roles)
+	t.NotBefore = time.Unix(int64(nb), 0).UTC()
+	t.NotAfter = time.Unix(int64(na), 0).UTC()
 	if err := ValidateName(t.Name); err != nil {
 		return nil, fmt.Errorf("ticket: %w", err)
 	}
 	if t.Roles&^knownRoles != 0 {
 		return nil, fmt.Errorf("ticket: unknown role bits %#x", uint8(t.Roles&^knownRoles))
 	}
-	return t, nil
+	return &t, nil
 }
 
 // Verify checks the CA signature, the validity window (allowing ClockSkew)
@@ -214,53 +229,14 @@ func (id *Identity) CheckOwn(t *Ticket, trust *Trust, now time.Time) error {
 	return nil
 }
 
-// reader is a strict cursor over a byte slice: the first short read sticks.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) bytes(n int) []byte {
-	if r.err != nil {
-		return nil
+// wireEnd turns the outcome of a chain of strict reads into the error the
+// decoders share: a short read, or bytes left over after the last field.
+func wireEnd(ok bool, rest cryptobyte.String) error {
+	if !ok {
+		return errors.New("truncated")
 	}
-	if n > len(r.b) {
-		r.err = errors.New("truncated")
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-// bytesOr is bytes that returns zeroes on error, for fixed-size arrays.
-func (r *reader) bytesOr(n int) []byte {
-	if v := r.bytes(n); v != nil {
-		return v
-	}
-	return make([]byte, n)
-}
-
-func (r *reader) u8() uint8 {
-	if v := r.bytes(1); v != nil {
-		return v[0]
-	}
-	return 0
-}
-
-func (r *reader) u64() uint64 {
-	if v := r.bytes(8); v != nil {
-		return binary.BigEndian.Uint64(v)
-	}
-	return 0
-}
-
-func (r *reader) done() error {
-	if r.err != nil {
-		return r.err
-	}
-	if len(r.b) != 0 {
-		return fmt.Errorf("%d trailing bytes", len(r.b))
+	if len(rest) != 0 {
+		return fmt.Errorf("%d trailing bytes", len(rest))
 	}
 	return nil
 }
