@@ -33,6 +33,7 @@ type settings struct {
 	idle                   time.Duration
 	fast                   bool
 	tune                   bool
+	tuneVariants           []tuneVariant
 	skip                   map[string]bool
 	binSize                int64
 }
@@ -59,10 +60,15 @@ func runBench(args []string) error {
 	fs.DurationVar(&s.idle, "idle", 150*time.Second, "idle cost sampling time")
 	fs.BoolVar(&s.fast, "fast-timers", false, "run nodes with --fast-timers (default: the shipped timers)")
 	fs.BoolVar(&s.tune, "tune", false, "also restart two daemons under other Go runtime settings (GOGC) and measure overlay throughput again")
+	tuneVariants := fs.String("tune-variants", defaultTuneVariants, `with -tune: the settings to try, "K=V K=V; K=V; defaults"`)
 	fs.Int64Var(&s.binSize, "bin-size", 0, "size of the stripped static build, bytes")
 	skip := fs.String("skip", "", "comma-separated phases to skip: "+strings.Join(phases, ","))
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var err error
+	if s.tuneVariants, err = parseTuneVariants(*tuneVariants); err != nil {
+		return fmt.Errorf("--tune-variants: %w", err)
 	}
 	s.skip = map[string]bool{}
 	for _, p := range strings.Split(*skip, ",") {

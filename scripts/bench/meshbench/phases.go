@@ -635,20 +635,46 @@ func vmKiB(pid int, field string) float64 {
 	return 0
 }
 
+// defaultTuneVariants are the Go runtime settings TUNE=1 tries; "defaults"
+// runs the daemons with none, as a control after the others.
+const defaultTuneVariants = "GOGC=400; GOMAXPROCS=1; GOGC=off GOMEMLIMIT=64MiB; defaults"
+
+type tuneVariant struct {
+	name string
+	env  []string
+}
+
+// parseTuneVariants reads "K=V K=V; K=V; defaults": variants separated by
+// semicolons, each a space-separated environment.
+func parseTuneVariants(spec string) ([]tuneVariant, error) {
+	if strings.TrimSpace(spec) == "" {
+		spec = defaultTuneVariants
+	}
+	var out []tuneVariant
+	for _, part := range strings.Split(spec, ";") {
+		env := strings.Fields(part)
+		if len(env) == 0 {
+			continue
+		}
+		if len(env) == 1 && env[0] == "defaults" {
+			out = append(out, tuneVariant{name: "defaults", env: nil})
+			continue
+		}
+		for _, kv := range env {
+			if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+				return nil, fmt.Errorf("tune variant %q: %q is not KEY=VALUE", strings.TrimSpace(part), kv)
+			}
+		}
+		out = append(out, tuneVariant{name: strings.Join(env, " "), env: env})
+	}
+	return out, nil
+}
+
 // tuneThroughput restarts node1 and node2 under different Go runtime
 // settings and measures overlay throughput against the bare wireguard-go
 // pair (still up from labThroughput), run by run, so each variant gets its
 // own ratio. The daemons inherit this process's environment.
 func tuneThroughput(ctx context.Context, s *settings, r *Report, l *benchLab, bareDst string) error {
-	variants := []struct {
-		name string
-		env  []string
-	}{
-		{"GOGC=400", []string{"GOGC=400"}},
-		{"GOMAXPROCS=1", []string{"GOMAXPROCS=1"}},
-		{"GOGC=off GOMEMLIMIT=64MiB", []string{"GOGC=off", "GOMEMLIMIT=64MiB"}},
-		{"defaults again", nil},
-	}
 	restart := func(env []string) error {
 		for _, kv := range env {
 			k, v, _ := strings.Cut(kv, "=")
@@ -671,7 +697,7 @@ func tuneThroughput(ctx context.Context, s *settings, r *Report, l *benchLab, ba
 		return l.WaitComplete(wctx)
 	}
 	const g = "throughput"
-	for _, v := range variants {
+	for _, v := range s.tuneVariants {
 		if err := restart(v.env); err != nil {
 			return fmt.Errorf("%s: %w", v.name, err)
 		}
