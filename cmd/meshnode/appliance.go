@@ -56,6 +56,7 @@ func applianceNode(ctx context.Context, bc boot.BootConfig) error {
 			fmt.Fprintf(os.Stderr, "meshnode: could not remove the used token from config.toml: %v\n", err)
 		}
 	}
+	mesh.TuneRuntimeForDaemon()
 	n, err := mesh.New(cfg, newLogger(cfg.LogLevel))
 	if err != nil {
 		return err

@@ -35,6 +35,7 @@ func runUp(ctx context.Context, args []string) error {
 // asked to leave, telling systemd when it is ready.
 func runNode(ctx context.Context, cfg mesh.Config) error {
 	log := newLogger(cfg.LogLevel)
+	mesh.TuneRuntimeForDaemon()
 	n, err := mesh.New(cfg, log)
 	if err != nil {
 		return err

@@ -58,6 +58,7 @@ func runProfNode(args []string) error {
 		cfg.BootstrapExpect = *expect
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	mesh.TuneRuntimeForDaemon() // as meshnode up does, so the heap profile is the daemon's
 	n, err := mesh.New(cfg, log)
 	if err != nil {
 		return err

@@ -87,6 +87,8 @@ func runUnderlayServer(args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// The same Go runtime settings as the daemon it is compared with.
+	mesh.TuneRuntimeForDaemon()
 	srv, err := natsnode.New(natsnode.Config{
 		ServerName: me.Ticket.Name, StoreDir: *store,
 		Host: host, ClientPort: *clientPort,
