@@ -233,6 +233,11 @@ func wgThroughput(ctx context.Context, s *settings, r *Report) error {
 		return fmt.Errorf("no --wg-throughput script")
 	}
 	cmd := exec.CommandContext(ctx, s.wgThroughput)
+	// On Ctrl-C, SIGTERM (not the default SIGKILL) so the script's EXIT
+	// trap stops its daemons and deletes its namespaces; a killed script
+	// orphans them, and they hold its stderr open, so this would never end.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	cmd.Env = append(os.Environ(), fmt.Sprintf("RUNS=%d", s.runs), fmt.Sprintf("DURATION=%d", s.duration))
 	cmd.Stdout = os.Stderr
 	pr, err := cmd.StderrPipe()
