@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,7 +148,8 @@ func TestApplianceJoinsMesh(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 	state := t.TempDir()
-	node := []string{"--state", state, "--iface", netns.Unique("mnadm"), "--enroll-addr", "127.0.0.1:51821",
+	iface := netns.Unique("mnadm")
+	node := []string{"--state", state, "--iface", iface, "--enroll-addr", "127.0.0.1:51821",
 		// What the guest dials: slirp's name for the namespace's loopback.
 		"--endpoint", "10.0.2.2:51820", "--fast-timers"}
 	if out, err := ns.Run(bin, append([]string{"init", "--name", "admin", "--mesh", "vmtest", "--bootstrap-expect", "1"}, node...)...); err != nil {
@@ -163,9 +165,23 @@ func TestApplianceJoinsMesh(t *testing.T) {
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = up.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		_ = up.Process.Kill()
-		_ = up.Wait()
+		// SIGTERM first: the daemon removes its interface and UAPI socket
+		// (the socket directory is shared by every namespace on the host).
+		_ = up.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			t.Errorf("admin node did not stop within 15 s of SIGTERM; killing it")
+			_ = up.Process.Kill()
+			<-exited
+		}
+		if _, err := os.Stat("/var/run/wireguard/" + iface + ".sock"); err == nil {
+			t.Errorf("admin node left /var/run/wireguard/%s.sock behind", iface)
+			os.Remove("/var/run/wireguard/" + iface + ".sock")
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logf)
 			t.Logf("admin log:\n%s", tailLines(string(b), 40))
