@@ -58,7 +58,7 @@ type Server struct {
 	admitMu sync.Mutex // one admission at a time: names stay unique
 
 	chMu       sync.Mutex
-	challenges map[string]time.Time
+	challenges map[string]issuedChallenge
 
 	limMu    sync.Mutex
 	failures map[netip.Addr]*failures
@@ -67,16 +67,25 @@ type Server struct {
 	srv   *http.Server
 }
 
+// issuedChallenge is an outstanding challenge: who asked, until when.
+type issuedChallenge struct {
+	from    netip.Addr
+	expires time.Time
+}
+
 type failures struct {
 	n     int
 	first time.Time
 }
 
 const (
-	challengeTTL    = time.Minute
-	maxChallenges   = 1024
-	maxFailureTrack = 10000
-	maxTokenLength  = 200
+	challengeTTL  = time.Minute
+	maxChallenges = 1024
+	// One address may hold only a few outstanding challenges, so a single
+	// caller cannot take every slot and lock out honest members.
+	maxChallengesPerAddr = 16
+	maxFailureTrack      = 10000
+	maxTokenLength       = 200
 )
 
 // NewServer prepares the enrollment endpoint.
@@ -114,7 +123,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log:        cfg.Logger.With("component", "enroll"),
 		d:          cfg.Discovery,
 		tls:        identity.ServerTLS(cert, m.Trust),
-		challenges: map[string]time.Time{},
+		challenges: map[string]issuedChallenge{},
 		failures:   map[netip.Addr]*failures{},
 	}, nil
 }
@@ -191,7 +200,7 @@ func (s *Server) Handler() http.Handler {
 		case r.URL.Path == "/v1/hello" && r.Method == http.MethodPost:
 			out, aerr = s.hello(w, r, now)
 		case r.URL.Path == "/v1/challenge" && r.Method == http.MethodGet:
-			out, aerr = s.challenge(now)
+			out, aerr = s.challenge(from, now)
 		case r.URL.Path == "/v1/join" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/challenge":
 			aerr = fail(http.StatusMethodNotAllowed, CodeMethod, "%s is not allowed on %s", r.Method, r.URL.Path)
 		default:
@@ -427,24 +436,29 @@ func (s *Server) records(except identity.NodePublic) []record {
 	return out
 }
 
-func (s *Server) challenge(now time.Time) (any, *apiError) {
+func (s *Server) challenge(from netip.Addr, now time.Time) (any, *apiError) {
 	ch := make([]byte, challengeSize)
 	if _, err := rand.Read(ch); err != nil {
 		return nil, fail(http.StatusInternalServerError, CodeInternalError, "challenge: %v", err)
 	}
 	s.chMu.Lock()
 	defer s.chMu.Unlock()
-	if len(s.challenges) >= maxChallenges {
-		for k, exp := range s.challenges {
-			if now.After(exp) {
-				delete(s.challenges, k)
-			}
-		}
-		if len(s.challenges) >= maxChallenges {
-			return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "too many outstanding challenges")
+	mine := 0
+	for k, c := range s.challenges {
+		switch {
+		case now.After(c.expires):
+			delete(s.challenges, k)
+		case c.from == from:
+			mine++
 		}
 	}
-	s.challenges[string(ch)] = now.Add(challengeTTL)
+	if mine >= maxChallengesPerAddr {
+		return nil, fail(http.StatusTooManyRequests, CodeRateLimited, "%s holds %d unused challenges; use or let them expire (%s)", from, mine, challengeTTL)
+	}
+	if len(s.challenges) >= maxChallenges {
+		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "too many outstanding challenges")
+	}
+	s.challenges[string(ch)] = issuedChallenge{from: from, expires: now.Add(challengeTTL)}
 	return challengeResponse{Challenge: ch}, nil
 }
 
@@ -452,9 +466,9 @@ func (s *Server) challenge(now time.Time) (any, *apiError) {
 func (s *Server) takeChallenge(ch []byte, now time.Time) bool {
 	s.chMu.Lock()
 	defer s.chMu.Unlock()
-	exp, ok := s.challenges[string(ch)]
+	c, ok := s.challenges[string(ch)]
 	delete(s.challenges, string(ch))
-	return ok && !now.After(exp)
+	return ok && !now.After(c.expires)
 }
 
 func decodeHelloRequest(b []byte) (*helloRequest, *identity.Ticket, *apiError) {

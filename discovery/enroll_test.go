@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -509,5 +510,36 @@ func TestPeerAddr(t *testing.T) {
 		if got := peerAddr(in); got != want {
 			t.Errorf("peerAddr(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestChallengesPerAddress: one address cannot hold every challenge slot.
+func TestChallengesPerAddress(t *testing.T) {
+	f := newEnrollFixture(t, true, 1000)
+	h := f.srv.Handler()
+	get := func(from string) (int, errorResponse) {
+		r := httptest.NewRequest(http.MethodGet, "/v1/challenge", nil)
+		r.RemoteAddr = from
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var e errorResponse
+		if w.Code != http.StatusOK {
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+				t.Fatalf("error body %q: %v", w.Body.String(), err)
+			}
+		}
+		return w.Code, e
+	}
+	for i := range maxChallengesPerAddr {
+		if code, e := get("192.0.2.1:40000"); code != http.StatusOK {
+			t.Fatalf("challenge %d: %d %+v", i+1, code, e)
+		}
+	}
+	code, e := get("192.0.2.1:40001")
+	if code != http.StatusTooManyRequests || e.Code != CodeRateLimited || !strings.Contains(e.Error, "192.0.2.1") {
+		t.Fatalf("challenge %d from one address: %d %+v, want 429 %s naming the address", maxChallengesPerAddr+1, code, e, CodeRateLimited)
+	}
+	if code, e := get("192.0.2.2:40000"); code != http.StatusOK {
+		t.Fatalf("another address refused: %d %+v", code, e)
 	}
 }
