@@ -97,9 +97,24 @@ func LoadNodeCert(path string, trust *Trust, now time.Time) (*NodeCert, error) {
 
 // Node is the identity key the certificate certifies.
 func (nc *NodeCert) Node() NodePublic {
-	var k NodePublic
-	copy(k[:], nc.Cert.PublicKey.(ed25519.PublicKey))
+	k, _ := CertNode(nc.Cert)
 	return k
+}
+
+// CertNode is the identity key an x509 certificate certifies, for a
+// certificate a TLS peer presented; false for nil or a key that is not
+// Ed25519.
+func CertNode(c *x509.Certificate) (NodePublic, bool) {
+	var k NodePublic
+	if c == nil {
+		return k, false
+	}
+	pub, ok := c.PublicKey.(ed25519.PublicKey)
+	if !ok || len(pub) != len(k) {
+		return k, false
+	}
+	copy(k[:], pub)
+	return k, true
 }
 
 // TLSCertificate pairs the node certificate with the identity key. It fails

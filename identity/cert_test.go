@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -101,6 +102,15 @@ func TestNodeCertContents(t *testing.T) {
 	}
 	if c.IsCA {
 		t.Errorf("node certificate is a CA")
+	}
+	if k, ok := CertNode(c); !ok || k != n.id.Public() || n.cert.Node() != k {
+		t.Errorf("CertNode = %s, %v; want %s", k.ShortString(), ok, n.id.Public().ShortString())
+	}
+	if _, ok := CertNode(nil); ok {
+		t.Errorf("CertNode(nil) succeeded")
+	}
+	if _, ok := CertNode(&x509.Certificate{PublicKey: &ecdsa.PublicKey{}}); ok {
+		t.Errorf("CertNode of an ECDSA certificate succeeded")
 	}
 	if got := c.NotAfter.Sub(t0); got != NodeCertValidity {
 		t.Errorf("certificate valid for %s, want %s", got, NodeCertValidity)

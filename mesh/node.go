@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -310,16 +311,28 @@ func (n *Node) authorizeClient(k identity.NodePublic) bool {
 	return false
 }
 
-// allowRoute accepts inbound NATS routes only from the overlay address of a
-// live member.
-func (n *Node) allowRoute(remote netip.Addr) bool {
-	remote = remote.Unmap()
-	if remote == n.member.Ticket.Addr {
-		return true
+// allowRoute accepts an inbound NATS route only from the overlay address
+// of this node or a live member, presenting a certificate for that same
+// member's identity.
+func (n *Node) allowRoute(remote netip.Addr, cert *x509.Certificate) bool {
+	self := discovery.Member{Name: n.member.Ticket.Name, Node: n.member.ID.Public(), Addr: n.member.Ticket.Addr, State: discovery.StateAlive}
+	return routeFrom(remote, cert, append(n.members(), self))
+}
+
+// routeFrom reports whether a route from remote presenting cert (verified
+// against the mesh CA) comes from an alive member. WireGuard vouches for
+// the source address and the certificate for the identity key; both must
+// name the same member, so one member's certificate cannot carry a route
+// from another member's address.
+func routeFrom(remote netip.Addr, cert *x509.Certificate, members []discovery.Member) bool {
+	node, ok := identity.CertNode(cert)
+	if !ok {
+		return false
 	}
-	for _, m := range n.natsMembers() {
-		if m.Addr == remote {
-			return true
+	remote = remote.Unmap()
+	for _, m := range members {
+		if m.State == discovery.StateAlive && m.Addr == remote {
+			return m.Node == node
 		}
 	}
 	return false

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"net"
@@ -219,20 +220,30 @@ func (a *routeAuth) Check(c server.ClientAuthentication) bool {
 			return false
 		}
 	}
+	var cert *x509.Certificate
 	if cfg.RouteTLS != nil {
 		// Belt and braces: TLS already required a verified certificate.
-		if st := c.GetTLSConnectionState(); st == nil || len(st.VerifiedChains) == 0 {
+		st := c.GetTLSConnectionState()
+		if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
 			a.s.routeRefused.Add(1)
 			a.s.log.Warn("nats route refused: no verified certificate", "remote", remote)
 			return false
 		}
+		cert = st.VerifiedChains[0][0]
 	}
-	if !remote.IsValid() || !cfg.AllowRoute(remote) {
+	if !remote.IsValid() || !cfg.AllowRoute(remote, cert) {
 		a.s.routeRefused.Add(1)
-		a.s.log.Warn("nats route refused: not a member address", "remote", remote)
+		a.s.log.Warn("nats route refused: not a member address, or the certificate names another node", "remote", remote, "cert", certName(cert))
 		return false
 	}
 	return true
+}
+
+func certName(c *x509.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	return c.Subject.CommonName
 }
 
 func isInProcess(a net.Addr) bool { return a != nil && a.Network() == "pipe" }

@@ -3,6 +3,7 @@ package natsnode
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"net"
 	"net/netip"
@@ -36,7 +37,11 @@ func TestRouteAuthLayers(t *testing.T) {
 	cfg.Cluster.RouteSecret = "right"
 	cfg.Logger = slogTo(&logBuf{})
 	v4 := netip.MustParseAddr("10.0.0.1")
-	cfg.Cluster.AllowRoute = func(a netip.Addr) bool { return a == member || a == v4 }
+	var seen *x509.Certificate // what the last AllowRoute call was given
+	cfg.Cluster.AllowRoute = func(a netip.Addr, c *x509.Certificate) bool {
+		seen = c
+		return a == member || a == v4
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +55,8 @@ func TestRouteAuthLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verified := &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{}}}
+	leaf := &x509.Certificate{Subject: pkix.Name{CommonName: "peer"}}
+	verified := &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf}}}
 	addr := func(a netip.Addr) net.Addr { return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 40000)) }
 	cases := []struct {
 		name string
@@ -68,12 +74,23 @@ func TestRouteAuthLayers(t *testing.T) {
 		{"not a route", s, fakeConn{kind: server.CLIENT, opts: server.ClientOpts{Username: RouteUser, Password: "right"}, remote: addr(member)}, false},
 		{"TLS verified", withTLS, fakeConn{kind: server.ROUTER, opts: server.ClientOpts{Username: RouteUser, Password: "right"}, remote: addr(member), tls: verified}, true},
 		{"TLS without verified chain", withTLS, fakeConn{kind: server.ROUTER, opts: server.ClientOpts{Username: RouteUser, Password: "right"}, remote: addr(member), tls: &tls.ConnectionState{}}, false},
+		{"TLS with an empty chain", withTLS, fakeConn{kind: server.ROUTER, opts: server.ClientOpts{Username: RouteUser, Password: "right"}, remote: addr(member), tls: &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{}}}}, false},
 		{"TLS configured, plain connection", withTLS, fakeConn{kind: server.ROUTER, opts: server.ClientOpts{Username: RouteUser, Password: "right"}, remote: addr(member)}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			seen = nil
 			if got := tc.s.routeAuth.Check(&tc.conn); got != tc.want {
 				t.Fatalf("Check = %v, want %v", got, tc.want)
+			}
+			// AllowRoute sees the verified leaf, or nil without route TLS.
+			if wantCert := (*x509.Certificate)(nil); tc.want {
+				if tc.conn.tls != nil {
+					wantCert = leaf
+				}
+				if seen != wantCert {
+					t.Fatalf("AllowRoute got certificate %v, want %v", seen, wantCert)
+				}
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package natsnode
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -163,7 +164,7 @@ func TestRouteNonMemberRefused(t *testing.T) {
 	var mu sync.Mutex
 	allowed := false
 	a := baseConfig(t, "a", nil)
-	a.Cluster.AllowRoute = func(remote netip.Addr) bool {
+	a.Cluster.AllowRoute = func(remote netip.Addr, _ *x509.Certificate) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return allowed && remote == loopback
@@ -214,7 +215,7 @@ func TestRoutesAddedAndRemovedLive(t *testing.T) {
 	for i := range cfgs {
 		l := &live{}
 		lives[i] = l
-		cfgs[i].Cluster.AllowRoute = func(netip.Addr) bool {
+		cfgs[i].Cluster.AllowRoute = func(netip.Addr, *x509.Certificate) bool {
 			// Loopback tests cannot tell members apart by address: a node
 			// allows routes while it knows any other member.
 			l.mu.Lock()

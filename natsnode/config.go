@@ -2,6 +2,7 @@ package natsnode
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,9 +69,11 @@ type ClusterConfig struct {
 	// RouteTLS is mutual route TLS (identity.RouteTLS).
 	RouteTLS *tls.Config
 	// AllowRoute is asked for every inbound route connection with the
-	// remote address; true only for the overlay address of a current
-	// member. Required with a cluster.
-	AllowRoute func(remote netip.Addr) bool
+	// remote address and the certificate the route presented (verified
+	// against the mesh CA; nil without RouteTLS); true only for the overlay
+	// address of a current member whose identity the certificate names.
+	// Required with a cluster.
+	AllowRoute func(remote netip.Addr, cert *x509.Certificate) bool
 }
 
 // JetStreamConfig turns JetStream on with explicit limits (nats-server

@@ -2,6 +2,7 @@ package natsnode_test
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -20,7 +21,9 @@ func Example() {
 		overlay  netip.Addr         // its overlay address
 		secret   string             // the mesh route secret
 		isMember func(identity.NodePublic) bool
-		isAddr   func(netip.Addr) bool // overlay address of a current member
+		// isRoute: remote is a current member's overlay address and cert
+		// certifies that member's identity (identity.CertNode).
+		isRoute func(remote netip.Addr, cert *x509.Certificate) bool
 	)
 	cert, err := id.TLSCertificate(nodeCert)
 	if err != nil {
@@ -40,7 +43,7 @@ func Example() {
 			Advertise:   netip.AddrPortFrom(overlay, 6222).String(),
 			RouteSecret: secret,
 			RouteTLS:    identity.RouteTLS(cert, trust),
-			AllowRoute:  isAddr,
+			AllowRoute:  isRoute,
 		},
 		JetStream: natsnode.JetStreamConfig{Enabled: true, MaxMemory: 256 << 20, MaxStore: 8 << 30, BootstrapExpect: 3},
 		Logger:    slog.Default(),

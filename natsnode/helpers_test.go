@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -127,7 +128,7 @@ func (k *keySet) has(n identity.NodePublic) bool {
 	return k.keys[n]
 }
 
-func allowAllRoutes(netip.Addr) bool { return true }
+func allowAllRoutes(netip.Addr, *x509.Certificate) bool { return true }
 
 // testNode is one started server in a test cluster.
 type testNode struct {

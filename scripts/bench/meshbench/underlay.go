@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -55,7 +56,7 @@ func runUnderlayServer(args []string) error {
 		return err
 	}
 	keys := map[identity.NodePublic]bool{}
-	addrs := map[netip.Addr]bool{}
+	addrs := map[netip.Addr]identity.NodePublic{} // underlay address → who routes from it
 	var members []natsnode.Member
 	var host string
 	for _, n := range nodes {
@@ -72,7 +73,7 @@ func runUnderlayServer(args []string) error {
 			return err
 		}
 		keys[m.ID.Public()] = true
-		addrs[a] = true
+		addrs[a] = m.ID.Public()
 		if m.ID.Public() == me.ID.Public() {
 			host = ip
 			continue
@@ -100,7 +101,12 @@ func runUnderlayServer(args []string) error {
 			Name: me.Trust.Mesh + "-underlay", Host: host, Port: *routePort,
 			Advertise:   net.JoinHostPort(host, strconv.Itoa(*routePort)),
 			RouteSecret: me.RouteSecret, RouteTLS: identity.RouteTLS(tlsCert, me.Trust),
-			AllowRoute: func(a netip.Addr) bool { return addrs[a.Unmap()] },
+			// As mesh.Node: the address and the certificate name one node.
+			AllowRoute: func(a netip.Addr, c *x509.Certificate) bool {
+				want, ok := addrs[a.Unmap()]
+				got, certOK := identity.CertNode(c)
+				return ok && certOK && got == want
+			},
 		},
 		JetStream: natsnode.JetStreamConfig{
 			Enabled: true, MaxMemory: cfg.JetStreamMaxMemory, MaxStore: cfg.JetStreamMaxStore,
