@@ -26,10 +26,11 @@
 //     identity is no longer authorized; the caller calls it on each
 //     membership change and a ticker calls it every RecheckInterval.
 //   - Config.Cluster.AllowRoute is asked for every inbound route
-//     connection with the remote address, and again for every accepted
-//     route on each route reload, so a member that leaves loses its routes
-//     at the next membership change (as well as when the caller removes its
-//     WireGuard peer).
+//     connection with the remote address and the verified certificate the
+//     route presented (mesh.Node wants both to name the same live member),
+//     and again for every accepted route on each route reload, so a
+//     member that leaves loses its routes at the next membership change
+//     (as well as when the caller removes its WireGuard peer).
 //   - RemovePeer(name) takes a server out of the JetStream meta group.
 //   - ConnectInProcess, ClientURL, Ready, Routes, Status and Shutdown serve
 //     the node.
