@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -217,10 +218,17 @@ func boot(t *testing.T, img string) *vm {
 // saves most of a TCG boot; PID 1 still works on the disk image.
 func bootDirect(t *testing.T, im *image, img string, args ...string) *vm {
 	t.Helper()
-	return startVM(t, img, []string{
+	return bootDirectQemu(t, im, img, nil, args...)
+}
+
+// bootDirectQemu is bootDirect with extra qemu arguments; a "-netdev" for
+// id n0 among them replaces the default user-mode network.
+func bootDirectQemu(t *testing.T, im *image, img string, qemu []string, args ...string) *vm {
+	t.Helper()
+	return startVM(t, img, append([]string{
 		"-kernel", filepath.Join(im.dir, "vmlinuz"), "-initrd", filepath.Join(im.dir, "initrd.img"),
 		"-append", strings.Join(append([]string{im.man.Cmdline, "meshnode.slot=a"}, args...), " "),
-	})
+	}, qemu...))
 }
 
 func startVM(t *testing.T, img string, extra []string) *vm {
@@ -234,7 +242,7 @@ func startVMIn(t *testing.T, ns *netns.NS, img string, extra []string) *vm {
 		"-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-drive", "if=virtio,format=raw,file=" + img,
-		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+		"-device", "virtio-net-pci,netdev=n0",
 		// Entropy: without it (and without RDRAND, which TCG's default CPU
 		// lacks) the kernel's CRNG can take long to seed and getrandom blocks.
 		"-device", "virtio-rng-pci",
@@ -251,6 +259,9 @@ func startVMIn(t *testing.T, ns *netns.NS, img string, extra []string) *vm {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	if !slices.Contains(extra, "-netdev") {
+		args = append(args, "-netdev", "user,id=n0")
 	}
 	args = append(args, extra...)
 	cmd := ns.Command("qemu-system-x86_64", args...)
@@ -460,6 +471,27 @@ func TestApplianceStaticNetwork(t *testing.T) {
 	v.expect(`^meshnode: init: network eth0 10\.0\.2\.77/24 gateway 10\.0\.2\.2 dns 10\.0\.2\.3 \(static\)`, bootDeadline)
 	v.expect(`^meshnode: ready name=edge-test overlay=stub-`, time.Minute)
 	v.absent(`DHCP on|^meshnode: (fatal|config error)`)
+}
+
+// TestApplianceDHCPFallsBackToStatic: on a network without a DHCP server
+// (the NIC sits alone on an emulated hub) the static address from
+// config.toml is used once DHCP gives up, and the node still starts.
+func TestApplianceDHCPFallsBackToStatic(t *testing.T) {
+	requireImageTools(t)
+	im := testImage(t)
+	img := copyImage(t, im)
+	cfg, err := config.Encode(config.Config{Name: "edge-test", Join: "10.0.2.2:51821", Token: "tok-fallback",
+		Network: config.Network{Address: "10.0.2.77/24", Gateway: "10.0.2.2", DNS: []string{"10.0.2.3"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeESP(t, img, config.Path, cfg)
+	v := bootDirectQemu(t, im, img, []string{"-netdev", "hubport,id=n0,hubid=0"})
+	v.expect(`^meshnode: init: network: DHCP on eth0 `, bootDeadline)
+	v.expect(`^meshnode: init: network: DHCP on eth0: `, time.Minute)
+	v.expect(`^meshnode: init: network eth0 10\.0\.2\.77/24 gateway 10\.0\.2\.2 dns 10\.0\.2\.3 \(static\)`, time.Minute)
+	v.expect(`^meshnode: ready name=edge-test overlay=stub-`, time.Minute)
+	v.absent(`^meshnode: (fatal|config error)`)
 }
 
 // TestApplianceBadConfig: garbage in config.toml must give a clear console
