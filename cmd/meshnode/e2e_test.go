@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/scripts/meshlab"
-	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
 
 // meshnodeBin is the binary the end-to-end tests run, built once by
@@ -42,9 +42,9 @@ func TestMain(m *testing.M) {
 // and whose node logs are printed when it fails.
 func newLab(t *testing.T) *meshlab.Lab {
 	t.Helper()
-	netns.RequireRoot(t)
-	netns.RequireTool(t, "wg")
-	netns.RequireTool(t, "ping")
+	netnstest.RequireRoot(t)
+	netnstest.RequireTool(t, "wg")
+	netnstest.RequireTool(t, "ping")
 	lab, err := meshlab.New(meshnodeBin, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
