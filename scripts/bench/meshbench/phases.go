@@ -215,7 +215,7 @@ func startWGPair(ctx context.Context, l *benchLab, keyDir string, pubs [2]string
 	peersIP := []string{l.Nodes[1].IP, l.Nodes[0].IP}
 	for i := range 2 {
 		args := append(append([]string{}, cmd[1:]...), p.ifaces[i])
-		c, _, err := l.startProc(i, cmd[0], args...)
+		c, _, err := l.Nodes[i].Spawn(cmd[0], args...)
 		if err != nil {
 			return nil, err
 		}
@@ -294,10 +294,10 @@ func labThroughput(ctx context.Context, s *settings, r *Report, l *benchLab) err
 		return err
 	}
 	bareA := bare.ifaces[0]
-	if _, _, err := l.startProc(1, "iperf3", "-s"); err != nil {
+	if _, _, err := l.Nodes[1].Spawn("iperf3", "-s"); err != nil {
 		return err
 	}
-	bareDst, overlayDst, underDst := bare.dst, l.addrs[1], b.IP
+	bareDst, overlayDst, underDst := bare.dst, l.Nodes[1].Addr, b.IP
 	for _, d := range []string{overlayDst} {
 		if err := waitFor(ctx, 20*time.Second, "ping "+d, func() bool {
 			return a.NS.Command("ping", "-6", "-c1", "-W1", d).Run() == nil
@@ -398,7 +398,7 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 		}
 		args := append([]string{"underlay-nats", "--self", n.State, "--store", store,
 			"--client-port", strconv.Itoa(clientPort), "--route-port", strconv.Itoa(routePort)}, nodeArgs...)
-		c, lp, err := l.startProc(i, s.self, args...)
+		c, lp, err := l.Nodes[i].Spawn(s.self, args...)
 		if err != nil {
 			return err
 		}
@@ -416,9 +416,9 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 	}
 	end := func(i int, overlay bool) natsEnd {
 		n := l.Nodes[i]
-		e := natsEnd{ns: n.NS.Name, serverName: l.addrs[i], state: identity.StateDir(n.State)}
+		e := natsEnd{ns: n.NS.Name, serverName: n.Addr, state: identity.StateDir(n.State)}
 		if overlay {
-			e.url = fmt.Sprintf("tls://[%s]:4222", l.addrs[i])
+			e.url = fmt.Sprintf("tls://[%s]:4222", n.Addr)
 		} else {
 			e.url = fmt.Sprintf("tls://%s:%d", n.IP, clientPort)
 		}
@@ -703,9 +703,9 @@ func tuneThroughput(ctx context.Context, s *settings, r *Report, l *benchLab, ba
 		}
 		var bw, ov []float64
 		for i := 0; i < s.runs; i++ {
-			order := []string{bareDst, l.addrs[1]}
+			order := []string{bareDst, l.Nodes[1].Addr}
 			if i%2 == 1 {
-				order = []string{l.addrs[1], bareDst}
+				order = []string{l.Nodes[1].Addr, bareDst}
 			}
 			for _, d := range order {
 				x, err := iperf(ctx, l, 0, d, s.duration)
