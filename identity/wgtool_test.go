@@ -8,14 +8,14 @@ import (
 	"testing"
 
 	"github.com/meshnode/meshnode/identity"
-	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
 
 // TestWireGuardPubkeyTool feeds the derived private key to the real
 // `wg pubkey` and checks it prints our public key: what the kernel and
 // wireguard-go will compute from the key we configure.
 func TestWireGuardPubkeyTool(t *testing.T) {
-	wg := netns.RequireTool(t, "wg")
+	wg := netnstest.RequireTool(t, "wg")
 	var seeds []identity.Seed
 	var counting identity.Seed
 	for i := range counting {

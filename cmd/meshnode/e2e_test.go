@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/scripts/meshlab"
-	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
 
 // meshnodeBin is the binary the end-to-end tests run, built once by
-// TestMain from this package.
+// TestMain (meshlab.Build: the same static build the demo runs).
 var meshnodeBin string
 
 func TestMain(m *testing.M) {
@@ -26,11 +26,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	meshnodeBin = filepath.Join(dir, "meshnode")
-	build := exec.Command("go", "build", "-o", meshnodeBin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build meshnode: %v\n%s", err, out)
+	meshnodeBin, err = meshlab.Build(context.Background(), dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -42,9 +40,9 @@ func TestMain(m *testing.M) {
 // and whose node logs are printed when it fails.
 func newLab(t *testing.T) *meshlab.Lab {
 	t.Helper()
-	netns.RequireRoot(t)
-	netns.RequireTool(t, "wg")
-	netns.RequireTool(t, "ping")
+	netnstest.RequireRoot(t)
+	netnstest.RequireTool(t, "wg")
+	netnstest.RequireTool(t, "ping")
 	lab, err := meshlab.New(meshnodeBin, t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/config"
 	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
 
 // meshnodeBin returns the static meshnode binary that productImage put in
@@ -72,7 +73,7 @@ func TestImageConfigureCLI(t *testing.T) {
 // configureLoopDevice attaches img to a loop device and configures it with
 // --disk, the way an operator configures a flashed USB stick.
 func configureLoopDevice(t *testing.T, bin, img string) {
-	losetup := netns.RequireTool(t, "losetup")
+	losetup := netnstest.RequireTool(t, "losetup")
 	out, err := exec.Command(losetup, "--find", "--show", img).CombinedOutput()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -143,7 +144,7 @@ func TestApplianceJoinsMesh(t *testing.T) {
 	requireImageTools(t)
 	im := productImage(t)
 	bin := meshnodeBin(t, im)
-	ns := netns.New(t, "join")
+	ns := netnstest.New(t, "join")
 	if out, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}

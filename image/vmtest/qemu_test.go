@@ -19,6 +19,7 @@ import (
 	"github.com/meshnode/meshnode/image/config"
 	"github.com/meshnode/meshnode/image/disk"
 	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
 
 // OVMF firmware from Debian's ovmf package.
@@ -35,9 +36,9 @@ const bootDeadline = 3 * time.Minute
 // the builder's or qemu's packages are missing.
 func requireImageTools(t *testing.T) {
 	t.Helper()
-	netns.RequireRoot(t)
+	netnstest.RequireRoot(t)
 	for _, tool := range []string{"qemu-system-x86_64", "apt-get", "apt-cache", "dpkg-deb", "dpkg-query"} {
-		netns.RequireTool(t, tool)
+		netnstest.RequireTool(t, tool)
 	}
 	for _, f := range []string{ovmfCode, ovmfVars, build.SystemdBootEFI} {
 		if _, err := os.Stat(f); err != nil {
@@ -233,7 +234,7 @@ func bootDirectQemu(t *testing.T, im *image, img string, qemu []string, args ...
 
 func startVM(t *testing.T, img string, extra []string) *vm {
 	t.Helper()
-	return startVMIn(t, netns.New(t, "img"), img, extra)
+	return startVMIn(t, netnstest.New(t, "img"), img, extra)
 }
 
 func startVMIn(t *testing.T, ns *netns.NS, img string, extra []string) *vm {
@@ -437,7 +438,7 @@ func TestApplianceBoot(t *testing.T) {
 // driver built in, no modules to load) boots the same initramfs to ready.
 func TestApplianceGokrazyKernel(t *testing.T) {
 	requireImageTools(t)
-	netns.RequireTool(t, "go")
+	netnstest.RequireTool(t, "go")
 	im := builtImage(t, "./stubinit", "gokrazy")
 	if len(im.man.Modules) != 0 || im.man.Kernel.Source != "gokrazy" {
 		t.Fatalf("gokrazy image: source %s, %d modules", im.man.Kernel.Source, len(im.man.Modules))

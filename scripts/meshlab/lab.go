@@ -1,7 +1,8 @@
 // Package meshlab runs meshes of real meshnode processes, one per network
-// namespace on one bridge: the harness behind `meshnode demo`, the
-// end-to-end tests and the benchmarks. It builds on scripts/netns, which
-// stays free of product code.
+// namespace on one bridge: the one harness behind the demo (scripts/demo),
+// the end-to-end tests (cmd/meshnode) and the benchmarks
+// (scripts/bench/meshbench). It builds on scripts/netns, which stays free
+// of product code. The meshnode binary never links it.
 package meshlab
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,9 +24,8 @@ import (
 )
 
 // Lab is a mesh of real meshnode processes, one per network namespace, all
-// on one bridge: the harness behind `meshnode demo` and the end-to-end
-// tests. Every namespace, interface and process it starts is removed by
-// Close, processes by PID.
+// on one bridge. Every namespace, interface and process it starts (nodes
+// and helpers) is removed by Close, processes by PID.
 type Lab struct {
 	Bin    string // the meshnode binary
 	Dir    string // state directories and logs live below it
@@ -32,6 +33,9 @@ type Lab struct {
 	Nodes  []*Node
 	// Fast makes nodes use short gossip timers.
 	Fast bool
+
+	mu      sync.Mutex
+	helpers []*helper // see Node.Spawn
 }
 
 // Node is one box of the lab.
@@ -43,8 +47,12 @@ type Node struct {
 	Iface string // WireGuard interface (unique on the host)
 	State string // state directory
 	Log   string // the node's log file
-	cmd   *exec.Cmd
-	done  chan error
+	// Addr is the node's overlay address, recorded by Status once the
+	// daemon has answered (WaitUp, WaitComplete). It derives from the
+	// node's identity, so it never changes.
+	Addr string
+	cmd  *exec.Cmd
+	done chan error
 }
 
 // New creates the bridge. bin is the meshnode binary to run.
@@ -75,9 +83,10 @@ func (l *Lab) AddNode(name string) (*Node, error) {
 	return n, nil
 }
 
-// Close stops every node (SIGKILL by PID if SIGTERM is not enough) and
-// removes every namespace.
+// Close stops every helper and every node (SIGKILL by PID if SIGINT or
+// SIGTERM is not enough) and removes every namespace.
 func (l *Lab) Close() {
+	l.stopHelpers()
 	for _, n := range l.Nodes {
 		n.Stop(3 * time.Second)
 		n.NS.Delete()
@@ -137,23 +146,13 @@ func (n *Node) start(args []string) error {
 	if n.cmd != nil {
 		return fmt.Errorf("%s: already running (pid %d)", n.Name, n.cmd.Process.Pid)
 	}
-	if err := os.MkdirAll(n.lab.Dir, 0o700); err != nil {
-		return err
-	}
-	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// ip netns exec execs the binary, so the PID is meshnode's own.
+	cmd := n.NS.Command(n.lab.Bin, args...)
+	done, err := n.lab.startLogged(cmd, n.Log, "=== meshnode "+strings.Join(args, " ")+"\n")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logf, "=== meshnode %s\n", strings.Join(args, " "))
-	// ip netns exec execs the binary, so the PID is meshnode's own.
-	cmd := n.NS.Command(n.lab.Bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	n.cmd, n.done = cmd, make(chan error, 1)
-	go func() { n.done <- cmd.Wait(); logf.Close() }()
+	n.cmd, n.done = cmd, done
 	return nil
 }
 
@@ -229,6 +228,9 @@ func (n *Node) Status() (*mesh.Status, error) {
 		}
 		return nil, fmt.Errorf("%s: status: %w", n.Name, err)
 	}
+	if st.Addr != "" {
+		n.Addr = st.Addr
+	}
 	return &st, nil
 }
 
@@ -277,6 +279,16 @@ func (l *Lab) WaitComplete(ctx context.Context) error {
 	}
 }
 
+// Tails returns the last lines of every node's log, each under a header
+// naming the node, for failure messages.
+func (l *Lab) Tails(lines int) string {
+	var b strings.Builder
+	for _, n := range l.Nodes {
+		fmt.Fprintf(&b, "--- %s log tail:\n%s\n", n.Name, n.Tail(lines))
+	}
+	return b.String()
+}
+
 // Tail returns the last n lines of the node's log, for failure messages.
 func (n *Node) Tail(lines int) string {
 	b, _ := os.ReadFile(n.Log)
@@ -310,21 +322,40 @@ func (n *Node) Invite(extra ...string) (string, error) {
 	return strings.TrimSpace(out), err
 }
 
-// StartMesh creates one node per name: the first inits the mesh and runs
-// `up`, every other joins it with a fresh token. It returns once every
-// daemon answers (not once the mesh is complete: see WaitComplete).
+// StartMesh creates one node per name and starts the mesh (see Launch). It
+// returns once every daemon answers (not once the mesh is complete: see
+// WaitComplete).
 func (l *Lab) StartMesh(ctx context.Context, meshName string, names []string) error {
+	if err := l.Launch(ctx, meshName, names, nil); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes[1:] {
+		if err := n.WaitUp(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Launch creates one node per name and starts the mesh the way an operator
+// does: the first node inits it (bootstrap_expect min(len(names), 3)) and
+// runs `up`; once it answers, a token is minted for every other node and
+// their `meshnode join`s are started back to back, so a time-to-mesh
+// measurement sees every joiner at once. joined, when not nil, is called
+// right after each join has started, with the time it was started. Launch
+// does not wait for the joiners: see WaitUp and WaitComplete.
+func (l *Lab) Launch(ctx context.Context, meshName string, names []string, joined func(n *Node, started time.Time)) error {
 	if len(names) == 0 {
 		return errors.New("no nodes")
 	}
-	expect := min(len(names), 3)
+	expect := fmt.Sprint(min(len(names), 3))
 	for _, name := range names {
 		if _, err := l.AddNode(name); err != nil {
 			return err
 		}
 	}
 	first := l.Nodes[0]
-	if err := first.Init(meshName, "--bootstrap-expect", fmt.Sprint(expect)); err != nil {
+	if err := first.Init(meshName, "--bootstrap-expect", expect); err != nil {
 		return err
 	}
 	if err := first.Up(); err != nil {
@@ -333,18 +364,21 @@ func (l *Lab) StartMesh(ctx context.Context, meshName string, names []string) er
 	if err := first.WaitUp(ctx); err != nil {
 		return err
 	}
-	for _, n := range l.Nodes[1:] {
-		tok, err := first.Invite()
-		if err != nil {
-			return err
-		}
-		if err := n.Join(first, tok, "--bootstrap-expect", fmt.Sprint(expect)); err != nil {
+	joiners := l.Nodes[1:]
+	tokens := make([]string, len(joiners))
+	for i := range joiners {
+		var err error
+		if tokens[i], err = first.Invite(); err != nil {
 			return err
 		}
 	}
-	for _, n := range l.Nodes[1:] {
-		if err := n.WaitUp(ctx); err != nil {
+	for i, n := range joiners {
+		started := time.Now()
+		if err := n.Join(first, tokens[i], "--bootstrap-expect", expect); err != nil {
 			return err
+		}
+		if joined != nil {
+			joined(n, started)
 		}
 	}
 	return nil

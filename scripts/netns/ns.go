@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 )
 
 var seq atomic.Int64
@@ -37,18 +36,6 @@ func Create(prefix string) (*NS, error) {
 	return ns, nil
 }
 
-// New creates a namespace with loopback up and removes it (and every process
-// still running in it) when the test ends.
-func New(t testing.TB, prefix string) *NS {
-	t.Helper()
-	ns, err := Create(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Delete)
-	return ns
-}
-
 // Delete kills any process left in the namespace and removes it.
 func (ns *NS) Delete() {
 	if out, err := Run("ip", "netns", "pids", ns.Name); err == nil {
@@ -69,10 +56,10 @@ func (ns *NS) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
 }
 
-// Veth joins two namespaces with a veth pair and assigns the given CIDR
-// addresses (e.g. "10.99.0.1/24"). It returns the interface names.
-func Veth(t testing.TB, a *NS, addrA string, b *NS, addrB string) (string, string) {
-	t.Helper()
+// CreateVeth joins two namespaces with a veth pair and assigns the given
+// CIDR addresses (e.g. "10.99.0.1/24"). It returns the interface names; the
+// pair goes away with either namespace.
+func CreateVeth(a *NS, addrA string, b *NS, addrB string) (string, string, error) {
 	ia, ib := Unique("va"), Unique("vb")
 	steps := [][]string{
 		{"ip", "link", "add", ia, "type", "veth", "peer", "name", ib},
@@ -85,10 +72,10 @@ func Veth(t testing.TB, a *NS, addrA string, b *NS, addrB string) (string, strin
 	}
 	for _, s := range steps {
 		if _, err := Run(s[0], s[1:]...); err != nil {
-			t.Fatal(err)
+			return "", "", err
 		}
 	}
-	return ia, ib
+	return ia, ib, nil
 }
 
 // Bridge is a namespace holding a bridge that other namespaces attach to,
@@ -119,17 +106,6 @@ func CreateBridge() (*Bridge, error) {
 	return br, nil
 }
 
-// NewBridge is CreateBridge, removed when the test ends.
-func NewBridge(t testing.TB) *Bridge {
-	t.Helper()
-	br, err := CreateBridge()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(br.Delete)
-	return br
-}
-
 // Delete removes the switch namespace (and with it every bridge port).
 func (br *Bridge) Delete() { br.NS.Delete() }
 
@@ -155,12 +131,4 @@ func (br *Bridge) Connect(ns *NS, ifname, cidr string) error {
 		}
 	}
 	return nil
-}
-
-// Attach is Connect that fails the test on error.
-func (br *Bridge) Attach(t testing.TB, ns *NS, ifname, cidr string) {
-	t.Helper()
-	if err := br.Connect(ns, ifname, cidr); err != nil {
-		t.Fatal(err)
-	}
 }

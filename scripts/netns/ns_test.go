@@ -5,16 +5,17 @@ import (
 	"testing"
 
 	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
 
 // Two namespaces on one bridge reach each other, and nothing is left behind.
 func TestBridgePing(t *testing.T) {
-	netns.RequireRoot(t)
-	netns.RequireTool(t, "ping")
-	br := netns.NewBridge(t)
-	a, b := netns.New(t, "ta"), netns.New(t, "tb")
-	br.Attach(t, a, "eth0", "10.213.0.1/24")
-	br.Attach(t, b, "eth0", "10.213.0.2/24")
+	netnstest.RequireRoot(t)
+	netnstest.RequireTool(t, "ping")
+	br := netnstest.NewBridge(t)
+	a, b := netnstest.New(t, "ta"), netnstest.New(t, "tb")
+	netnstest.Attach(t, br, a, "eth0", "10.213.0.1/24")
+	netnstest.Attach(t, br, b, "eth0", "10.213.0.2/24")
 	if out, err := a.Run("ping", "-c1", "-W2", "10.213.0.2"); err != nil {
 		t.Fatalf("ping across the bridge: %v\n%s", err, out)
 	}

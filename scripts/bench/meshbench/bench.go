@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,8 +35,6 @@ type settings struct {
 	binSize                int64
 }
 
-var phases = []string{"wg-throughput", "lab-throughput", "nats", "mesh", "failure", "cost"}
-
 func runBench(args []string) error {
 	var s settings
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -62,7 +57,11 @@ func runBench(args []string) error {
 	fs.BoolVar(&s.tune, "tune", false, "also restart two daemons under other Go runtime settings (GOGC) and measure overlay throughput again")
 	tuneVariants := fs.String("tune-variants", defaultTuneVariants, `with -tune: the settings to try, "K=V K=V; K=V; defaults"`)
 	fs.Int64Var(&s.binSize, "bin-size", 0, "size of the stripped static build, bytes")
-	skip := fs.String("skip", "", "comma-separated phases to skip: "+strings.Join(phases, ","))
+	var names []string
+	for _, p := range phases {
+		names = append(names, p.name)
+	}
+	skip := fs.String("skip", "", "comma-separated phases to skip: "+strings.Join(names, ","))
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -223,51 +222,3 @@ func machine() map[string]string {
 	}
 	return m
 }
-
-var wgRunLine = regexp.MustCompile(`run \d+: veth ([0-9.]+)\s+bare-wg ([0-9.]+)\s+meshnode ([0-9.]+)`)
-
-// wgThroughput runs scripts/bench/wg-throughput (veth, bare wireguard-go,
-// meshnode's mesh/wg device, interleaved) and takes its per-run figures.
-func wgThroughput(ctx context.Context, s *settings, r *Report) error {
-	if s.wgThroughput == "" {
-		return fmt.Errorf("no --wg-throughput script")
-	}
-	cmd := exec.CommandContext(ctx, s.wgThroughput)
-	// On Ctrl-C, SIGTERM (not the default SIGKILL) so the script's EXIT
-	// trap stops its daemons and deletes its namespaces; a killed script
-	// orphans them, and they hold its stderr open, so this would never end.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 30 * time.Second
-	cmd.Env = append(os.Environ(), fmt.Sprintf("RUNS=%d", s.runs), fmt.Sprintf("DURATION=%d", s.duration))
-	cmd.Stdout = os.Stderr
-	pr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	var a, b, c []float64
-	sc := bufio.NewScanner(pr)
-	for sc.Scan() {
-		line := sc.Text()
-		fmt.Fprintln(os.Stderr, "  wg-throughput: "+line)
-		if m := wgRunLine.FindStringSubmatch(line); m != nil {
-			a = append(a, atof(m[1]))
-			b = append(b, atof(m[2]))
-			c = append(c, atof(m[3]))
-		}
-	}
-	if err := cmd.Wait(); err != nil {
-		return err
-	}
-	const g = "throughput"
-	fa := r.add(fig(g, "wg-throughput: veth (direct pair)", "Gbit/s", a))
-	fb := r.add(fig(g, "wg-throughput: bare wireguard-go", "Gbit/s", b))
-	fc := r.add(fig(g, "wg-throughput: meshnode mesh/wg device", "Gbit/s", c))
-	r.add(ratio(g, "wg-throughput: mesh/wg / bare wireguard-go", fc, fb)).goalAtLeast(1.0, "≥ 1.0")
-	r.add(ratio(g, "wg-throughput: mesh/wg / veth", fc, fa))
-	return nil
-}
-
-func atof(s string) float64 { v, _ := strconv.ParseFloat(s, 64); return v }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,21 +15,11 @@ import (
 	"github.com/meshnode/meshnode/scripts/netns"
 )
 
-// benchLab is a running mesh of real meshnode processes plus the helper
-// processes the benchmark starts in its namespaces (killed by PID).
+// benchLab is a running mesh of real meshnode processes (scripts/meshlab,
+// which also stops the helper processes the phases start with Spawn).
 type benchLab struct {
 	*meshlab.Lab
-	addrs []string // overlay address per node
-	dir   string
-
-	mu    sync.Mutex
-	procs []*proc
-}
-
-// proc is a helper process and a channel closed when it has exited.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	dir string
 }
 
 // meshTiming is one mesh start-up.
@@ -65,7 +54,6 @@ func withLab(ctx context.Context, s *settings, n int, fn func(*benchLab, meshTim
 	l := &benchLab{Lab: lab, dir: dir}
 	ok := false
 	defer func() {
-		l.killProcs()
 		lab.Close()
 		if keep := os.Getenv("KEEP"); keep == "" || (ok && keep != "all") {
 			os.RemoveAll(dir)
@@ -91,56 +79,36 @@ func fmtList(v []float64) string {
 	return "[" + strings.Join(s, " ") + "]"
 }
 
-// start brings up an n-node mesh the way an operator does: init + up on
-// the first node, then a token per newcomer and `meshnode join` on each,
-// all started back to back.
+// start brings up an n-node mesh the way an operator does (meshlab's
+// Launch: init + up on the first node, then a token per newcomer and
+// `meshnode join` on each, all started back to back) and times it.
 func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 	t := meshTiming{nodes: n}
-	for i := 1; i <= n; i++ {
-		if _, err := l.AddNode(fmt.Sprintf("node%d", i)); err != nil {
-			return t, err
-		}
-	}
-	expect := fmt.Sprint(min(n, 3))
-	first := l.Nodes[0]
-	if err := first.Init("bench", "--bootstrap-expect", expect); err != nil {
-		return t, err
-	}
-	if err := first.Up(); err != nil {
-		return t, err
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("node%d", i+1)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := first.WaitUp(wctx); err != nil {
-		return t, err
-	}
-	st, err := first.Status()
-	if err != nil {
-		return t, err
-	}
-	adminAddr := st.Addr
-	tokens := make([]string, n)
-	for i := 1; i < n; i++ {
-		if tokens[i], err = first.Invite(); err != nil {
-			return t, err
-		}
-	}
 	var wg sync.WaitGroup
 	pings := make([]float64, n)
 	pingErr := make([]error, n)
 	var last time.Time
-	for i := 1; i < n; i++ {
-		node := l.Nodes[i]
-		start := time.Now()
-		if err := node.Join(first, tokens[i], "--bootstrap-expect", expect); err != nil {
-			return t, err
-		}
+	joiner := 0
+	err := l.Launch(wctx, "bench", names, func(node *meshlab.Node, start time.Time) {
+		// Launch returned from the first node's WaitUp, so its Addr is known.
+		adminAddr := l.Nodes[0].Addr
+		joiner++
+		i := joiner
 		last = start
 		wg.Add(1)
-		go func(i int) {
+		go func() {
 			defer wg.Done()
 			pings[i], pingErr[i] = firstPing(wctx, node.NS, adminAddr, start)
-		}(i)
+		}()
+	})
+	if err != nil {
+		return t, err // the deferred cancel ends the pings
 	}
 	// Wait in 5 s slices so a slow mesh says what it is still missing.
 	for {
@@ -155,7 +123,7 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 	t.complete = time.Since(last).Seconds()
 	wg.Wait()
 	if err != nil {
-		return t, fmt.Errorf("%w\n%s", err, l.tails())
+		return t, fmt.Errorf("%w\n%s", err, l.Tails(15))
 	}
 	for i := 1; i < n; i++ {
 		if pingErr[i] != nil {
@@ -163,22 +131,13 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 		}
 		t.joinPing = append(t.joinPing, pings[i])
 	}
+	// WaitComplete read every node's status: each Addr is known.
 	for _, nd := range l.Nodes {
-		st, err := nd.Status()
-		if err != nil {
-			return t, err
+		if nd.Addr == "" {
+			return t, fmt.Errorf("%s: no overlay address in its status", nd.Name)
 		}
-		l.addrs = append(l.addrs, st.Addr)
 	}
 	return t, nil
-}
-
-func (l *benchLab) tails() string {
-	var b strings.Builder
-	for _, n := range l.Nodes {
-		fmt.Fprintf(&b, "--- %s log tail:\n%s\n", n.Name, n.Tail(15))
-	}
-	return b.String()
 }
 
 // firstPing pings addr from inside ns until the first echo reply and
@@ -197,46 +156,6 @@ func firstPing(ctx context.Context, ns *netns.NS, addr string, start time.Time) 
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// startProc starts a helper process inside node i's namespace; it is
-// killed by PID when the lab closes.
-func (l *benchLab) startProc(i int, name string, args ...string) (*exec.Cmd, string, error) {
-	cmd := l.Nodes[i].NS.Command(name, args...)
-	logPath := filepath.Join(l.dir, fmt.Sprintf("%s-%s-%d.log", l.Nodes[i].Name, filepath.Base(name), time.Now().UnixNano()))
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, "", err
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, "", err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); f.Close(); close(p.done) }()
-	l.mu.Lock()
-	l.procs = append(l.procs, p)
-	l.mu.Unlock()
-	return cmd, logPath, nil
-}
-
-func (l *benchLab) killProcs() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, p := range l.procs {
-		p.cmd.Process.Signal(os.Interrupt)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for _, p := range l.procs {
-		select {
-		case <-p.done:
-		case <-time.After(time.Until(deadline)):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
-	l.procs = nil
 }
 
 // waitFor polls cond every 50 ms until it holds or timeout passes.

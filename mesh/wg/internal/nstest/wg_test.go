@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/scripts/netns"
+	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -75,11 +76,11 @@ func socketExists(iface string) bool {
 // ping6, wg sees the peer, removing and re-adding the peer cuts and restores
 // traffic, and Close leaves nothing behind.
 func TestTwoNamespaces(t *testing.T) {
-	netns.RequireRoot(t)
-	wgBin := netns.RequireTool(t, "wg")
-	netns.RequireTool(t, "ping")
-	nsA, nsB := netns.New(t, "wa"), netns.New(t, "wb")
-	netns.Veth(t, nsA, "10.231.0.1/24", nsB, "10.231.0.2/24")
+	netnstest.RequireRoot(t)
+	wgBin := netnstest.RequireTool(t, "wg")
+	netnstest.RequireTool(t, "ping")
+	nsA, nsB := netnstest.New(t, "wa"), netnstest.New(t, "wb")
+	netnstest.Veth(t, nsA, "10.231.0.1/24", nsB, "10.231.0.2/24")
 
 	a, err := start(t, nsA, netns.Unique("wg"), genKey(t), overlay(1), prefix)
 	if err != nil {
@@ -181,9 +182,9 @@ func TestTwoNamespaces(t *testing.T) {
 // of the same name cleans it up with a log line and comes up. A live holder
 // is never displaced.
 func TestCrashAndStaleState(t *testing.T) {
-	netns.RequireRoot(t)
-	wgBin := netns.RequireTool(t, "wg")
-	ns := netns.New(t, "wc")
+	netnstest.RequireRoot(t)
+	wgBin := netnstest.RequireTool(t, "wg")
+	ns := netnstest.New(t, "wc")
 	iface := netns.Unique("wg")
 	t.Cleanup(func() { os.Remove(wg.SocketPath(iface)) })
 	key, addr := genKey(t), overlay(1)
