@@ -42,8 +42,10 @@ func (n *Node) Status() Status {
 			st.Problems = append(st.Problems, "read WireGuard peers: "+err.Error())
 		}
 	}
+	// The members of the plan last applied: the peers whose statistics
+	// are shown are the ones WireGuard was given.
 	if n.disc != nil {
-		for _, mem := range n.members() {
+		for _, mem := range n.plan.Load().Members {
 			s := stats[mem.WireGuard.String()]
 			ms := MemberStatus{
 				Name: mem.Name, Addr: mem.Addr.String(), State: mem.State.String(), Roles: mem.Roles.String(),
