@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/scripts/meshlab"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
@@ -118,7 +118,7 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 	if err != nil {
 		return t, err
 	}
-	adminAddr := st.Addr
+	adminAddr := st.Addr.String()
 	tokens := make([]string, n)
 	for i := 1; i < n; i++ {
 		if tokens[i], err = first.Invite(); err != nil {
@@ -168,7 +168,7 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 		if err != nil {
 			return t, err
 		}
-		l.addrs = append(l.addrs, st.Addr)
+		l.addrs = append(l.addrs, st.Addr.String())
 	}
 	return t, nil
 }
@@ -256,7 +256,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 }
 
 // status is Lab's Status without the error plumbing.
-func status(n *meshlab.Node) *mesh.Status {
+func status(n *meshlab.Node) *api.Status {
 	st, err := n.Status()
 	if err != nil {
 		return nil

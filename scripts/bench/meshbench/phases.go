@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
 
@@ -539,7 +540,7 @@ func failureDetection(ctx context.Context, s *settings, r *Report, l *benchLab) 
 				}
 				gone := true
 				for _, m := range st.Members {
-					if m.Name == victim.Name && m.State == "alive" {
+					if m.Name == victim.Name && m.State == api.StateAlive {
 						gone = false
 					}
 				}
