@@ -108,7 +108,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.dev, err = wg.Open(wg.Config{
 		Name: n.cfg.Interface, PrivateKey: m.ID.WireGuardPrivate(),
 		Address: m.Ticket.Addr, Prefix: m.Trust.Prefix(),
-		ListenPort: n.cfg.ListenPort, MTU: n.cfg.MTU, Logger: n.log.With("part", "wg"),
+		ListenPort: n.cfg.ListenPort, MTU: n.cfg.MTU, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -124,7 +124,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
 		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
-		Fast: n.cfg.FastTimers, Logger: n.log.With("part", "discovery"),
+		Fast: n.cfg.FastTimers, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -161,7 +161,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			Enabled: true, MaxMemory: n.cfg.JetStreamMaxMemory, MaxStore: n.cfg.JetStreamMaxStore,
 			BootstrapExpect: n.cfg.BootstrapExpect,
 		},
-		Logger: n.log.With("part", "nats"),
+		Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -180,7 +180,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	cleanups = append(cleanups, stopEnroll)
 
-	stopAPI, err := serveAPI(ctx, n.cfg.StateDir.APISocketPath(), n, n.log.With("part", "api"))
+	stopAPI, err := serveAPI(ctx, n.cfg.StateDir.APISocketPath(), n, n.log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -226,11 +226,10 @@ func (n *Node) reconcile() {
 	defer n.reconcileMu.Unlock()
 	p := NewPlan(n.snapshot())
 	n.plan.Store(p)
-	ch, err := n.dev.Apply(p.Peers)
-	if err != nil {
+	// The device logs what it changed ("wireguard peers applied"); this
+	// used to log the same change a second time.
+	if _, err := n.dev.Apply(p.Peers); err != nil {
 		n.log.Error("apply WireGuard peers", "err", err)
-	} else if !ch.None() {
-		n.log.Info("WireGuard peers changed", "changes", ch.String(), "peers", len(p.Peers))
 	}
 	if n.nats != nil {
 		n.nats.SetMembers(p.Routes)
@@ -323,7 +322,7 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 			n.log.Info("admitted", "member", m.Name, "addr", m.Addr, "endpoints", m.Endpoints)
 			n.reconcile()
 		},
-		Logger: n.log.With("part", "enroll"),
+		Logger: n.log,
 	})
 	if err != nil {
 		return nil, err
