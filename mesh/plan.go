@@ -22,7 +22,7 @@ type Snapshot struct {
 	// Members is discovery's member table in any state and any order; it
 	// may contain this node, which the plan drops.
 	Members []discovery.Member
-	// Revoked lists revoked identities; nil means none. See Plan.revoked
+	// Revoked lists revoked identities; nil means none. See Plan.isRevoked
 	// for why the plan keeps asking it after NewPlan.
 	Revoked Revocations
 	// Endpoints are this node's own WireGuard endpoints: their address
@@ -113,9 +113,10 @@ func NewPlan(s Snapshot) *Plan {
 			p.routeFrom[m.Addr] = m.Node
 		}
 	}
-	// Self goes last, as it did when it was appended to the member list:
-	// a member claiming our address would win, and then need our
-	// certificate's key to get a route through.
+	// Self goes last, as it did when it was appended to the member list,
+	// so a member claiming our address would win as before. Discovery's
+	// admission makes that impossible (a ticket's address derives from its
+	// key); the plan does not rely on it beyond keeping the old order.
 	if _, ok := p.routeFrom[s.Self.Addr]; !ok {
 		p.routeFrom[s.Self.Addr] = s.Self.Node
 	}
