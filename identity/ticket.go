@@ -47,6 +47,20 @@ func (r Roles) String() string {
 	return strings.Join(s, ",")
 }
 
+// MarshalText implements encoding.TextMarshaler with the String form, so
+// that JSON (the local API's status) says "admin,hub", not 3.
+func (r Roles) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler with ParseRoles.
+func (r *Roles) UnmarshalText(b []byte) error {
+	v, err := ParseRoles(string(b))
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
+
 // ParseRoles parses a comma-separated role list ("" and "-" are none).
 func ParseRoles(s string) (Roles, error) {
 	var r Roles

@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -282,6 +283,28 @@ func TestRoles(t *testing.T) {
 	}
 	if !(RoleAdmin | RoleHub).Has(RoleHub) || RoleAdmin.Has(RoleAdmin|RoleHub) || !Roles(0).Has(0) {
 		t.Errorf("Roles.Has wrong")
+	}
+}
+
+// TestRolesText: roles travel as text in JSON (the local API), in the
+// String form, and a bad name is refused rather than read as none.
+func TestRolesText(t *testing.T) {
+	type doc struct {
+		R Roles `json:"roles"`
+	}
+	for r, want := range map[Roles]string{0: `{"roles":"-"}`, RoleHub: `{"roles":"hub"}`, RoleAdmin | RoleHub: `{"roles":"admin,hub"}`} {
+		b, err := json.Marshal(doc{r})
+		if err != nil || string(b) != want {
+			t.Errorf("marshal %v: %s, %v; want %s", uint8(r), b, err, want)
+		}
+		var back doc
+		if err := json.Unmarshal(b, &back); err != nil || back.R != r {
+			t.Errorf("unmarshal %s: %v, %v; want %v", b, uint8(back.R), err, uint8(r))
+		}
+	}
+	var d doc
+	if err := json.Unmarshal([]byte(`{"roles":"root"}`), &d); err == nil {
+		t.Error(`unmarshal "root" accepted`)
 	}
 }
 

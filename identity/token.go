@@ -82,11 +82,16 @@ func ParseInvite(token string) (Invite, error) {
 // inviteRecord is what the CA holder keeps of a token: never the secret.
 type inviteRecord struct {
 	Hash    string    `json:"hash"` // hex SHA-256 of the secret
-	Roles   Roles     `json:"roles"`
+	Roles   roleBits  `json:"roles"`
 	Expires time.Time `json:"expires"`
 	UsedAt  time.Time `json:"used_at,omitzero"`
 	UsedBy  string    `json:"used_by,omitempty"`
 }
+
+// roleBits is Roles as the invites file has always stored them, a JSON
+// number: Roles itself marshals as text, and files written before it did
+// must still read.
+type roleBits Roles
 
 // Invites is the CA holder's store of outstanding join tokens, persisted
 // atomically at path (0600) and locked against other processes (the CLI may
@@ -119,7 +124,7 @@ func (s *Invites) New(ttl time.Duration, roles Roles, now time.Time) (string, er
 		return "", fmt.Errorf("invite: %w", err)
 	}
 	err := s.update(func(recs []inviteRecord) ([]inviteRecord, error) {
-		return append(recs, inviteRecord{Hash: secretHash(iv.Secret), Roles: roles, Expires: now.Add(ttl).UTC()}), nil
+		return append(recs, inviteRecord{Hash: secretHash(iv.Secret), Roles: roleBits(roles), Expires: now.Add(ttl).UTC()}), nil
 	}, now)
 	if err != nil {
 		return "", err
@@ -136,7 +141,7 @@ func (s *Invites) Check(token string, now time.Time) (Roles, error) {
 		if err != nil {
 			return nil, err
 		}
-		roles = recs[i].Roles
+		roles = Roles(recs[i].Roles)
 		return nil, nil // no change
 	}, now)
 	return roles, err
@@ -151,7 +156,7 @@ func (s *Invites) Redeem(token, usedBy string, now time.Time) (Roles, error) {
 			return nil, err
 		}
 		recs[i].UsedAt, recs[i].UsedBy = now.UTC(), usedBy
-		roles = recs[i].Roles
+		roles = Roles(recs[i].Roles)
 		return recs, nil
 	}, now)
 	return roles, err

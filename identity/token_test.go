@@ -307,3 +307,23 @@ func TestInviteConcurrentRedeem(t *testing.T) {
 		t.Errorf("%d redeems succeeded and %d were told \"used\", want 1 and %d", ok.Load(), used.Load(), n-1)
 	}
 }
+
+// TestInvitesFileRolesAreNumbers: the invites file keeps storing roles as
+// a JSON number (as it did before Roles marshalled as text), so a store
+// written by an older meshnode still redeems with its roles.
+func TestInvitesFileRolesAreNumbers(t *testing.T) {
+	ca := newCA(t, "acme")
+	s, path := newInvites(t, ca)
+	tok := mint(t, s, time.Hour, RoleAdmin|RoleHub)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"roles": 3`) {
+		t.Fatalf("invites file does not store roles as the number 3:\n%s", data)
+	}
+	roles, err := s.Redeem(tok, "beta", t0)
+	if err != nil || roles != RoleAdmin|RoleHub {
+		t.Fatalf("redeem: roles %v, %v; want admin,hub", roles, err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/api"
 )
 
 type fakeBackend struct {
@@ -19,8 +20,8 @@ type fakeBackend struct {
 	minted []identity.Roles
 }
 
-func (f *fakeBackend) Status() Status {
-	return Status{Name: "alpha", Members: []MemberStatus{{Name: "beta", State: "alive"}}, Healthy: true}
+func (f *fakeBackend) Status() api.Status {
+	return api.Status{Name: "alpha", Members: []api.MemberStatus{{Name: "beta", State: api.StateAlive}}, Healthy: true}
 }
 
 func (f *fakeBackend) Invite(ttl time.Duration, roles identity.Roles) (string, error) {
@@ -36,10 +37,10 @@ func (f *fakeBackend) Leave() error { f.left = true; return nil }
 func TestLocalAPI(t *testing.T) {
 	dir := identity.StateDir(shortTempDir(t))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c := NewLocalClient(dir)
+	c := api.NewClient(dir)
 	ctx := context.Background()
 
-	if _, err := c.Status(ctx); !errors.Is(err, ErrNotRunning) {
+	if _, err := c.Status(ctx); !errors.Is(err, api.ErrNotRunning) {
 		t.Fatalf("status with no daemon: got %v, want ErrNotRunning", err)
 	}
 
@@ -59,7 +60,7 @@ func TestLocalAPI(t *testing.T) {
 	}
 
 	st, err := c.Status(ctx)
-	if err != nil || st.Name != "alpha" || len(st.Members) != 1 || st.Members[0].Name != "beta" {
+	if err != nil || st.Name != "alpha" || len(st.Members) != 1 || st.Members[0].Name != "beta" || st.Members[0].State != api.StateAlive {
 		t.Fatalf("status: %+v %v", st, err)
 	}
 	tok, err := c.Invite(ctx, time.Hour, identity.RoleHub)

@@ -9,9 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshnode/meshnode/discovery"
@@ -37,6 +37,11 @@ type Node struct {
 
 	reconcileMu sync.Mutex // one reconcile at a time (loop and enrollment)
 	leaveOne    sync.Once
+
+	// plan is the last reconcile's plan (New stores one that knows only
+	// this node). Readers, NATS admission on every connection and status,
+	// load it without a lock; reconcile swaps it under reconcileMu.
+	plan atomic.Pointer[Plan]
 }
 
 // New loads an enrolled node from its state directory. It changes nothing
@@ -67,10 +72,14 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if len(eps) == 0 {
 		eps = LocalEndpoints(cfg.ListenPort, cfg.Interface)
 	}
-	return &Node{
+	n := &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
 		ready: make(chan struct{}), leave: make(chan struct{}),
-	}, nil
+	}
+	// Until the first reconcile the plan knows this node alone: whatever
+	// asks early is refused unless it is this node.
+	n.plan.Store(NewPlan(n.snapshot()))
+	return n, nil
 }
 
 // Name is the node's name in the mesh.
@@ -99,7 +108,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.dev, err = wg.Open(wg.Config{
 		Name: n.cfg.Interface, PrivateKey: m.ID.WireGuardPrivate(),
 		Address: m.Ticket.Addr, Prefix: m.Trust.Prefix(),
-		ListenPort: n.cfg.ListenPort, MTU: n.cfg.MTU, Logger: n.log.With("part", "wg"),
+		ListenPort: n.cfg.ListenPort, MTU: n.cfg.MTU, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -115,7 +124,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
 		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
-		Fast: n.cfg.FastTimers, Logger: n.log.With("part", "discovery"),
+		Fast: n.cfg.FastTimers, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -152,12 +161,14 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			Enabled: true, MaxMemory: n.cfg.JetStreamMaxMemory, MaxStore: n.cfg.JetStreamMaxStore,
 			BootstrapExpect: n.cfg.BootstrapExpect,
 		},
-		Logger: n.log.With("part", "nats"),
+		Logger: n.log,
 	})
 	if err != nil {
 		return err
 	}
-	n.nats.SetMembers(n.natsMembers())
+	// reconcile above built the first plan: NATS starts with its routes
+	// and asks it from the first connection.
+	n.nats.SetMembers(n.plan.Load().Routes)
 	if err := n.nats.Start(ctx); err != nil {
 		return err
 	}
@@ -169,7 +180,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	cleanups = append(cleanups, stopEnroll)
 
-	stopAPI, err := serveAPI(ctx, n.cfg.StateDir.APISocketPath(), n, n.log.With("part", "api"))
+	stopAPI, err := serveAPI(ctx, n.cfg.StateDir.APISocketPath(), n, n.log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -202,140 +213,53 @@ func (n *Node) Leave() error {
 	return nil
 }
 
-// reconcile turns the member table into WireGuard peers and NATS routes.
-// It is idempotent: with no membership change it changes nothing.
+// reconcile turns the member table into a new plan and applies it:
+// WireGuard peers, then NATS routes, then a recheck of open NATS clients
+// against the new plan. It is idempotent: with no membership change it
+// changes nothing. The plan is published before it is applied, so NATS
+// admission never lags the peers that WireGuard is given.
 func (n *Node) reconcile() {
 	if n.dev == nil || n.disc == nil {
 		return
 	}
 	n.reconcileMu.Lock()
 	defer n.reconcileMu.Unlock()
-	peers := n.desiredPeers()
-	ch, err := n.dev.Apply(peers)
-	if err != nil {
+	p := NewPlan(n.snapshot())
+	n.plan.Store(p)
+	// The device logs what it changed ("wireguard peers applied"); this
+	// used to log the same change a second time.
+	if _, err := n.dev.Apply(p.Peers); err != nil {
 		n.log.Error("apply WireGuard peers", "err", err)
-	} else if !ch.None() {
-		n.log.Info("WireGuard peers changed", "changes", ch.String(), "peers", len(peers))
 	}
 	if n.nats != nil {
-		n.nats.SetMembers(n.natsMembers())
+		n.nats.SetMembers(p.Routes)
 		n.nats.Recheck()
 	}
 }
 
-// members is every other member we should have a WireGuard peer for: the
-// member table in every state (dead and left members stay peers until
-// discovery forgets them, so that they can come back; newcomers this node
-// just admitted are in it before gossip sees them).
-func (n *Node) members() []discovery.Member {
-	self := n.member.ID.Public()
-	var out []discovery.Member
-	for _, m := range n.disc.Members() {
-		if m.Node == self || m.Self || n.revs.IsRevoked(m.Node) {
-			continue
-		}
-		out = append(out, m)
+// snapshot gathers what a plan is computed from. Discovery's table is
+// copied once here, not on every NATS connection; before discovery exists
+// the snapshot holds this node alone.
+func (n *Node) snapshot() Snapshot {
+	t := n.member.Ticket
+	s := Snapshot{
+		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort},
+		Revoked: n.revs, Endpoints: n.eps,
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	if n.disc != nil {
+		s.Members = n.disc.Members()
+	}
+	return s
 }
 
-func (n *Node) desiredPeers() []wg.Peer {
-	var peers []wg.Peer
-	for _, m := range n.members() {
-		p := wg.Peer{
-			PublicKey:           m.WireGuard.Key(),
-			AllowedIPs:          append([]netip.Prefix{netip.PrefixFrom(m.Addr, 128)}, m.Routes...),
-			PersistentKeepalive: DefaultKeepalive,
-		}
-		if ep, ok := pickEndpoint(m.Endpoints, n.eps); ok {
-			p.Endpoint = ep
-		}
-		peers = append(peers, p)
-	}
-	return peers
-}
-
-// pickEndpoint prefers a member endpoint of the same address family as one
-// of ours (an IPv4-only box cannot dial IPv6).
-func pickEndpoint(theirs, ours []netip.AddrPort) (netip.AddrPort, bool) {
-	has4, has6 := false, false
-	for _, o := range ours {
-		if o.Addr().Unmap().Is4() {
-			has4 = true
-		} else {
-			has6 = true
-		}
-	}
-	for _, t := range theirs {
-		if (t.Addr().Unmap().Is4() && has4) || (!t.Addr().Unmap().Is4() && has6) {
-			return t, true
-		}
-	}
-	if len(theirs) > 0 {
-		return theirs[0], true
-	}
-	return netip.AddrPort{}, false
-}
-
-// natsMembers is the route set: self and every live member.
-func (n *Node) natsMembers() []natsnode.Member {
-	out := []natsnode.Member{{ServerName: n.member.Ticket.Name, Addr: n.member.Ticket.Addr, RoutePort: n.cfg.NATSRoutePort}}
-	for _, m := range n.members() {
-		if m.State != discovery.StateAlive {
-			continue
-		}
-		port := int(m.NATSRoutePort)
-		if port == 0 {
-			port = DefaultNATSRoutePort
-		}
-		out = append(out, natsnode.Member{ServerName: m.Name, Addr: m.Addr, RoutePort: port})
-	}
-	return out
-}
-
-// authorizeClient is asked on every NATS client connection: the client's
-// identity must be a current, unrevoked member (or this node).
+// authorizeClient and allowRoute are natsnode's predicates: the current
+// plan decides, without copying or sorting anything per connection.
 func (n *Node) authorizeClient(k identity.NodePublic) bool {
-	if n.revs.IsRevoked(k) {
-		return false
-	}
-	if k == n.member.ID.Public() {
-		return true
-	}
-	for _, m := range n.members() {
-		if m.Node == k {
-			return true
-		}
-	}
-	return false
+	return n.plan.Load().AuthorizeClient(k)
 }
 
-// allowRoute accepts an inbound NATS route only from the overlay address
-// of this node or a live member, presenting a certificate for that same
-// member's identity.
 func (n *Node) allowRoute(remote netip.Addr, cert *x509.Certificate) bool {
-	self := discovery.Member{Name: n.member.Ticket.Name, Node: n.member.ID.Public(), Addr: n.member.Ticket.Addr, State: discovery.StateAlive}
-	return routeFrom(remote, cert, append(n.members(), self))
-}
-
-// routeFrom reports whether a route from remote presenting cert (verified
-// against the mesh CA) comes from an alive member. WireGuard vouches for
-// the source address and the certificate for the identity key; both must
-// name the same member, so one member's certificate cannot carry a route
-// from another member's address.
-func routeFrom(remote netip.Addr, cert *x509.Certificate, members []discovery.Member) bool {
-	node, ok := identity.CertNode(cert)
-	if !ok {
-		return false
-	}
-	remote = remote.Unmap()
-	for _, m := range members {
-		if m.State == discovery.StateAlive && m.Addr == remote {
-			return m.Node == node
-		}
-	}
-	return false
+	return n.plan.Load().AllowRoute(remote, cert)
 }
 
 // LocalEndpoints lists this box's global unicast addresses at port, for
@@ -398,7 +322,7 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 			n.log.Info("admitted", "member", m.Name, "addr", m.Addr, "endpoints", m.Endpoints)
 			n.reconcile()
 		},
-		Logger: n.log.With("part", "enroll"),
+		Logger: n.log,
 	})
 	if err != nil {
 		return nil, err

@@ -3,10 +3,14 @@ package mesh
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/natsnode"
 )
 
@@ -17,36 +21,37 @@ const handshakeFresh = 3 * time.Minute
 
 // Status reports the node, its members and NATS routes, and whether all is
 // well; Problems names what is not.
-func (n *Node) Status() Status {
+func (n *Node) Status() api.Status {
 	m := n.member
 	now := time.Now()
-	st := Status{
-		Name: m.Ticket.Name, Mesh: m.Trust.Mesh, Addr: m.Ticket.Addr.String(),
-		WireGuardKey: m.ID.WireGuardPublic().String(), Roles: m.Ticket.Roles.String(),
+	st := api.Status{
+		Name: m.Ticket.Name, Mesh: m.Trust.Mesh, Addr: m.Ticket.Addr,
+		WireGuardKey: m.ID.WireGuardPublic(), Roles: m.Ticket.Roles,
 		Interface: n.cfg.Interface, ListenPort: n.cfg.ListenPort,
 		CertExpires: m.Cert.Cert.NotAfter, TicketExpires: m.Ticket.NotAfter,
-	}
-	for _, ep := range n.eps {
-		st.Endpoints = append(st.Endpoints, ep.String())
+		// nil when empty: the JSON has always said null, not [].
+		Endpoints: append([]netip.AddrPort(nil), n.eps...),
 	}
 	if exp := m.Cert.Cert.NotAfter.Sub(now); exp < 30*24*time.Hour {
 		st.Problems = append(st.Problems, fmt.Sprintf("node certificate expires in %s", exp.Round(time.Hour)))
 	}
-	stats := map[string]wgStat{}
+	stats := map[wgtypes.Key]wgStat{}
 	if n.dev != nil {
 		if peers, err := n.dev.Peers(); err == nil {
 			for _, p := range peers {
-				stats[p.PublicKey.String()] = wgStat{ep: p.Endpoint.String(), hs: p.LastHandshake, rx: p.RxBytes, tx: p.TxBytes, hasEP: p.Endpoint.IsValid()}
+				stats[p.PublicKey] = wgStat{ep: p.Endpoint.String(), hs: p.LastHandshake, rx: p.RxBytes, tx: p.TxBytes, hasEP: p.Endpoint.IsValid()}
 			}
 		} else {
 			st.Problems = append(st.Problems, "read WireGuard peers: "+err.Error())
 		}
 	}
+	// The members of the plan last applied: the peers whose statistics
+	// are shown are the ones WireGuard was given.
 	if n.disc != nil {
-		for _, mem := range n.members() {
-			s := stats[mem.WireGuard.String()]
-			ms := MemberStatus{
-				Name: mem.Name, Addr: mem.Addr.String(), State: mem.State.String(), Roles: mem.Roles.String(),
+		for _, mem := range n.plan.Load().Members {
+			s := stats[mem.WireGuard.Key()]
+			ms := api.MemberStatus{
+				Name: mem.Name, Addr: mem.Addr, State: apiState(mem.State), Roles: mem.Roles,
 				Path: "-", LastHandshake: s.hs, RxBytes: s.rx, TxBytes: s.tx,
 			}
 			if s.hasEP && !s.hs.IsZero() {
@@ -67,7 +72,7 @@ func (n *Node) Status() Status {
 	}
 	if n.nats != nil {
 		ns := n.nats.Status()
-		st.NATS = NATSStatus{
+		st.NATS = api.NATSStatus{
 			ServerName: m.Ticket.Name,
 			ClientURL:  "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSClientPort)),
 			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
@@ -81,6 +86,20 @@ func (n *Node) Status() Status {
 	}
 	st.Healthy = len(st.Problems) == 0
 	return st
+}
+
+// apiState is a member's state as the local API reports it.
+func apiState(s discovery.State) api.State {
+	switch s {
+	case discovery.StateAlive:
+		return api.StateAlive
+	case discovery.StateDead:
+		return api.StateDead
+	case discovery.StateLeft:
+		return api.StateLeft
+	default:
+		return api.StateUnknown
+	}
 }
 
 type wgStat struct {

@@ -21,7 +21,9 @@ type serverLogger struct {
 }
 
 func newServerLogger(l *slog.Logger, secret string) *serverLogger {
-	sl := &serverLogger{log: l.With("component", "nats")}
+	// l already names the component; src tells nats-server's own lines
+	// from natsnode's, as wireguard-go's carry src=wireguard.
+	sl := &serverLogger{log: l.With("src", "nats-server")}
 	if secret != "" {
 		sl.redact = []string{secret, url.PathEscape(secret), url.QueryEscape(secret), url.UserPassword(RouteUser, secret).String()}
 	}

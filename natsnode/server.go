@@ -65,7 +65,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:        cfg,
-		log:        cfg.Logger.With("server", cfg.ServerName),
+		log:        cfg.Logger.With("component", "nats", "server", cfg.ServerName),
 		localPass:  randomPassword(),
 		systemPass: randomPassword(),
 		ready:      make(chan struct{}),

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/scripts/meshlab"
 	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
@@ -194,7 +195,7 @@ func TestThreeNodeMesh(t *testing.T) {
 	beta.Kill()
 	for _, n := range []*meshlab.Node{alpha, gamma} {
 		eventually(t, 30*time.Second, n.Name+" marks beta dead", func() error {
-			return memberState(n, "beta", "dead")
+			return memberState(n, "beta", api.StateDead)
 		})
 	}
 	if code := statusExit(alpha); code != 1 {
@@ -271,7 +272,7 @@ func TestThreeNodeMesh(t *testing.T) {
 		t.Fatalf("status of a stopped node exited %d, want 2 (not running)", code)
 	}
 	eventually(t, 30*time.Second, "alpha sees gamma left", func() error {
-		return memberState(alpha, "gamma", "left")
+		return memberState(alpha, "gamma", api.StateLeft)
 	})
 }
 
@@ -294,7 +295,7 @@ func overlayAddr(t *testing.T, n *meshlab.Node) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.Addr
+	return st.Addr.String()
 }
 
 func memberAbsent(n *meshlab.Node, name string) error {
@@ -347,7 +348,7 @@ func streamReplicated(n *meshlab.Node, stream string, msgs uint64, replicas int)
 	return nil
 }
 
-func memberState(n *meshlab.Node, name, want string) error {
+func memberState(n *meshlab.Node, name string, want api.State) error {
 	st, err := n.Status()
 	if err != nil {
 		return err

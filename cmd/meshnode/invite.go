@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
-	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
 )
 
 func init() {
@@ -33,8 +33,8 @@ func runInvite(ctx context.Context, args []string) error {
 		return fmt.Errorf("--ttl %s: must be positive", *ttl)
 	}
 	dir := identity.StateDir(*state)
-	tok, err := mesh.NewLocalClient(dir).Invite(ctx, *ttl, roles)
-	if errors.Is(err, mesh.ErrNotRunning) {
+	tok, err := api.NewClient(dir).Invite(ctx, *ttl, roles)
+	if errors.Is(err, api.ErrNotRunning) {
 		// No daemon: mint from the state directory directly (the invites
 		// file is locked against a daemon starting meanwhile).
 		tok, err = inviteOffline(dir, *ttl, roles)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/meshnode/meshnode/identity"
-	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
 )
 
 func init() {
@@ -21,7 +21,7 @@ func runLeave(ctx context.Context, args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	if err := mesh.NewLocalClient(identity.StateDir(*state)).Leave(ctx); err != nil {
+	if err := api.NewClient(identity.StateDir(*state)).Leave(ctx); err != nil {
 		return err
 	}
 	fmt.Println("left the mesh; daemon stopping")

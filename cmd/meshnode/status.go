@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
-	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
 )
 
 func init() {
@@ -28,8 +28,8 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	st, err := mesh.NewLocalClient(identity.StateDir(*state)).Status(ctx)
-	if errors.Is(err, mesh.ErrNotRunning) {
+	st, err := api.NewClient(identity.StateDir(*state)).Status(ctx)
+	if errors.Is(err, api.ErrNotRunning) {
 		return &exitError{code: 2, err: err}
 	}
 	if err != nil {
@@ -50,7 +50,7 @@ func runStatus(ctx context.Context, args []string) error {
 	return nil
 }
 
-func printStatus(w io.Writer, st *mesh.Status, now time.Time) {
+func printStatus(w io.Writer, st *api.Status, now time.Time) {
 	fmt.Fprintf(w, "%s  %s  mesh %s  roles %s  %s :%d  cert expires %s (%s)\n",
 		st.Name, st.Addr, st.Mesh, st.Roles, st.Interface, st.ListenPort,
 		st.CertExpires.Format("2006-01-02"), ageString(st.CertExpires.Sub(now)))

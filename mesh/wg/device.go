@@ -126,7 +126,7 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := cfg.Logger.With("iface", cfg.Name)
+	log := cfg.Logger.With("component", "wg", "iface", cfg.Name)
 	if err := cleanStale(cfg.Name, log); err != nil {
 		return nil, err
 	}

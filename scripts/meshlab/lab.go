@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
 
@@ -218,18 +218,18 @@ func (n *Node) Stop(timeout time.Duration) {
 }
 
 // Status asks the node's daemon for its status.
-func (n *Node) Status() (*mesh.Status, error) {
+func (n *Node) Status() (*api.Status, error) {
 	cmd := n.NS.Command(n.lab.Bin, "status", "--json", "--state", n.State)
 	out, err := cmd.Output()
-	var st mesh.Status
+	var st api.Status
 	if jerr := json.Unmarshal(out, &st); jerr != nil {
 		if err == nil {
 			err = jerr
 		}
 		return nil, fmt.Errorf("%s: status: %w", n.Name, err)
 	}
-	if st.Addr != "" {
-		n.Addr = st.Addr
+	if st.Addr.IsValid() {
+		n.Addr = st.Addr.String()
 	}
 	return &st, nil
 }
@@ -243,7 +243,7 @@ func (n *Node) Complete(want int) (bool, string) {
 	}
 	alive := 0
 	for _, m := range st.Members {
-		if m.State == "alive" && !m.LastHandshake.IsZero() {
+		if m.State == api.StateAlive && !m.LastHandshake.IsZero() {
 			alive++
 		}
 	}

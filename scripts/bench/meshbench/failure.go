@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/meshnode/meshnode/mesh/api"
 )
 
 // failureDetection kills node3 with SIGKILL and times until every other
@@ -38,7 +40,7 @@ func failureDetection(ctx context.Context, s *settings, r *Report, l *benchLab) 
 				}
 				gone := true
 				for _, m := range st.Members {
-					if m.Name == victim.Name && m.State == "alive" {
+					if m.Name == victim.Name && m.State == api.StateAlive {
 						gone = false
 					}
 				}

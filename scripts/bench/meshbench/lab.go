@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/scripts/meshlab"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
@@ -175,7 +175,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 }
 
 // status is Lab's Status without the error plumbing.
-func status(n *meshlab.Node) *mesh.Status {
+func status(n *meshlab.Node) *api.Status {
 	st, err := n.Status()
 	if err != nil {
 		return nil

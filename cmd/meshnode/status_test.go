@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/api"
+)
+
+// TestPrintStatus pins the human table: typed status fields print as the
+// strings they replaced.
+func TestPrintStatus(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := &api.Status{
+		Name: "alpha", Mesh: "acme", Addr: netip.MustParseAddr("fd12:3456:789a::1"), Roles: identity.RoleAdmin | identity.RoleHub,
+		Interface: "mesh0", ListenPort: 51820, CertExpires: now.Add(400 * 24 * time.Hour),
+		Members: []api.MemberStatus{
+			{Name: "beta", Addr: netip.MustParseAddr("fd12:3456:789a::2"), State: api.StateAlive, Path: "direct 192.0.2.2:51820", LastHandshake: now.Add(-5 * time.Second), RxBytes: 2048, TxBytes: 10},
+			{Name: "gamma", Addr: netip.MustParseAddr("fd12:3456:789a::3"), State: api.StateDead, Path: "-"},
+		},
+		NATS:     api.NATSStatus{ServerName: "alpha", RoutesUp: 1, RoutesExpected: 2, JetStream: "off"},
+		Problems: []string{"member gamma is dead"},
+	}
+	var b bytes.Buffer
+	printStatus(&b, st, now)
+	want := `alpha  fd12:3456:789a::1  mesh acme  roles admin,hub  mesh0 :51820  cert expires 2031-02-06 (400d)
+NAME   OVERLAY            STATE  PATH                    HANDSHAKE  TX    RX
+beta   fd12:3456:789a::2  alive  direct 192.0.2.2:51820  5s ago     10 B  2.0 KiB
+gamma  fd12:3456:789a::3  dead   -                       -          0 B   0 B
+NATS alpha: routes 1/2, JetStream off
+degraded: member gamma is dead
+`
+	if got := b.String(); got != want {
+		t.Errorf("printStatus:\n%s\nwant:\n%s", got, want)
+	}
+}

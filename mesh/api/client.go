@@ -1,0 +1,95 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+// ErrNotRunning means no daemon answers on the state directory's socket.
+var ErrNotRunning = errors.New("meshnode is not running")
+
+// Client talks to a running daemon over its local API socket.
+type Client struct {
+	Socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the daemon of state directory d.
+func NewClient(d identity.StateDir) *Client {
+	sock := d.APISocketPath()
+	return &Client{Socket: sock, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", sock)
+		},
+	}}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://meshnode"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("%w (no daemon answers on %s)", ErrNotRunning, c.Socket)
+		}
+		return fmt.Errorf("local API %s: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e ErrorResponse
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return errors.New(e.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var s Status
+	if err := c.do(ctx, http.MethodGet, PathStatus, nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Invite asks the daemon for a one-time join token.
+func (c *Client) Invite(ctx context.Context, ttl time.Duration, roles identity.Roles) (string, error) {
+	var r InviteResponse
+	if err := c.do(ctx, http.MethodPost, PathInvite, InviteRequest{TTL: ttl, Roles: roles}, &r); err != nil {
+		return "", err
+	}
+	return r.Token, nil
+}
+
+// Leave asks the daemon to leave the mesh gracefully and stop.
+func (c *Client) Leave(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, PathLeave, struct{}{}, nil)
+}

@@ -1,0 +1,30 @@
+package api
+
+import (
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
+)
+
+// The local API's endpoints (HTTP over the unix socket).
+const (
+	PathStatus = "/v1/status" // GET: Status
+	PathInvite = "/v1/invite" // POST InviteRequest: InviteResponse
+	PathLeave  = "/v1/leave"  // POST {}: {}
+)
+
+// InviteRequest asks the daemon for a join token.
+type InviteRequest struct {
+	TTL   time.Duration  `json:"ttl"`
+	Roles identity.Roles `json:"roles"`
+}
+
+// InviteResponse carries the token.
+type InviteResponse struct {
+	Token string `json:"token"`
+}
+
+// ErrorResponse is the body of every answer that is not 200 OK.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}

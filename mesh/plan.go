@@ -1,0 +1,202 @@
+package mesh
+
+import (
+	"bytes"
+	"crypto/x509"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/wg"
+	"github.com/meshnode/meshnode/natsnode"
+)
+
+// Snapshot is everything a Plan is computed from: this node, the member
+// table as discovery reported it, the revocations and our own underlay
+// endpoints. NewPlan reads nothing else, so a plan is a pure function of
+// its snapshot and can be tested without a device, gossip or NATS.
+type Snapshot struct {
+	Self Self
+	// Members is discovery's member table in any state and any order; it
+	// may contain this node, which the plan drops.
+	Members []discovery.Member
+	// Revoked lists revoked identities; nil means none. See Plan.isRevoked
+	// for why the plan keeps asking it after NewPlan.
+	Revoked Revocations
+	// Endpoints are this node's own WireGuard endpoints: their address
+	// families decide which of a member's endpoints we dial.
+	Endpoints []netip.AddrPort
+}
+
+// Self is what a plan needs to know about this node.
+type Self struct {
+	Name      string
+	Node      identity.NodePublic
+	Addr      netip.Addr // overlay address
+	RoutePort int        // NATS route port, used as given
+}
+
+// Revocations answers whether an identity is revoked.
+// *identity.RevocationSet is one.
+type Revocations interface {
+	IsRevoked(identity.NodePublic) bool
+}
+
+// Plan is what the node should look like for one snapshot: the WireGuard
+// peers, the NATS route set, and who NATS admits. It is immutable once
+// built and shared by concurrent readers (the reconcile loop, the status
+// handler, every NATS connection): nothing may modify its slices.
+type Plan struct {
+	// Members is every other member, sorted by name: revoked members and
+	// this node removed, every state kept (dead and left members stay
+	// WireGuard peers until discovery forgets them, so that they can come
+	// back; newcomers this node just admitted are in it before gossip
+	// sees them).
+	Members []discovery.Member
+	// Peers is one WireGuard peer per entry of Members, in that order.
+	Peers []wg.Peer
+	// Routes is the NATS route set: this node first, then every alive
+	// member in Members order.
+	Routes []natsnode.Member
+
+	self    identity.NodePublic
+	revoked Revocations
+	// clients is every identity NATS admits as a client besides self:
+	// every member in Members, in any state.
+	clients map[identity.NodePublic]bool
+	// routeFrom maps the overlay address of each alive member (and of
+	// self) to the identity whose certificate must carry a route from it.
+	routeFrom map[netip.Addr]identity.NodePublic
+}
+
+// NewPlan computes the plan for s. It does not modify s; the plan may
+// share the members' slices with s.
+func NewPlan(s Snapshot) *Plan {
+	p := &Plan{
+		self:      s.Self.Node,
+		revoked:   s.Revoked,
+		clients:   make(map[identity.NodePublic]bool, len(s.Members)),
+		routeFrom: make(map[netip.Addr]identity.NodePublic, len(s.Members)+1),
+		Routes:    []natsnode.Member{{ServerName: s.Self.Name, Addr: s.Self.Addr, RoutePort: s.Self.RoutePort}},
+	}
+	for _, m := range s.Members {
+		if m.Node == s.Self.Node || m.Self || p.isRevoked(m.Node) {
+			continue
+		}
+		p.Members = append(p.Members, m)
+	}
+	// By name, as discovery lists them; the key breaks ties so that the
+	// plan does not depend on the table's order even when names repeat.
+	slices.SortFunc(p.Members, func(a, b discovery.Member) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.Node[:], b.Node[:])
+	})
+
+	for _, m := range p.Members {
+		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))
+		p.clients[m.Node] = true
+		if m.State != discovery.StateAlive {
+			continue
+		}
+		port := int(m.NATSRoutePort)
+		if port == 0 {
+			port = DefaultNATSRoutePort
+		}
+		p.Routes = append(p.Routes, natsnode.Member{ServerName: m.Name, Addr: m.Addr, RoutePort: port})
+		// The first alive member holding an address decides (addresses
+		// derive from identity keys, so in a sound table there is one).
+		if _, ok := p.routeFrom[m.Addr]; !ok {
+			p.routeFrom[m.Addr] = m.Node
+		}
+	}
+	// Self goes last, as it did when it was appended to the member list,
+	// so a member claiming our address would win as before. Discovery's
+	// admission makes that impossible (a ticket's address derives from its
+	// key); the plan does not rely on it beyond keeping the old order.
+	if _, ok := p.routeFrom[s.Self.Addr]; !ok {
+		p.routeFrom[s.Self.Addr] = s.Self.Node
+	}
+	return p
+}
+
+// peerFor is member m as a WireGuard peer: its /128 and the routes it
+// carries (phones behind a hub), dialled at the endpoint we can reach.
+func peerFor(m discovery.Member, ours []netip.AddrPort) wg.Peer {
+	p := wg.Peer{
+		PublicKey:           m.WireGuard.Key(),
+		AllowedIPs:          append([]netip.Prefix{netip.PrefixFrom(m.Addr, 128)}, m.Routes...),
+		PersistentKeepalive: DefaultKeepalive,
+	}
+	if ep, ok := pickEndpoint(m.Endpoints, ours); ok {
+		p.Endpoint = ep
+	}
+	return p
+}
+
+// pickEndpoint prefers a member endpoint of the same address family as one
+// of ours (an IPv4-only box cannot dial IPv6); failing that, its first.
+func pickEndpoint(theirs, ours []netip.AddrPort) (netip.AddrPort, bool) {
+	has4, has6 := false, false
+	for _, o := range ours {
+		if o.Addr().Unmap().Is4() {
+			has4 = true
+		} else {
+			has6 = true
+		}
+	}
+	for _, t := range theirs {
+		if (t.Addr().Unmap().Is4() && has4) || (!t.Addr().Unmap().Is4() && has6) {
+			return t, true
+		}
+	}
+	if len(theirs) > 0 {
+		return theirs[0], true
+	}
+	return netip.AddrPort{}, false
+}
+
+// isRevoked asks the revocation set at call time, not at NewPlan time.
+// Revocations are permanent, so a late answer can only refuse more: a
+// revocation that arrives between two reconciles is honoured on the next
+// connection already, before discovery's change event rebuilds the plan.
+func (p *Plan) isRevoked(k identity.NodePublic) bool {
+	return p.revoked != nil && p.revoked.IsRevoked(k)
+}
+
+// AuthorizeClient is asked on every NATS client connection: the client's
+// identity must be this node or a member of the plan (in any state), and
+// not revoked. A nil plan admits no one.
+func (p *Plan) AuthorizeClient(k identity.NodePublic) bool {
+	if p == nil || p.isRevoked(k) {
+		return false
+	}
+	return k == p.self || p.clients[k]
+}
+
+// AllowRoute accepts an inbound NATS route only from the overlay address
+// of this node or an alive member, presenting a certificate (verified
+// against the mesh CA by TLS before this is asked) for that same member's
+// identity. WireGuard vouches for the source address and the certificate
+// for the identity key; both must name the same member, so one member's
+// certificate cannot carry a route from another member's address. A nil
+// plan allows no route.
+func (p *Plan) AllowRoute(remote netip.Addr, cert *x509.Certificate) bool {
+	if p == nil {
+		return false
+	}
+	node, ok := identity.CertNode(cert)
+	if !ok {
+		return false
+	}
+	want, ok := p.routeFrom[remote.Unmap()]
+	if !ok || want != node {
+		return false
+	}
+	// Self is never dropped for revocation here: it was not when the
+	// member list was re-read on every route either.
+	return want == p.self || !p.isRevoked(want)
+}
