@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -164,40 +165,25 @@ func LoadConfig(state identity.StateDir) (Config, error) {
 }
 
 // SaveConfig writes the settings that differ from the defaults, so that
-// `init --iface x` and `join --listen-port y` stick for later `up`s.
+// `init --iface x` and `join --listen-port y` stick for later `up`s while a
+// setting left at its default follows the default of a later version.
+//
+// It walks the fields by reflection instead of naming them: a field added
+// to Config is saved without anyone remembering to add it here (naming them
+// once lost the JetStream limits and the log level on every rewrite).
+// TestSaveConfigRoundTripsEveryField holds this to every field.
 func SaveConfig(c Config) error {
-	d := Config{}.withDefaults()
-	out := Config{}
-	if c.Interface != d.Interface {
-		out.Interface = c.Interface
+	out := c
+	o, d := reflect.ValueOf(&out).Elem(), reflect.ValueOf(Config{}.withDefaults())
+	for i := range o.NumField() {
+		if reflect.DeepEqual(o.Field(i).Interface(), d.Field(i).Interface()) {
+			o.Field(i).SetZero() // omitzero leaves it out of the file
+		}
 	}
-	if c.ListenPort != d.ListenPort {
-		out.ListenPort = c.ListenPort
-	}
-	if c.MTU != d.MTU {
-		out.MTU = c.MTU
-	}
-	out.Endpoints = c.Endpoints
-	if c.EnrollAddr != d.EnrollAddr {
-		out.EnrollAddr = c.EnrollAddr
-	}
-	if c.GossipPort != d.GossipPort {
-		out.GossipPort = c.GossipPort
-	}
-	if c.NATSClientPort != d.NATSClientPort {
-		out.NATSClientPort = c.NATSClientPort
-	}
-	if c.NATSRoutePort != d.NATSRoutePort {
-		out.NATSRoutePort = c.NATSRoutePort
-	}
-	if c.BootstrapExpect != d.BootstrapExpect {
-		out.BootstrapExpect = c.BootstrapExpect
-	}
-	out.FastTimers = c.FastTimers
 	var b bytes.Buffer
 	b.WriteString("# meshnode settings for this node; command-line flags win.\n")
 	if err := toml.NewEncoder(&b).Encode(out); err != nil {
-		return fmt.Errorf("config: %w", err)
+		return fmt.Errorf("config %s: %w", c.StateDir.ConfigPath(), err)
 	}
 	return identity.WriteFileAtomic(c.StateDir.ConfigPath(), b.Bytes(), 0o644)
 }
