@@ -9,28 +9,24 @@ import (
 	"net/netip"
 	"reflect"
 	"strconv"
-	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Defaults, in one place (DESIGN.md "Defaults").
+// Aliases of mesh/defaults kept for files that still use the old names
+// (node.go, cmd/meshnode/join.go); new code uses defaults directly.
 const (
-	DefaultInterface       = "mesh0"
-	DefaultListenPort      = 51820
-	DefaultMTU             = 1420
-	DefaultEnrollPort      = 51821
-	DefaultGossipPort      = 7946
-	DefaultNATSClientPort  = 4222
-	DefaultNATSRoutePort   = 6222
-	DefaultBootstrapExpect = 3
-	DefaultKeepalive       = 25 * time.Second
+	DefaultEnrollPort    = defaults.EnrollPort
+	DefaultNATSRoutePort = defaults.NATSRoutePort
+	DefaultKeepalive     = defaults.Keepalive
 )
 
-// Config is how a node runs. Zero fields take the defaults above; the file
-// <state>/meshnode.toml sets any of them and command-line flags win over it.
+// Config is how a node runs. Zero fields take the values of mesh/defaults;
+// the file <state>/meshnode.toml sets any of them and command-line flags win
+// over it.
 type Config struct {
 	StateDir identity.StateDir `toml:"-"`
 
@@ -60,40 +56,40 @@ type Config struct {
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
 	if c.StateDir == "" {
-		c.StateDir = identity.DefaultStateDir
+		c.StateDir = defaults.StateDir
 	}
 	if c.Interface == "" {
-		c.Interface = DefaultInterface
+		c.Interface = defaults.Interface
 	}
 	if c.ListenPort == 0 {
-		c.ListenPort = DefaultListenPort
+		c.ListenPort = defaults.ListenPort
 	}
 	if c.MTU == 0 {
-		c.MTU = DefaultMTU
+		c.MTU = defaults.MTU
 	}
 	if c.EnrollAddr == "" {
-		c.EnrollAddr = ":" + strconv.Itoa(DefaultEnrollPort)
+		c.EnrollAddr = ":" + strconv.Itoa(defaults.EnrollPort)
 	}
 	if c.GossipPort == 0 {
-		c.GossipPort = DefaultGossipPort
+		c.GossipPort = defaults.GossipPort
 	}
 	if c.NATSClientPort == 0 {
-		c.NATSClientPort = DefaultNATSClientPort
+		c.NATSClientPort = defaults.NATSClientPort
 	}
 	if c.NATSRoutePort == 0 {
-		c.NATSRoutePort = DefaultNATSRoutePort
+		c.NATSRoutePort = defaults.NATSRoutePort
 	}
 	if c.BootstrapExpect == 0 {
-		c.BootstrapExpect = DefaultBootstrapExpect
+		c.BootstrapExpect = defaults.BootstrapExpect
 	}
 	if c.JetStreamMaxMemory == 0 {
-		c.JetStreamMaxMemory = 64 << 20
+		c.JetStreamMaxMemory = defaults.JetStreamMaxMemory
 	}
 	if c.JetStreamMaxStore == 0 {
-		c.JetStreamMaxStore = 1 << 30
+		c.JetStreamMaxStore = defaults.JetStreamMaxStore
 	}
 	if c.LogLevel == "" {
-		c.LogLevel = "info"
+		c.LogLevel = defaults.LogLevel
 	}
 	return c
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -16,9 +17,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Interface != DefaultInterface || c.ListenPort != DefaultListenPort || c.MTU != DefaultMTU ||
-		c.GossipPort != DefaultGossipPort || c.NATSClientPort != DefaultNATSClientPort ||
-		c.NATSRoutePort != DefaultNATSRoutePort || c.BootstrapExpect != DefaultBootstrapExpect ||
+	if c.Interface != defaults.Interface || c.ListenPort != defaults.ListenPort || c.MTU != defaults.MTU ||
+		c.GossipPort != defaults.GossipPort || c.NATSClientPort != defaults.NATSClientPort ||
+		c.NATSRoutePort != defaults.NATSRoutePort || c.BootstrapExpect != defaults.BootstrapExpect ||
 		c.EnrollAddr != ":51821" || c.JetStreamMaxMemory == 0 || c.JetStreamMaxStore == 0 {
 		t.Fatalf("defaults not applied: %+v", c)
 	}

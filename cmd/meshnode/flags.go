@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 // listFlag is a repeatable string flag (--endpoint a --endpoint b).
@@ -40,19 +41,19 @@ func newFlagSet(name, args string) *flag.FlagSet {
 }
 
 func stateFlag(fs *flag.FlagSet) *string {
-	return fs.String("state", identity.DefaultStateDir, "state directory")
+	return fs.String("state", defaults.StateDir, "state directory")
 }
 
 func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	nf := &nodeFlags{fs: fs}
-	fs.StringVar(&nf.state, "state", identity.DefaultStateDir, "state directory")
-	fs.StringVar(&nf.iface, "iface", mesh.DefaultInterface, "WireGuard interface name")
-	fs.IntVar(&nf.listenPort, "listen-port", mesh.DefaultListenPort, "WireGuard UDP port")
+	fs.StringVar(&nf.state, "state", defaults.StateDir, "state directory")
+	fs.StringVar(&nf.iface, "iface", defaults.Interface, "WireGuard interface name")
+	fs.IntVar(&nf.listenPort, "listen-port", defaults.ListenPort, "WireGuard UDP port")
 	fs.Var(&nf.endpoints, "endpoint", "underlay IP:port other members dial (repeatable; default: every global address)")
-	fs.StringVar(&nf.enrollAddr, "enroll-addr", fmt.Sprintf(":%d", mesh.DefaultEnrollPort), "enrollment endpoint listen address (underlay TCP)")
-	fs.IntVar(&nf.expect, "bootstrap-expect", mesh.DefaultBootstrapExpect, "members to wait for before JetStream starts on an empty store")
+	fs.StringVar(&nf.enrollAddr, "enroll-addr", fmt.Sprintf(":%d", defaults.EnrollPort), "enrollment endpoint listen address (underlay TCP)")
+	fs.IntVar(&nf.expect, "bootstrap-expect", defaults.BootstrapExpect, "members to wait for before JetStream starts on an empty store")
 	fs.BoolVar(&nf.fast, "fast-timers", false, "short gossip timers (tests, demo)")
-	fs.StringVar(&nf.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&nf.logLevel, "log-level", defaults.LogLevel, "debug, info, warn or error")
 	return nf
 }
 

@@ -24,13 +24,15 @@ import (
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Defaults for Config's zero fields.
+// Defaults for Config's zero fields, from mesh/defaults; the names are kept
+// for callers outside this package (scripts/bench/wgmesh, nstest).
 const (
-	DefaultName       = "mesh0"
-	DefaultListenPort = 51820
-	DefaultMTU        = 1420
+	DefaultName       = defaults.Interface
+	DefaultListenPort = defaults.ListenPort
 )
 
 // SocketDir is where UAPI sockets live; wireguard-tools and wgctrl look
@@ -59,7 +61,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.ListenPort = DefaultListenPort
 	}
 	if c.MTU == 0 {
-		c.MTU = DefaultMTU
+		c.MTU = defaults.MTU
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
