@@ -104,3 +104,22 @@ func TestWithDefaultPort(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandsSorted keeps the commands table in the order usage prints it,
+// with one row per name and nothing left empty.
+func TestCommandsSorted(t *testing.T) {
+	for i, c := range commands {
+		if c.name == "" || c.usage == "" || c.run == nil {
+			t.Errorf("commands[%d] %q: name, usage and run are all required", i, c.name)
+		}
+		if i > 0 && commands[i-1].name >= c.name {
+			t.Errorf("commands[%d] %q comes after %q: keep the table sorted by name, one row per command", i, c.name, commands[i-1].name)
+		}
+		if lookup(c.name) != &commands[i] {
+			t.Errorf("lookup(%q) does not find its row", c.name)
+		}
+	}
+	if lookup("no-such-command") != nil {
+		t.Error("lookup found a command that does not exist")
+	}
+}

@@ -10,10 +10,6 @@ import (
 	"github.com/meshnode/meshnode/scripts/meshlab"
 )
 
-func init() {
-	register(&command{name: "demo", usage: "run a real N-node mesh in network namespaces on this box (root)", run: runDemo})
-}
-
 func runDemo(ctx context.Context, args []string) error {
 	fs := newFlagSet("demo", "[--nodes 3] [--once]")
 	nodes := fs.Int("nodes", 3, "how many nodes")

@@ -11,10 +11,6 @@ import (
 	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-func init() {
-	register(&command{name: "invite", usage: "mint a one-time join token (prints only the token)", run: runInvite})
-}
-
 func runInvite(ctx context.Context, args []string) error {
 	fs := newFlagSet("invite", "[--ttl 1h] [--role hub]")
 	state := stateFlag(fs)
