@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 func initState(t *testing.T) string {
@@ -121,5 +123,39 @@ func TestCommandsSorted(t *testing.T) {
 	}
 	if lookup("no-such-command") != nil {
 		t.Error("lookup found a command that does not exist")
+	}
+}
+
+// TestRootStateFlag: `meshnode --state DIR <command>` reaches the command,
+// and a --state given to the command itself wins over the root one.
+func TestRootStateFlag(t *testing.T) {
+	t.Cleanup(func() { stateDefault = defaults.StateDir })
+	dir := t.TempDir()
+	if _, err := dispatch(context.Background(), []string{"--state", dir, "init", "--name", "alpha", "--iface", "mtest0"}); err != nil {
+		t.Fatal(err)
+	}
+	if !identity.StateDir(dir).HasIdentity() {
+		t.Fatalf("meshnode --state %s init: no identity in %s", dir, dir)
+	}
+	if _, err := dispatch(context.Background(), []string{"--state", dir, "nats-env"}); err != nil {
+		t.Fatalf("meshnode --state DIR nats-env: %v", err)
+	}
+	empty := t.TempDir()
+	if _, err := dispatch(context.Background(), []string{"--state", empty, "nats-env", "--state", dir}); err != nil {
+		t.Fatalf("meshnode --state EMPTY nats-env --state DIR: %v (the command's --state must win)", err)
+	}
+	if _, err := dispatch(context.Background(), []string{"--state", dir, "nats-env", "--state", empty}); err == nil {
+		t.Fatal("meshnode --state DIR nats-env --state EMPTY: read DIR, want EMPTY (the command's --state must win)")
+	}
+}
+
+// TestDispatchUsageErrors: usage problems exit 2 (flag.ErrHelp) without
+// running anything.
+func TestDispatchUsageErrors(t *testing.T) {
+	t.Cleanup(func() { stateDefault = defaults.StateDir })
+	for _, args := range [][]string{nil, {"help"}, {"-h"}, {"--help"}, {"no-such-command"}, {"--no-such-flag", "status"}} {
+		if _, err := dispatch(context.Background(), args); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("meshnode %v: got %v, want usage (exit 2)", args, err)
+		}
 	}
 }

@@ -21,7 +21,7 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 // Only flags given on the command line override the config file.
 type nodeFlags struct {
 	fs         *flag.FlagSet
-	state      string
+	state      *string
 	iface      string
 	listenPort int
 	endpoints  listFlag
@@ -40,13 +40,19 @@ func newFlagSet(name, args string) *flag.FlagSet {
 	return fs
 }
 
+// stateDefault is the default of every --state flag. dispatch sets it from
+// the root flag (`meshnode --state DIR <command>`) before the subcommand
+// parses its own flags, so a subcommand's --state, when given, still wins.
+var stateDefault = defaults.StateDir
+
+// stateFlag defines --state on fs. It is the flag's one definition: the root
+// flag set and every subcommand that works on a state directory call it.
 func stateFlag(fs *flag.FlagSet) *string {
-	return fs.String("state", defaults.StateDir, "state directory")
+	return fs.String("state", stateDefault, "state directory")
 }
 
 func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
-	nf := &nodeFlags{fs: fs}
-	fs.StringVar(&nf.state, "state", defaults.StateDir, "state directory")
+	nf := &nodeFlags{fs: fs, state: stateFlag(fs)}
 	fs.StringVar(&nf.iface, "iface", defaults.Interface, "WireGuard interface name")
 	fs.IntVar(&nf.listenPort, "listen-port", defaults.ListenPort, "WireGuard UDP port")
 	fs.Var(&nf.endpoints, "endpoint", "underlay IP:port other members dial (repeatable; default: every global address)")
@@ -59,7 +65,7 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 
 // config loads <state>/meshnode.toml and applies the flags that were given.
 func (nf *nodeFlags) config() (mesh.Config, error) {
-	cfg, err := mesh.LoadConfig(identity.StateDir(nf.state))
+	cfg, err := mesh.LoadConfig(identity.StateDir(*nf.state))
 	if err != nil {
 		return cfg, err
 	}

@@ -61,7 +61,7 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: meshnode <command> [flags]\n\ncommands:")
+	fmt.Fprintln(os.Stderr, "usage: meshnode [--state DIR] <command> [flags]\n\ncommands:")
 	for _, c := range commands {
 		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.usage)
 	}
@@ -72,18 +72,8 @@ func main() {
 		pid1() // the appliance: meshnode is /init
 		return
 	}
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		os.Exit(2)
-	}
-	c := lookup(os.Args[1])
-	if c == nil {
-		fmt.Fprintf(os.Stderr, "meshnode: unknown command %q\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := c.run(ctx, os.Args[2:])
+	name, err := dispatch(ctx, os.Args[1:])
 	stop()
 	if err == nil {
 		return
@@ -94,12 +84,38 @@ func main() {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil && ee.err.Error() != "" {
-			fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", c.name, ee.err)
+			fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", name, ee.err)
 		}
 		os.Exit(ee.code)
 	}
-	fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", c.name, err)
+	fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", name, err)
 	os.Exit(1)
+}
+
+// dispatch parses the root flags (the ones before the subcommand) and runs
+// the subcommand, returning its name for error messages. Usage problems
+// are printed here and returned as flag.ErrHelp (exit 2).
+func dispatch(ctx context.Context, args []string) (string, error) {
+	root := flag.NewFlagSet("meshnode", flag.ContinueOnError)
+	root.Usage = usage
+	state := stateFlag(root)
+	if err := root.Parse(args); err != nil {
+		return "", flag.ErrHelp // flag printed the error and usage
+	}
+	if root.NArg() == 0 || root.Arg(0) == "help" {
+		usage()
+		return "", flag.ErrHelp
+	}
+	c := lookup(root.Arg(0))
+	if c == nil {
+		fmt.Fprintf(os.Stderr, "meshnode: unknown command %q\n", root.Arg(0))
+		usage()
+		return "", flag.ErrHelp
+	}
+	// Every subcommand's --state defaults to the root flag's value, so
+	// `meshnode --state D status` and `meshnode status --state D` agree.
+	stateDefault = *state
+	return c.name, c.run(ctx, root.Args()[1:])
 }
 
 // pid1 is set by the appliance boot code (pid1.go) when built in.
