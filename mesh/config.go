@@ -94,6 +94,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// DefaultConfig is what every zero field falls back to: the values of
+// mesh/defaults as a Config, for flag help and comparisons.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
 // Validate reports the first bad setting, naming it.
 func (c Config) Validate() error {
 	for _, p := range []struct {
@@ -170,7 +174,7 @@ func LoadConfig(state identity.StateDir) (Config, error) {
 // TestSaveConfigRoundTripsEveryField holds this to every field.
 func SaveConfig(c Config) error {
 	out := c
-	o, d := reflect.ValueOf(&out).Elem(), reflect.ValueOf(Config{}.withDefaults())
+	o, d := reflect.ValueOf(&out).Elem(), reflect.ValueOf(DefaultConfig())
 	for i := range o.NumField() {
 		if reflect.DeepEqual(o.Field(i).Interface(), d.Field(i).Interface()) {
 			o.Field(i).SetZero() // omitzero leaves it out of the file

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh"
 	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
@@ -123,6 +125,71 @@ func TestCommandsSorted(t *testing.T) {
 	}
 	if lookup("no-such-command") != nil {
 		t.Error("lookup found a command that does not exist")
+	}
+}
+
+// parseNodeFlags is how init, join and up turn their arguments into a
+// Config.
+func parseNodeFlags(t *testing.T, args ...string) (*nodeFlags, mesh.Config) {
+	t.Helper()
+	fs := newFlagSet("test", "")
+	nf := addNodeFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := nf.config()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return nf, cfg
+}
+
+// TestEveryNodeFlagSetsConfig gives each node flag a value and proves the
+// resulting Config changes: a node flag that is parsed and then not applied
+// (a missing mapping) fails here. A new node flag needs a value below.
+func TestEveryNodeFlagSetsConfig(t *testing.T) {
+	dir := t.TempDir()
+	values := map[string]string{
+		"state":            t.TempDir(),
+		"iface":            "edge9",
+		"listen-port":      "51900",
+		"endpoint":         "192.0.2.9:51900",
+		"enroll-addr":      "127.0.0.1:9999",
+		"bootstrap-expect": "1",
+		"fast-timers":      "true",
+		"log-level":        "debug",
+	}
+	nf, base := parseNodeFlags(t, "--state", dir)
+	n := 0
+	nf.fs.VisitAll(func(f *flag.Flag) {
+		n++
+		v, ok := values[f.Name]
+		if !ok {
+			t.Errorf("node flag --%s: no test value; add one here", f.Name)
+			return
+		}
+		if f.Name != "state" && nf.apply[f.Name] == nil {
+			t.Errorf("node flag --%s: defined without nodeFlag, so config never applies it", f.Name)
+		}
+		_, got := parseNodeFlags(t, "--state", dir, "--"+f.Name+"="+v)
+		if reflect.DeepEqual(got, base) {
+			t.Errorf("--%s=%s: Config unchanged (%+v)", f.Name, v, got)
+		}
+	})
+	if n != len(values) {
+		t.Errorf("%d node flags, %d test values: remove the values of flags that are gone", n, len(values))
+	}
+}
+
+// TestNodeFlagsWinOverConfigFile: meshnode.toml sets what no flag gives.
+func TestNodeFlagsWinOverConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(identity.StateDir(dir).ConfigPath(), []byte("interface = \"file0\"\nlisten_port = 51999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, cfg := parseNodeFlags(t, "--state", dir, "--iface", "flag0")
+	if cfg.Interface != "flag0" || cfg.ListenPort != 51999 {
+		t.Fatalf("interface %q listen port %d: want the flag's flag0 and the file's 51999", cfg.Interface, cfg.ListenPort)
 	}
 }
 
