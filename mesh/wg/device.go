@@ -55,10 +55,10 @@ type Config struct {
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Name == "" {
-		c.Name = DefaultName
+		c.Name = defaults.Interface
 	}
 	if c.ListenPort == 0 {
-		c.ListenPort = DefaultListenPort
+		c.ListenPort = defaults.ListenPort
 	}
 	if c.MTU == 0 {
 		c.MTU = defaults.MTU
