@@ -19,14 +19,15 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Defaults.
+// Defaults, from mesh/defaults.
 const (
-	DefaultPort      = 7946
-	DefaultRetention = 72 * time.Hour
+	DefaultPort      = defaults.GossipPort
+	DefaultRetention = defaults.MemberRetention
 	// MTU is the overlay MTU gossip packets must fit in.
-	MTU = 1420
+	MTU = defaults.MTU
 	// udpBufferSize is the largest gossip datagram: the MTU minus the IPv6
 	// and UDP headers.
 	udpBufferSize = MTU - 40 - 8

@@ -18,6 +18,8 @@ import (
 	"os"
 	"regexp"
 	"time"
+
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 // CAPublic is the mesh CA's Ed25519 public key.
@@ -36,7 +38,7 @@ func (k CAPublic) KeyID() [8]byte {
 func (k CAPublic) String() string { return "ca:" + hex.EncodeToString(k[:]) }
 
 // CAValidity is how long a mesh CA certificate is valid.
-const CAValidity = 10 * 365 * 24 * time.Hour
+const CAValidity = defaults.CAValidity
 
 var meshNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 

@@ -12,11 +12,13 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 // NodeCertValidity is the default lifetime of a node certificate; nodes
 // renew before it runs out.
-const NodeCertValidity = 365 * 24 * time.Hour
+const NodeCertValidity = defaults.NodeCertValidity
 
 // RouteServerName is the DNS name every node certificate carries so that
 // NATS routes dialled by gossiped IP address verify against one fixed name.

@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 // DefaultStateDir is where a node keeps its state unless told otherwise.
-const DefaultStateDir = "/var/lib/meshnode"
+const DefaultStateDir = defaults.StateDir
 
 // StateDir is a node's state directory. Its methods name the files in it;
 // every package that keeps state asks here, so the layout lives in one place.

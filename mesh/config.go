@@ -7,29 +7,26 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"reflect"
 	"strconv"
-	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Defaults, in one place (DESIGN.md "Defaults").
+// Aliases of mesh/defaults kept for files that still use the old names
+// (node.go, cmd/meshnode/join.go); new code uses defaults directly.
 const (
-	DefaultInterface       = "mesh0"
-	DefaultListenPort      = 51820
-	DefaultMTU             = 1420
-	DefaultEnrollPort      = 51821
-	DefaultGossipPort      = 7946
-	DefaultNATSClientPort  = 4222
-	DefaultNATSRoutePort   = 6222
-	DefaultBootstrapExpect = 3
-	DefaultKeepalive       = 25 * time.Second
+	DefaultEnrollPort    = defaults.EnrollPort
+	DefaultNATSRoutePort = defaults.NATSRoutePort
+	DefaultKeepalive     = defaults.Keepalive
 )
 
-// Config is how a node runs. Zero fields take the defaults above; the file
-// <state>/meshnode.toml sets any of them and command-line flags win over it.
+// Config is how a node runs. Zero fields take the values of mesh/defaults;
+// the file <state>/meshnode.toml sets any of them and command-line flags win
+// over it.
 type Config struct {
 	StateDir identity.StateDir `toml:"-"`
 
@@ -59,43 +56,47 @@ type Config struct {
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
 	if c.StateDir == "" {
-		c.StateDir = identity.DefaultStateDir
+		c.StateDir = defaults.StateDir
 	}
 	if c.Interface == "" {
-		c.Interface = DefaultInterface
+		c.Interface = defaults.Interface
 	}
 	if c.ListenPort == 0 {
-		c.ListenPort = DefaultListenPort
+		c.ListenPort = defaults.ListenPort
 	}
 	if c.MTU == 0 {
-		c.MTU = DefaultMTU
+		c.MTU = defaults.MTU
 	}
 	if c.EnrollAddr == "" {
-		c.EnrollAddr = ":" + strconv.Itoa(DefaultEnrollPort)
+		c.EnrollAddr = ":" + strconv.Itoa(defaults.EnrollPort)
 	}
 	if c.GossipPort == 0 {
-		c.GossipPort = DefaultGossipPort
+		c.GossipPort = defaults.GossipPort
 	}
 	if c.NATSClientPort == 0 {
-		c.NATSClientPort = DefaultNATSClientPort
+		c.NATSClientPort = defaults.NATSClientPort
 	}
 	if c.NATSRoutePort == 0 {
-		c.NATSRoutePort = DefaultNATSRoutePort
+		c.NATSRoutePort = defaults.NATSRoutePort
 	}
 	if c.BootstrapExpect == 0 {
-		c.BootstrapExpect = DefaultBootstrapExpect
+		c.BootstrapExpect = defaults.BootstrapExpect
 	}
 	if c.JetStreamMaxMemory == 0 {
-		c.JetStreamMaxMemory = 64 << 20
+		c.JetStreamMaxMemory = defaults.JetStreamMaxMemory
 	}
 	if c.JetStreamMaxStore == 0 {
-		c.JetStreamMaxStore = 1 << 30
+		c.JetStreamMaxStore = defaults.JetStreamMaxStore
 	}
 	if c.LogLevel == "" {
-		c.LogLevel = "info"
+		c.LogLevel = defaults.LogLevel
 	}
 	return c
 }
+
+// DefaultConfig is what every zero field falls back to: the values of
+// mesh/defaults as a Config, for flag help and comparisons.
+func DefaultConfig() Config { return Config{}.withDefaults() }
 
 // Validate reports the first bad setting, naming it.
 func (c Config) Validate() error {
@@ -164,40 +165,25 @@ func LoadConfig(state identity.StateDir) (Config, error) {
 }
 
 // SaveConfig writes the settings that differ from the defaults, so that
-// `init --iface x` and `join --listen-port y` stick for later `up`s.
+// `init --iface x` and `join --listen-port y` stick for later `up`s while a
+// setting left at its default follows the default of a later version.
+//
+// It walks the fields by reflection instead of naming them: a field added
+// to Config is saved without anyone remembering to add it here (naming them
+// once lost the JetStream limits and the log level on every rewrite).
+// TestSaveConfigRoundTripsEveryField holds this to every field.
 func SaveConfig(c Config) error {
-	d := Config{}.withDefaults()
-	out := Config{}
-	if c.Interface != d.Interface {
-		out.Interface = c.Interface
+	out := c
+	o, d := reflect.ValueOf(&out).Elem(), reflect.ValueOf(DefaultConfig())
+	for i := range o.NumField() {
+		if reflect.DeepEqual(o.Field(i).Interface(), d.Field(i).Interface()) {
+			o.Field(i).SetZero() // omitzero leaves it out of the file
+		}
 	}
-	if c.ListenPort != d.ListenPort {
-		out.ListenPort = c.ListenPort
-	}
-	if c.MTU != d.MTU {
-		out.MTU = c.MTU
-	}
-	out.Endpoints = c.Endpoints
-	if c.EnrollAddr != d.EnrollAddr {
-		out.EnrollAddr = c.EnrollAddr
-	}
-	if c.GossipPort != d.GossipPort {
-		out.GossipPort = c.GossipPort
-	}
-	if c.NATSClientPort != d.NATSClientPort {
-		out.NATSClientPort = c.NATSClientPort
-	}
-	if c.NATSRoutePort != d.NATSRoutePort {
-		out.NATSRoutePort = c.NATSRoutePort
-	}
-	if c.BootstrapExpect != d.BootstrapExpect {
-		out.BootstrapExpect = c.BootstrapExpect
-	}
-	out.FastTimers = c.FastTimers
 	var b bytes.Buffer
 	b.WriteString("# meshnode settings for this node; command-line flags win.\n")
 	if err := toml.NewEncoder(&b).Encode(out); err != nil {
-		return fmt.Errorf("config: %w", err)
+		return fmt.Errorf("config %s: %w", c.StateDir.ConfigPath(), err)
 	}
 	return identity.WriteFileAtomic(c.StateDir.ConfigPath(), b.Bytes(), 0o644)
 }

@@ -3,10 +3,12 @@ package mesh
 import (
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -15,9 +17,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Interface != DefaultInterface || c.ListenPort != DefaultListenPort || c.MTU != DefaultMTU ||
-		c.GossipPort != DefaultGossipPort || c.NATSClientPort != DefaultNATSClientPort ||
-		c.NATSRoutePort != DefaultNATSRoutePort || c.BootstrapExpect != DefaultBootstrapExpect ||
+	if c.Interface != defaults.Interface || c.ListenPort != defaults.ListenPort || c.MTU != defaults.MTU ||
+		c.GossipPort != defaults.GossipPort || c.NATSClientPort != defaults.NATSClientPort ||
+		c.NATSRoutePort != defaults.NATSRoutePort || c.BootstrapExpect != defaults.BootstrapExpect ||
 		c.EnrollAddr != ":51821" || c.JetStreamMaxMemory == 0 || c.JetStreamMaxStore == 0 {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
@@ -34,6 +36,8 @@ func TestLoadConfigFileAndErrors(t *testing.T) {
 		{"settings", "interface = \"edge0\"\nlisten_port = 51900\nendpoints = [\"192.0.2.1:51900\"]\n", "",
 			func(c Config) bool { return c.Interface == "edge0" && c.ListenPort == 51900 && len(c.Endpoints) == 1 }},
 		{"unknown key named", "listen_prot = 1\n", `unknown setting "listen_prot"`, nil},
+		{"unknown key names the file", "interface = \"edge0\"\nlisten_prot = 1\n", `meshnode.toml: unknown setting "listen_prot"`, nil},
+		{"unknown table named", "[nats]\nport = 1\n", `unknown setting "nats"`, nil},
 		{"garbage", "this is = = not toml", "meshnode.toml", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,6 +100,54 @@ func TestSaveConfigKeepsOnlyNonDefaults(t *testing.T) {
 	eps, err := back.ParseEndpoints()
 	if err != nil || back.Interface != "edge7" || len(eps) != 1 || eps[0] != netip.MustParseAddrPort("198.51.100.4:51820") {
 		t.Fatalf("round trip: %+v %v %v", back, eps, err)
+	}
+}
+
+// TestSaveConfigRoundTripsEveryField gives every field of Config a value
+// that is not its default, saves and loads it: a field that meshnode.toml
+// cannot carry (a forgotten tag, a "-" tag, a type TOML cannot encode) fails
+// here instead of being silently lost when init or join rewrite the file.
+func TestSaveConfigRoundTripsEveryField(t *testing.T) {
+	dir := identity.StateDir(t.TempDir())
+	want := Config{StateDir: dir}
+	w, d := reflect.ValueOf(&want).Elem(), reflect.ValueOf(Config{}.withDefaults())
+	for i := range w.NumField() {
+		f, name := w.Field(i), w.Type().Field(i).Name
+		if name == "StateDir" {
+			continue // where the file is, not a setting in it
+		}
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x" + strings.ToLower(name))
+		case reflect.Int, reflect.Int64:
+			f.SetInt(d.Field(i).Int() + 1 + int64(i))
+		case reflect.Bool:
+			f.SetBool(!d.Field(i).Bool())
+		case reflect.Slice:
+			if f.Type().Elem().Kind() != reflect.String {
+				t.Fatalf("field %s: %s: teach this test a non-default value", name, f.Type())
+			}
+			f.Set(reflect.ValueOf([]string{"192.0.2.1:1", "[2001:db8::1]:2"}).Convert(f.Type()))
+		default:
+			t.Fatalf("field %s: %s: teach this test a non-default value", name, f.Type())
+		}
+		if reflect.DeepEqual(f.Interface(), d.Field(i).Interface()) {
+			t.Fatalf("field %s: test value %v is the default", name, f.Interface())
+		}
+	}
+	if err := SaveConfig(want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := reflect.ValueOf(got)
+	for i := range w.NumField() {
+		if !reflect.DeepEqual(g.Field(i).Interface(), w.Field(i).Interface()) {
+			b, _ := os.ReadFile(dir.ConfigPath())
+			t.Errorf("field %s: saved %v, loaded %v; file:\n%s", w.Type().Field(i).Name, w.Field(i).Interface(), g.Field(i).Interface(), b)
+		}
 	}
 }
 

@@ -11,20 +11,21 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Defaults the caller may rely on.
+// Defaults the caller may rely on, from mesh/defaults.
 const (
 	// DefaultBootstrapExpect is the number of members an empty JetStream
 	// store waits for before bootstrapping the meta group.
-	DefaultBootstrapExpect = 3
+	DefaultBootstrapExpect = defaults.BootstrapExpect
 	// DefaultStartTimeout bounds Start when ctx has no earlier deadline.
-	DefaultStartTimeout = 15 * time.Second
+	DefaultStartTimeout = defaults.NATSStartTimeout
 	// DefaultReloadDebounce is how long SetMembers waits for more changes
 	// before it reloads the route set.
-	DefaultReloadDebounce = 250 * time.Millisecond
+	DefaultReloadDebounce = defaults.NATSReloadDebounce
 	// DefaultRecheckInterval is the safety-net period of Recheck.
-	DefaultRecheckInterval = time.Second
+	DefaultRecheckInterval = defaults.NATSRecheckInterval
 	// RouteUser is the user name of the route secret in route URLs.
 	RouteUser = "meshnode"
 )

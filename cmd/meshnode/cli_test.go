@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 func initState(t *testing.T) string {
@@ -101,6 +105,124 @@ func TestWithDefaultPort(t *testing.T) {
 	} {
 		if got := withDefaultPort(in, 51821); got != want {
 			t.Errorf("withDefaultPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCommandsSorted keeps the commands table in the order usage prints it,
+// with one row per name and nothing left empty.
+func TestCommandsSorted(t *testing.T) {
+	for i, c := range commands {
+		if c.name == "" || c.usage == "" || c.run == nil {
+			t.Errorf("commands[%d] %q: name, usage and run are all required", i, c.name)
+		}
+		if i > 0 && commands[i-1].name >= c.name {
+			t.Errorf("commands[%d] %q comes after %q: keep the table sorted by name, one row per command", i, c.name, commands[i-1].name)
+		}
+		if lookup(c.name) != &commands[i] {
+			t.Errorf("lookup(%q) does not find its row", c.name)
+		}
+	}
+	if lookup("no-such-command") != nil {
+		t.Error("lookup found a command that does not exist")
+	}
+}
+
+// parseNodeFlags is how init, join and up turn their arguments into a
+// Config.
+func parseNodeFlags(t *testing.T, args ...string) (*nodeFlags, mesh.Config) {
+	t.Helper()
+	fs := newFlagSet("test", "")
+	nf := addNodeFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := nf.config()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return nf, cfg
+}
+
+// TestEveryNodeFlagSetsConfig gives each node flag a value and proves the
+// resulting Config changes: a node flag that is parsed and then not applied
+// (a missing mapping) fails here. A new node flag needs a value below.
+func TestEveryNodeFlagSetsConfig(t *testing.T) {
+	dir := t.TempDir()
+	values := map[string]string{
+		"state":            t.TempDir(),
+		"iface":            "edge9",
+		"listen-port":      "51900",
+		"endpoint":         "192.0.2.9:51900",
+		"enroll-addr":      "127.0.0.1:9999",
+		"bootstrap-expect": "1",
+		"fast-timers":      "true",
+		"log-level":        "debug",
+	}
+	nf, base := parseNodeFlags(t, "--state", dir)
+	n := 0
+	nf.fs.VisitAll(func(f *flag.Flag) {
+		n++
+		v, ok := values[f.Name]
+		if !ok {
+			t.Errorf("node flag --%s: no test value; add one here", f.Name)
+			return
+		}
+		if f.Name != "state" && nf.apply[f.Name] == nil {
+			t.Errorf("node flag --%s: defined without nodeFlag, so config never applies it", f.Name)
+		}
+		_, got := parseNodeFlags(t, "--state", dir, "--"+f.Name+"="+v)
+		if reflect.DeepEqual(got, base) {
+			t.Errorf("--%s=%s: Config unchanged (%+v)", f.Name, v, got)
+		}
+	})
+	if n != len(values) {
+		t.Errorf("%d node flags, %d test values: remove the values of flags that are gone", n, len(values))
+	}
+}
+
+// TestNodeFlagsWinOverConfigFile: meshnode.toml sets what no flag gives.
+func TestNodeFlagsWinOverConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(identity.StateDir(dir).ConfigPath(), []byte("interface = \"file0\"\nlisten_port = 51999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, cfg := parseNodeFlags(t, "--state", dir, "--iface", "flag0")
+	if cfg.Interface != "flag0" || cfg.ListenPort != 51999 {
+		t.Fatalf("interface %q listen port %d: want the flag's flag0 and the file's 51999", cfg.Interface, cfg.ListenPort)
+	}
+}
+
+// TestRootStateFlag: `meshnode --state DIR <command>` reaches the command,
+// and a --state given to the command itself wins over the root one.
+func TestRootStateFlag(t *testing.T) {
+	t.Cleanup(func() { stateDefault = defaults.StateDir })
+	dir := t.TempDir()
+	if _, err := dispatch(context.Background(), []string{"--state", dir, "init", "--name", "alpha", "--iface", "mtest0"}); err != nil {
+		t.Fatal(err)
+	}
+	if !identity.StateDir(dir).HasIdentity() {
+		t.Fatalf("meshnode --state %s init: no identity in %s", dir, dir)
+	}
+	if _, err := dispatch(context.Background(), []string{"--state", dir, "nats-env"}); err != nil {
+		t.Fatalf("meshnode --state DIR nats-env: %v", err)
+	}
+	empty := t.TempDir()
+	if _, err := dispatch(context.Background(), []string{"--state", empty, "nats-env", "--state", dir}); err != nil {
+		t.Fatalf("meshnode --state EMPTY nats-env --state DIR: %v (the command's --state must win)", err)
+	}
+	if _, err := dispatch(context.Background(), []string{"--state", dir, "nats-env", "--state", empty}); err == nil {
+		t.Fatal("meshnode --state DIR nats-env --state EMPTY: read DIR, want EMPTY (the command's --state must win)")
+	}
+}
+
+// TestDispatchUsageErrors: usage problems exit 2 (flag.ErrHelp) without
+// running anything.
+func TestDispatchUsageErrors(t *testing.T) {
+	t.Cleanup(func() { stateDefault = defaults.StateDir })
+	for _, args := range [][]string{nil, {"help"}, {"-h"}, {"--help"}, {"no-such-command"}, {"--no-such-flag", "status"}} {
+		if _, err := dispatch(context.Background(), args); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("meshnode %v: got %v, want usage (exit 2)", args, err)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 // listFlag is a repeatable string flag (--endpoint a --endpoint b).
@@ -15,20 +16,6 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
-
-// nodeFlags are the node settings every node-running subcommand accepts.
-// Only flags given on the command line override the config file.
-type nodeFlags struct {
-	fs         *flag.FlagSet
-	state      string
-	iface      string
-	listenPort int
-	endpoints  listFlag
-	enrollAddr string
-	expect     int
-	fast       bool
-	logLevel   string
-}
 
 func newFlagSet(name, args string) *flag.FlagSet {
 	fs := flag.NewFlagSet("meshnode "+name, flag.ContinueOnError)
@@ -39,45 +26,79 @@ func newFlagSet(name, args string) *flag.FlagSet {
 	return fs
 }
 
+// stateDefault is the default of every --state flag. dispatch sets it from
+// the root flag (`meshnode --state DIR <command>`) before the subcommand
+// parses its own flags, so a subcommand's --state, when given, still wins.
+var stateDefault = defaults.StateDir
+
+// stateFlag defines --state on fs. It is the flag's one definition: the root
+// flag set and every subcommand that works on a state directory call it.
 func stateFlag(fs *flag.FlagSet) *string {
-	return fs.String("state", identity.DefaultStateDir, "state directory")
+	return fs.String("state", stateDefault, "state directory")
+}
+
+// nodeFlags are the node settings every node-running subcommand accepts.
+// Each one is defined together with the mesh.Config field it sets
+// (nodeFlag), so a node flag cannot be parsed and then silently dropped;
+// only flags given on the command line override the config file.
+type nodeFlags struct {
+	fs    *flag.FlagSet
+	state *string
+	// parsed holds what the node flags parsed into; it starts as
+	// mesh.DefaultConfig, whose values the flags' help shows.
+	parsed mesh.Config
+	// apply copies one node flag's value from parsed into a Config.
+	apply map[string]func(*mesh.Config)
 }
 
 func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
-	nf := &nodeFlags{fs: fs}
-	fs.StringVar(&nf.state, "state", identity.DefaultStateDir, "state directory")
-	fs.StringVar(&nf.iface, "iface", mesh.DefaultInterface, "WireGuard interface name")
-	fs.IntVar(&nf.listenPort, "listen-port", mesh.DefaultListenPort, "WireGuard UDP port")
-	fs.Var(&nf.endpoints, "endpoint", "underlay IP:port other members dial (repeatable; default: every global address)")
-	fs.StringVar(&nf.enrollAddr, "enroll-addr", fmt.Sprintf(":%d", mesh.DefaultEnrollPort), "enrollment endpoint listen address (underlay TCP)")
-	fs.IntVar(&nf.expect, "bootstrap-expect", mesh.DefaultBootstrapExpect, "members to wait for before JetStream starts on an empty store")
-	fs.BoolVar(&nf.fast, "fast-timers", false, "short gossip timers (tests, demo)")
-	fs.StringVar(&nf.logLevel, "log-level", "info", "debug, info, warn or error")
+	nf := &nodeFlags{fs: fs, state: stateFlag(fs), parsed: mesh.DefaultConfig(), apply: map[string]func(*mesh.Config){}}
+	nodeFlag(nf, fs.StringVar, "iface", func(c *mesh.Config) *string { return &c.Interface },
+		"WireGuard interface name")
+	nodeFlag(nf, fs.IntVar, "listen-port", func(c *mesh.Config) *int { return &c.ListenPort },
+		"WireGuard UDP port")
+	nodeFlag(nf, listVar(fs), "endpoint", func(c *mesh.Config) *[]string { return &c.Endpoints },
+		"underlay IP:port other members dial (repeatable; default: every global address)")
+	nodeFlag(nf, fs.StringVar, "enroll-addr", func(c *mesh.Config) *string { return &c.EnrollAddr },
+		"enrollment endpoint listen address (underlay TCP)")
+	nodeFlag(nf, fs.IntVar, "bootstrap-expect", func(c *mesh.Config) *int { return &c.BootstrapExpect },
+		"members to wait for before JetStream starts on an empty store")
+	nodeFlag(nf, fs.BoolVar, "fast-timers", func(c *mesh.Config) *bool { return &c.FastTimers },
+		"short gossip timers (tests, demo)")
+	nodeFlag(nf, fs.StringVar, "log-level", func(c *mesh.Config) *string { return &c.LogLevel },
+		"debug, info, warn or error")
 	return nf
 }
 
-// config loads <state>/meshnode.toml and applies the flags that were given.
+// nodeFlag defines flag name with define (fs.StringVar, fs.IntVar, …) to
+// parse into the field of nf.parsed that field selects, with that field's
+// default, and records how config copies it into the loaded Config.
+func nodeFlag[T any](nf *nodeFlags, define func(p *T, name string, value T, usage string),
+	name string, field func(*mesh.Config) *T, usage string) {
+	p := field(&nf.parsed)
+	define(p, name, *p, usage)
+	nf.apply[name] = func(c *mesh.Config) { *field(c) = *p }
+}
+
+// listVar is fs.Var for a repeatable string flag, shaped like fs.StringVar.
+// Values given append to the default, which for every use here is empty.
+func listVar(fs *flag.FlagSet) func(p *[]string, name string, value []string, usage string) {
+	return func(p *[]string, name string, value []string, usage string) {
+		*p = value
+		fs.Var((*listFlag)(p), name, usage)
+	}
+}
+
+// config loads <state>/meshnode.toml and applies the node flags that were
+// given.
 func (nf *nodeFlags) config() (mesh.Config, error) {
-	cfg, err := mesh.LoadConfig(identity.StateDir(nf.state))
+	cfg, err := mesh.LoadConfig(identity.StateDir(*nf.state))
 	if err != nil {
 		return cfg, err
 	}
 	nf.fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "iface":
-			cfg.Interface = nf.iface
-		case "listen-port":
-			cfg.ListenPort = nf.listenPort
-		case "endpoint":
-			cfg.Endpoints = nf.endpoints
-		case "enroll-addr":
-			cfg.EnrollAddr = nf.enrollAddr
-		case "bootstrap-expect":
-			cfg.BootstrapExpect = nf.expect
-		case "fast-timers":
-			cfg.FastTimers = nf.fast
-		case "log-level":
-			cfg.LogLevel = nf.logLevel
+		if apply := nf.apply[f.Name]; apply != nil {
+			apply(&cfg)
 		}
 	})
 	return cfg, cfg.Validate()

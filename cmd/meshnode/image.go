@@ -15,10 +15,6 @@ import (
 	"github.com/meshnode/meshnode/image/disk"
 )
 
-func init() {
-	register(&command{name: "image", usage: "build | configure: build the appliance disk image, or write its first-boot config", run: runImage})
-}
-
 func runImage(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "usage: meshnode image build [flags] | meshnode image configure [flags]")

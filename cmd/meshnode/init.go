@@ -9,10 +9,6 @@ import (
 	"github.com/meshnode/meshnode/mesh"
 )
 
-func init() {
-	register(&command{name: "init", usage: "create a new mesh with this box as its first (admin) node", run: runInit})
-}
-
 func runInit(ctx context.Context, args []string) error {
 	fs := newFlagSet("init", "--name NAME [--mesh MESH] [flags]")
 	nf := addNodeFlags(fs)

@@ -8,16 +8,13 @@ import (
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/api"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
-
-func init() {
-	register(&command{name: "invite", usage: "mint a one-time join token (prints only the token)", run: runInvite})
-}
 
 func runInvite(ctx context.Context, args []string) error {
 	fs := newFlagSet("invite", "[--ttl 1h] [--role hub]")
 	state := stateFlag(fs)
-	ttl := fs.Duration("ttl", time.Hour, "how long the token stays valid")
+	ttl := fs.Duration("ttl", defaults.InviteTTL, "how long the token stays valid")
 	role := fs.String("role", "", "roles for the new member: hub, admin (comma-separated)")
 	if err := fs.Parse(args); err != nil {
 		return err

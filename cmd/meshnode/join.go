@@ -15,10 +15,6 @@ import (
 	"github.com/meshnode/meshnode/mesh"
 )
 
-func init() {
-	register(&command{name: "join", usage: "join a mesh through PEER with a token, then run the node", run: runJoin})
-}
-
 func runJoin(ctx context.Context, args []string) error {
 	fs := newFlagSet("join", "PEER --token TOKEN --name NAME [flags]")
 	nf := addNodeFlags(fs)

@@ -8,10 +8,6 @@ import (
 	"github.com/meshnode/meshnode/mesh/api"
 )
 
-func init() {
-	register(&command{name: "leave", usage: "leave the mesh gracefully and stop the daemon", run: runLeave})
-}
-
 func runLeave(ctx context.Context, args []string) error {
 	fs := newFlagSet("leave", "")
 	state := stateFlag(fs)

@@ -1,9 +1,9 @@
 // Command meshnode runs a node of a private WireGuard overlay mesh with an
 // embedded NATS/JetStream bus, and is the CLI that manages it.
 //
-// Each subcommand lives in its own file and registers itself in init; the
-// daemon is `meshnode up`, every other subcommand talks to it over the local
-// API socket or works on the state directory directly.
+// Each subcommand lives in its own file and has one row in the commands
+// table below; the daemon is `meshnode up`, every other subcommand talks to
+// it over the local API socket or works on the state directory directly.
 package main
 
 import (
@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"sort"
 	"syscall"
 )
 
@@ -24,13 +23,31 @@ type command struct {
 	run   func(ctx context.Context, args []string) error
 }
 
-var commands = map[string]*command{}
+// commands is every subcommand, in the order usage lists them: sorted by
+// name (TestCommandsSorted). One explicit table instead of registration
+// from each file's init, so that the whole CLI reads in one place and a
+// file cannot add a command by being compiled in.
+var commands = []command{
+	{"image", "build | configure: build the appliance disk image, or write its first-boot config", runImage},
+	{"init", "create a new mesh with this box as its first (admin) node", runInit},
+	{"invite", "mint a one-time join token (prints only the token)", runInvite},
+	{"join", "join a mesh through PEER with a token, then run the node", runJoin},
+	{"leave", "leave the mesh gracefully and stop the daemon", runLeave},
+	{"nats", "NATS client with this node's identity: pub, sub, stream-add, stream-info, js-pub", runNATS},
+	{"nats-env", "print NATS_URL, NATS_NKEY and NATS_CA for nats clients on this box", runNATSEnv},
+	{"status", "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", runStatus},
+	{"up", "run the node in the foreground (the daemon)", runUp},
+	{"version", "print the version", runVersion},
+}
 
-func register(c *command) {
-	if _, dup := commands[c.name]; dup {
-		panic("meshnode: duplicate subcommand " + c.name)
+// lookup returns the subcommand called name, or nil.
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
 	}
-	commands[c.name] = c
+	return nil
 }
 
 // exitError carries a specific process exit code (status uses 1 and 2).
@@ -43,14 +60,9 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: meshnode <command> [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", n, commands[n].usage)
+	fmt.Fprintln(os.Stderr, "usage: meshnode [--state DIR] <command> [flags]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.usage)
 	}
 }
 
@@ -59,18 +71,8 @@ func main() {
 		pid1() // the appliance: meshnode is /init
 		return
 	}
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		os.Exit(2)
-	}
-	c, ok := commands[os.Args[1]]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "meshnode: unknown command %q\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := c.run(ctx, os.Args[2:])
+	name, err := dispatch(ctx, os.Args[1:])
 	stop()
 	if err == nil {
 		return
@@ -81,12 +83,38 @@ func main() {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil && ee.err.Error() != "" {
-			fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", c.name, ee.err)
+			fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", name, ee.err)
 		}
 		os.Exit(ee.code)
 	}
-	fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", c.name, err)
+	fmt.Fprintf(os.Stderr, "meshnode %s: %v\n", name, err)
 	os.Exit(1)
+}
+
+// dispatch parses the root flags (the ones before the subcommand) and runs
+// the subcommand, returning its name for error messages. Usage problems
+// are printed here and returned as flag.ErrHelp (exit 2).
+func dispatch(ctx context.Context, args []string) (string, error) {
+	root := flag.NewFlagSet("meshnode", flag.ContinueOnError)
+	root.Usage = usage
+	state := stateFlag(root)
+	if err := root.Parse(args); err != nil {
+		return "", flag.ErrHelp // flag printed the error and usage
+	}
+	if root.NArg() == 0 || root.Arg(0) == "help" {
+		usage()
+		return "", flag.ErrHelp
+	}
+	c := lookup(root.Arg(0))
+	if c == nil {
+		fmt.Fprintf(os.Stderr, "meshnode: unknown command %q\n", root.Arg(0))
+		usage()
+		return "", flag.ErrHelp
+	}
+	// Every subcommand's --state defaults to the root flag's value, so
+	// `meshnode --state D status` and `meshnode status --state D` agree.
+	stateDefault = *state
+	return c.name, c.run(ctx, root.Args()[1:])
 }
 
 // pid1 is set by the appliance boot code (pid1.go) when built in.

@@ -18,10 +18,6 @@ import (
 	"github.com/meshnode/meshnode/mesh"
 )
 
-func init() {
-	register(&command{name: "nats", usage: "NATS client with this node's identity: pub, sub, stream-add, stream-info, js-pub", run: runNATS})
-}
-
 const natsUsage = `usage: meshnode nats [--state DIR] [--timeout D] COMMAND ...
   pub SUBJECT DATA                 publish one message
   sub SUBJECT [COUNT]              print COUNT messages (default 1), one per line

@@ -11,10 +11,6 @@ import (
 	"github.com/meshnode/meshnode/mesh"
 )
 
-func init() {
-	register(&command{name: "nats-env", usage: "print NATS_URL, NATS_NKEY and NATS_CA for nats clients on this box", run: runNATSEnv})
-}
-
 func runNATSEnv(ctx context.Context, args []string) error {
 	fs := newFlagSet("nats-env", "")
 	state := stateFlag(fs)

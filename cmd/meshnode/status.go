@@ -14,10 +14,6 @@ import (
 	"github.com/meshnode/meshnode/mesh/api"
 )
 
-func init() {
-	register(&command{name: "status", usage: "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", run: runStatus})
-}
-
 func runStatus(ctx context.Context, args []string) error {
 	fs := newFlagSet("status", "[--json]")
 	state := stateFlag(fs)

@@ -11,10 +11,6 @@ import (
 	"github.com/meshnode/meshnode/mesh"
 )
 
-func init() {
-	register(&command{name: "up", usage: "run the node in the foreground (the daemon)", run: runUp})
-}
-
 func runUp(ctx context.Context, args []string) error {
 	fs := newFlagSet("up", "[--state DIR] [flags]")
 	nf := addNodeFlags(fs)

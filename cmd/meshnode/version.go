@@ -9,13 +9,11 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-func init() {
-	register(&command{name: "version", usage: "print the version", run: func(ctx context.Context, args []string) error {
-		v := version
-		if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-		fmt.Println("meshnode", v)
-		return nil
-	}})
+func runVersion(ctx context.Context, args []string) error {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	fmt.Println("meshnode", v)
+	return nil
 }

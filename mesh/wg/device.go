@@ -24,13 +24,15 @@ import (
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Defaults for Config's zero fields.
+// Defaults for Config's zero fields, from mesh/defaults; the names are kept
+// for callers outside this package (scripts/bench/wgmesh, nstest).
 const (
-	DefaultName       = "mesh0"
-	DefaultListenPort = 51820
-	DefaultMTU        = 1420
+	DefaultName       = defaults.Interface
+	DefaultListenPort = defaults.ListenPort
 )
 
 // SocketDir is where UAPI sockets live; wireguard-tools and wgctrl look
@@ -53,13 +55,13 @@ type Config struct {
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Name == "" {
-		c.Name = DefaultName
+		c.Name = defaults.Interface
 	}
 	if c.ListenPort == 0 {
-		c.ListenPort = DefaultListenPort
+		c.ListenPort = defaults.ListenPort
 	}
 	if c.MTU == 0 {
-		c.MTU = DefaultMTU
+		c.MTU = defaults.MTU
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

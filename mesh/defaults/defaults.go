@@ -1,0 +1,85 @@
+// Package defaults is the one table of meshnode's default values; it imports
+// nothing of meshnode, so every package may import it.
+//
+// A default lives here when more than one package needs it or an operator
+// may want to change it (DESIGN.md "Defaults"). Packages keep their own
+// names for these values only as aliases (mesh.DefaultEnrollPort =
+// EnrollPort), never as second definitions, so changing a value here
+// changes it everywhere: the flags' help, meshnode.toml's defaults, the
+// WireGuard device, gossip, NATS and the certificates.
+package defaults
+
+import "time"
+
+// Where a node keeps its state and how its interface is called.
+const (
+	// StateDir is the state directory (`--state`): identity, certificates,
+	// meshnode.toml, the local API socket, JetStream.
+	StateDir = "/var/lib/meshnode"
+	// Interface is the WireGuard interface name (`--iface`).
+	Interface = "mesh0"
+	// LogLevel is the slog level of the daemon (`--log-level`).
+	LogLevel = "info"
+)
+
+// Ports. Only ListenPort and EnrollPort are on the underlay; the others
+// listen on the node's overlay address, inside WireGuard.
+const (
+	// ListenPort is WireGuard's UDP port (`--listen-port`).
+	ListenPort = 51820
+	// EnrollPort is the enrollment endpoint's TCP port (`--enroll-addr`).
+	EnrollPort = 51821
+	// GossipPort is memberlist's port, the same on every member.
+	GossipPort = 7946
+	// NATSClientPort and NATSRoutePort are the embedded nats-server's
+	// client and cluster route listeners.
+	NATSClientPort = 4222
+	NATSRoutePort  = 6222
+)
+
+// The overlay.
+const (
+	// MTU is the WireGuard interface's MTU; gossip datagrams are sized to
+	// fit it.
+	MTU = 1420
+	// Keepalive is the persistent keepalive toward every member: it keeps
+	// NAT mappings open (UDP conntrack timeouts are 30 s here).
+	Keepalive = 25 * time.Second
+	// ReconcileInterval is how often the member table is turned into
+	// WireGuard peers and NATS routes even when nothing changed.
+	ReconcileInterval = 5 * time.Second
+	// MemberRetention is how long a member that left or failed stays in the
+	// persisted member table (and is rejoined) before it is forgotten.
+	MemberRetention = 72 * time.Hour
+)
+
+// NATS and JetStream.
+const (
+	// BootstrapExpect is how many members an empty JetStream store waits
+	// for before it bootstraps the meta group (1 for a one-node mesh).
+	BootstrapExpect = 3
+	// JetStreamMaxMemory and JetStreamMaxStore are explicit limits fit for
+	// an edge box: nats-server reads zero as 75% of RAM.
+	JetStreamMaxMemory = 64 << 20
+	JetStreamMaxStore  = 1 << 30
+	// NATSStartTimeout bounds the server's start when the caller gives no
+	// earlier deadline.
+	NATSStartTimeout = 15 * time.Second
+	// NATSReloadDebounce is how long a route change waits for more changes
+	// before the server reloads its route set.
+	NATSReloadDebounce = 250 * time.Millisecond
+	// NATSRecheckInterval is the safety-net period of the membership
+	// recheck of connected clients.
+	NATSRecheckInterval = time.Second
+)
+
+// Validity periods.
+const (
+	// CAValidity is the mesh CA certificate's lifetime.
+	CAValidity = 10 * 365 * 24 * time.Hour
+	// NodeCertValidity is a node certificate's (and ticket's) lifetime.
+	NodeCertValidity = 365 * 24 * time.Hour
+	// InviteTTL is how long a join token from `meshnode invite` is valid
+	// (`--ttl`).
+	InviteTTL = time.Hour
+)
