@@ -19,9 +19,7 @@ import (
 // Aliases of mesh/defaults kept for files that still use the old names
 // (node.go, cmd/meshnode/join.go); new code uses defaults directly.
 const (
-	DefaultEnrollPort    = defaults.EnrollPort
-	DefaultNATSRoutePort = defaults.NATSRoutePort
-	DefaultKeepalive     = defaults.Keepalive
+	DefaultEnrollPort = defaults.EnrollPort
 )
 
 // Config is how a node runs. Zero fields take the values of mesh/defaults;

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/natsnode"
 )
@@ -189,7 +190,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.log.Info("node up", "addr", m.Ticket.Addr, "interface", n.cfg.Interface, "port", n.cfg.ListenPort, "endpoints", n.eps)
 	close(n.ready)
 
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(defaults.ReconcileInterval)
 	defer tick.Stop()
 	for {
 		select {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/natsnode"
 )
@@ -104,7 +105,7 @@ func NewPlan(s Snapshot) *Plan {
 		}
 		port := int(m.NATSRoutePort)
 		if port == 0 {
-			port = DefaultNATSRoutePort
+			port = defaults.NATSRoutePort
 		}
 		p.Routes = append(p.Routes, natsnode.Member{ServerName: m.Name, Addr: m.Addr, RoutePort: port})
 		// The first alive member holding an address decides (addresses
@@ -129,7 +130,7 @@ func peerFor(m discovery.Member, ours []netip.AddrPort) wg.Peer {
 	p := wg.Peer{
 		PublicKey:           m.WireGuard.Key(),
 		AllowedIPs:          append([]netip.Prefix{netip.PrefixFrom(m.Addr, 128)}, m.Routes...),
-		PersistentKeepalive: DefaultKeepalive,
+		PersistentKeepalive: defaults.Keepalive,
 	}
 	if ep, ok := pickEndpoint(m.Endpoints, ours); ok {
 		p.Endpoint = ep

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/natsnode"
 )
@@ -127,7 +128,7 @@ func TestNewPlan(t *testing.T) {
 		return natsnode.Member{ServerName: m.Name, Addr: m.Addr, RoutePort: port}
 	}
 	peer := func(m discovery.Member, ep string, extra ...netip.Prefix) wg.Peer {
-		p := wg.Peer{PublicKey: m.WireGuard.Key(), AllowedIPs: append([]netip.Prefix{host(m.Addr)}, extra...), PersistentKeepalive: DefaultKeepalive}
+		p := wg.Peer{PublicKey: m.WireGuard.Key(), AllowedIPs: append([]netip.Prefix{host(m.Addr)}, extra...), PersistentKeepalive: defaults.Keepalive}
 		if ep != "" {
 			p.Endpoint = ap(ep)
 		}
@@ -156,7 +157,7 @@ func TestNewPlan(t *testing.T) {
 			members:     []discovery.Member{unknown, left, dead, alive},
 			wantMembers: []string{"alive", "dead", "left", "unknown"},
 			wantPeers:   []wg.Peer{peer(alive, ""), peer(dead, ""), peer(left, ""), peer(unknown, "")},
-			wantRoutes:  []natsnode.Member{selfRoute, route(alive, DefaultNATSRoutePort)},
+			wantRoutes:  []natsnode.Member{selfRoute, route(alive, defaults.NATSRoutePort)},
 		},
 		{
 			name:        "revoked members are excluded everywhere",
@@ -164,7 +165,7 @@ func TestNewPlan(t *testing.T) {
 			revoked:     revokedSet{revoked.Node: true},
 			wantMembers: []string{"alive"},
 			wantPeers:   []wg.Peer{peer(alive, "")},
-			wantRoutes:  []natsnode.Member{selfRoute, route(alive, DefaultNATSRoutePort)},
+			wantRoutes:  []natsnode.Member{selfRoute, route(alive, defaults.NATSRoutePort)},
 		},
 		{
 			name:        "hub: its routes in AllowedIPs, its endpoint of our family, its route port",

@@ -11,15 +11,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/meshnode/meshnode/mesh/api"
+	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
 
@@ -97,10 +100,10 @@ func (l *Lab) Close() {
 }
 
 // Endpoint is the node's WireGuard underlay endpoint.
-func (n *Node) Endpoint() string { return n.IP + ":51820" }
+func (n *Node) Endpoint() string { return net.JoinHostPort(n.IP, strconv.Itoa(defaults.ListenPort)) }
 
 // EnrollAddr is where the node's enrollment endpoint listens.
-func (n *Node) EnrollAddr() string { return n.IP + ":51821" }
+func (n *Node) EnrollAddr() string { return net.JoinHostPort(n.IP, strconv.Itoa(defaults.EnrollPort)) }
 
 // Meshnode runs a meshnode subcommand inside the node's namespace and
 // returns its stdout; stderr is in the error.

@@ -16,13 +16,14 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/mesh/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 func main() {
-	iface := flag.String("iface", wg.DefaultName, "interface name")
-	port := flag.Int("listen-port", wg.DefaultListenPort, "UDP listen port")
+	iface := flag.String("iface", defaults.Interface, "interface name")
+	port := flag.Int("listen-port", defaults.ListenPort, "UDP listen port")
 	keyFile := flag.String("key-file", "", "file holding the base64 private key (wg genkey)")
 	addr := flag.String("addr", "", "overlay address of this node")
 	prefix := flag.String("prefix", "", "mesh prefix")
