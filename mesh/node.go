@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/discovery/enroll"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/natsnode"
@@ -389,9 +390,9 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	if n.member.CA != nil {
 		invites = identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust)
 	}
-	srv, err := discovery.NewServer(discovery.ServerConfig{
-		Member: n.member, Invites: invites, Discovery: n.disc,
-		BootstrapExpect: n.cfg.BootstrapExpect,
+	srv, err := enroll.NewServer(enroll.ServerConfig{
+		Member: n.member, Invites: invites, Members: n.disc, Revocations: n.revs,
+		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect},
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.
 		OnAdmit: func(m discovery.Member) {

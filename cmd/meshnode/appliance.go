@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/meshnode/meshnode/discovery"
+	enrollproto "github.com/meshnode/meshnode/discovery/enroll"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/boot"
 	"github.com/meshnode/meshnode/mesh"
@@ -43,8 +43,8 @@ func applianceNode(ctx context.Context, bc boot.BootConfig) error {
 			return fmt.Errorf("%w: config.toml token: %v", boot.ErrConfig, err)
 		}
 		if cfg, err = enroll(ctx, cfg, c.Join, c.Token, c.Name, false); err != nil {
-			var ee *discovery.EnrollError
-			if errors.As(err, &ee) && ee.Status >= 400 && ee.Status < 500 && ee.Code != discovery.CodeRateLimited {
+			var ee *enrollproto.Error
+			if errors.As(err, &ee) && ee.Status >= 400 && ee.Status < 500 && ee.Code != enrollproto.CodeRateLimited {
 				// The peer answered and said no: retrying the same token
 				// cannot help; the operator must mint a new one.
 				return fmt.Errorf("%w: %v", boot.ErrConfig, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/discovery"
+	enrollproto "github.com/meshnode/meshnode/discovery/enroll"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
 )
@@ -92,7 +93,7 @@ func enroll(ctx context.Context, cfg mesh.Config, peer, token, name string, keep
 	}
 	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	res, err := discovery.Enroll(ectx, withDefaultPort(peer, mesh.DefaultEnrollPort), token, id, name, eps)
+	res, err := enrollproto.Join(ectx, withDefaultPort(peer, mesh.DefaultEnrollPort), token, id, name, eps)
 	if err != nil {
 		return cfg, fmt.Errorf("join via %s refused: %w", peer, err)
 	}
