@@ -152,9 +152,10 @@ func TestEnrollHappyPath(t *testing.T) {
 	if m.Ticket.Name != "newbie" || m.Ticket.Roles != identity.RoleHub || m.Cert.Node() != id.Public() || m.RouteSecret != f.self.RouteSecret {
 		t.Fatalf("wrong enrollment: ticket %+v", m.Ticket)
 	}
-	if res.Mesh.Name != "testmesh" || res.Mesh.Prefix != f.tm.ca.Prefix() || res.Mesh.MTU != discovery.MTU ||
-		res.Mesh.GossipPort != 7999 || res.Mesh.BootstrapExpect != 3 {
-		t.Fatalf("mesh params %+v", res.Mesh)
+	// The mesh's name and prefix come with the CA certificate, the rest
+	// with the mesh params.
+	if m.Trust.Mesh != "testmesh" || m.Trust.Prefix() != f.tm.ca.Prefix() || res.Mesh.GossipPort != 7999 || res.Mesh.BootstrapExpect != 3 {
+		t.Fatalf("mesh %q %v, params %+v", m.Trust.Mesh, m.Trust.Prefix(), res.Mesh)
 	}
 	// It knows the admitting member, verified, with its signed endpoints
 	// (NATS ports come only from signed meta: the record carried it).
@@ -552,5 +553,19 @@ func TestChallengesPerAddress(t *testing.T) {
 	}
 	if code, e := get("192.0.2.2:40000"); code != http.StatusOK {
 		t.Fatalf("another address refused: %d %+v", code, e)
+	}
+}
+
+// TestAnswerFromEarlierBuild: a v1 answer still carrying the mesh params
+// no client read (name, prefix, mtu) decodes as before.
+func TestAnswerFromEarlierBuild(t *testing.T) {
+	old := []byte(`{"ca_cert":"x","ticket":"AQI=","node_cert":"y","route_secret":"z",` +
+		`"mesh":{"name":"acme","prefix":"fd00:1:2::/48","gossip_port":7946,"mtu":1420,"bootstrap_expect":3},"members":[]}`)
+	var resp joinResponse
+	if err := json.Unmarshal(old, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Mesh != (MeshParams{GossipPort: 7946, BootstrapExpect: 3}) || string(resp.Members) != "[]" {
+		t.Fatalf("decoded %+v", resp)
 	}
 }

@@ -41,8 +41,7 @@ type ServerConfig struct {
 	// answers hello.
 	Member *identity.Member
 	// Mesh is handed to every newcomer: the settings it must share with
-	// the rest of the mesh (the node's own, so they cannot drift). Name
-	// and Prefix are filled in from Member.Trust.
+	// the rest of the mesh (the node's own, so they cannot drift).
 	Mesh MeshParams
 	// Invites is the token store; required when Member.CA is set.
 	Invites *identity.Invites
@@ -314,10 +313,6 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 		NodeCert:    string(e.NodeCertPEM),
 		RouteSecret: e.RouteSecret,
 		Mesh:        s.cfg.Mesh,
-	}
-	resp.Mesh.Name, resp.Mesh.Prefix = s.cfg.Member.Trust.Mesh, s.cfg.Member.Trust.Prefix()
-	if resp.Mesh.MTU == 0 {
-		resp.Mesh.MTU = discovery.MTU
 	}
 	if resp.Members, aerr = s.records(req.Node); aerr != nil {
 		return nil, aerr

@@ -90,12 +90,15 @@ func (r *helloRequest) signed() []byte {
 	return appendEndpoints(b, r.Endpoints)
 }
 
-// MeshParams are the mesh-wide settings a newcomer needs.
+// MeshParams are the mesh-wide settings a newcomer adopts. The mesh's name
+// and prefix are not among them: they follow from the CA certificate the
+// answer carries, and a second copy could only disagree with it. Neither is
+// the MTU: it belongs to each box's underlay path, not to the mesh.
+// (Answers of earlier builds also sent "name", "prefix" and "mtu"; no client
+// ever read them.)
 type MeshParams struct {
-	Name       string       `json:"name"`
-	Prefix     netip.Prefix `json:"prefix"`
-	GossipPort int          `json:"gossip_port"`
-	MTU        int          `json:"mtu"`
+	// GossipPort is the memberlist port every member listens on.
+	GossipPort int `json:"gossip_port"`
 	// BootstrapExpect is the mesh's JetStream bootstrap_expect, so that a
 	// newcomer waits for the same number of members as the rest (0: not
 	// set by the admitting node).
