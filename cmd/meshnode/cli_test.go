@@ -90,17 +90,3 @@ func TestStatusNotRunningExits2(t *testing.T) {
 		t.Fatalf("status with no daemon: got %v, want exit code 2", err)
 	}
 }
-
-func TestWithDefaultPort(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.1":      "192.0.2.1:51821",
-		"192.0.2.1:9000": "192.0.2.1:9000",
-		"2001:db8::1":    "[2001:db8::1]:51821",
-		"[2001:db8::1]":  "[2001:db8::1]:51821",
-		"hq.example":     "hq.example:51821",
-	} {
-		if got := withDefaultPort(in, 51821); got != want {
-			t.Errorf("withDefaultPort(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
