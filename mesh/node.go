@@ -382,9 +382,10 @@ func (n *Node) Invite(ttl time.Duration, roles identity.Roles) (string, error) {
 	return identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust).New(ttl, roles, time.Now())
 }
 
-// serveEnrollment listens on the underlay for join and hello requests. A
-// node holding the CA admits newcomers; every node answers hello (and a
-// join with the name of an admin to ask instead).
+// serveEnrollment listens on the underlay for join and hello requests
+// until ctx ends or the returned func is called. A node holding the CA
+// admits newcomers; every node answers hello (and a join with the name of
+// an admin to ask instead).
 func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	var invites *identity.Invites
 	if n.member.CA != nil {
@@ -413,5 +414,9 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 			n.log.Error("enrollment endpoint stopped", "err", err)
 		}
 	}()
-	return func() { srv.Close() }, nil
+	// Stop admitting as soon as the node is told to stop, not when the
+	// shutdown reaches this step: an admission would reconcile peers on a
+	// device that is being closed.
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	return func() { stop(); srv.Close() }, nil
 }

@@ -73,8 +73,9 @@ type Server struct {
 	challenges *challengeTable
 	admitMu    sync.Mutex // one admission at a time: names stay unique
 
-	srvMu sync.Mutex
-	srv   *http.Server
+	srvMu  sync.Mutex
+	srv    *http.Server
+	closed bool // Close ran: a later Serve returns at once
 }
 
 // NewServer prepares the enrollment endpoint.
@@ -132,6 +133,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		ErrorLog:          log.New(debugWriter{s.log}, "", 0),
 	}
 	s.srvMu.Lock()
+	if s.closed {
+		s.srvMu.Unlock()
+		ln.Close()
+		return nil
+	}
 	s.srv = srv
 	s.srvMu.Unlock()
 	err := srv.ServeTLS(ln, "", "")
@@ -141,10 +147,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Close stops Serve.
+// Close stops Serve, also one that has not started yet.
 func (s *Server) Close() error {
 	s.srvMu.Lock()
 	srv := s.srv
+	s.closed = true
 	s.srvMu.Unlock()
 	if srv == nil {
 		return nil
