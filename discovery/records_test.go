@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/meshnode/meshnode/identity"
 )
 
 // TestRecordsRoundTrip: the member table as an enrollment answer carries
@@ -55,4 +57,35 @@ func TestRecordsRoundTrip(t *testing.T) {
 	if _, err := DecodeRecords(b, newTestMesh(t).ca.Trust, time.Now()); err == nil {
 		t.Fatal("records of another mesh were accepted")
 	}
+}
+
+// FuzzDecodeRecords: whatever an admitting node sends, what comes back is
+// verified: a valid ticket of the mesh, endpoints that fit node meta.
+func FuzzDecodeRecords(f *testing.F) {
+	tm := newTestMesh(f)
+	d, err := New(tm.node("admin").config(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	d.Admit(tm.enroll("pending", 0).Ticket, []netip.AddrPort{netip.MustParseAddrPort("198.51.100.5:51820")})
+	seed, err := EncodeRecords(d.Members())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(seed))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`[{"ticket":"AQ==","state":"alive"}]`))
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		members, err := DecodeRecords(b, tm.ca.Trust, now)
+		if err != nil {
+			return
+		}
+		for _, m := range members {
+			tk, err := identity.ParseTicket(m.ticket)
+			if err != nil || tk.Verify(tm.ca.Trust, now) != nil || tk.Name != m.Name || m.Self || CheckEndpoints(m.Endpoints) != nil {
+				t.Fatalf("accepted an unverified member: %+v", m)
+			}
+		}
+	})
 }
