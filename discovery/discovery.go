@@ -626,10 +626,12 @@ func (d *Discovery) noteLeaving(md *meta) {
 	d.notify()
 }
 
-// addPending adds a member known from a signed join or hello request,
-// before gossip has seen it, so that the node peers with it at once. A
-// member gossip already sees alive is left as it is.
-func (d *Discovery) addPending(t *identity.Ticket, endpoints []netip.AddrPort) Member {
+// Admit adds a member known from a signed join or hello request, before
+// gossip has seen it, so that the node peers with it at once, and returns
+// its entry. A member gossip already sees alive is left as it is. The
+// caller (the enrollment endpoint) has checked the ticket and that the
+// identity is not revoked.
+func (d *Discovery) Admit(t *identity.Ticket, endpoints []netip.AddrPort) Member {
 	d.mu.Lock()
 	old := d.table[t.Name]
 	if old != nil && old.Node == t.Node && (old.Self || (old.State == StateAlive && old.meta != nil)) {
@@ -645,8 +647,8 @@ func (d *Discovery) addPending(t *identity.Ticket, endpoints []netip.AddrPort) M
 	return m.clone()
 }
 
-// nameTaken reports the member holding name with another identity, if any.
-func (d *Discovery) nameTaken(name string, node identity.NodePublic) bool {
+// NameTaken reports whether a member other than node holds name.
+func (d *Discovery) NameTaken(name string, node identity.NodePublic) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m := d.table[name]

@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"context"
 	"log"
-	"net"
 	"net/netip"
 	"time"
 
@@ -44,24 +43,8 @@ func Example() {
 	}
 	defer d.Shutdown()
 
-	// Nodes that accept joins also serve enrollment on the underlay.
-	if m.CA != nil {
-		srv, err := discovery.NewServer(discovery.ServerConfig{
-			Member:    m,
-			Invites:   identity.OpenInvites(dir.InvitesPath(), m.Trust),
-			Discovery: d,
-			OnAdmit:   func(discovery.Member) { setWireGuardPeers(d.Known()) },
-		})
-		if err != nil {
-			log.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", ":51821")
-		if err != nil {
-			log.Fatal(err)
-		}
-		go srv.Serve(ln)
-		defer srv.Close()
-	}
+	// A node that accepts joins also serves enrollment on the underlay,
+	// with d as the member table (see package discovery/enroll).
 
 	for range d.Changes() {
 		setWireGuardPeers(d.Known()) // every state: the rejoin loop needs them

@@ -200,3 +200,11 @@ func names(nodes []*testNode) []string {
 	}
 	return out
 }
+
+func newIdentity(t testing.TB) *identity.Identity {
+	seed, err := identity.NewSeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return identity.FromSeed(seed)
+}

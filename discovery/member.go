@@ -150,12 +150,53 @@ func verifyRecord(r record, trust *identity.Trust, revs *identity.RevocationSet,
 		if !md.verify() {
 			return Member{}, fmt.Errorf("member %q: bad meta signature", t.Name)
 		}
-	} else if err := checkEndpoints(r.Endpoints); err != nil {
+	} else if err := CheckEndpoints(r.Endpoints); err != nil {
 		return Member{}, fmt.Errorf("member %q: %w", t.Name, err)
 	}
 	m := memberFrom(t, md, r.Endpoints)
 	m.State, m.LastChange = r.State, r.LastChange
 	return m, nil
+}
+
+// EncodeRecords encodes members as the signed records they were built from,
+// a JSON array: the form in which an admitting node hands its member table
+// to a newcomer. Entries not built by discovery (no ticket) are left out.
+func EncodeRecords(members []Member) (json.RawMessage, error) {
+	recs := []record{}
+	for _, m := range members {
+		if m.ticket != nil {
+			recs = append(recs, m.record())
+		}
+	}
+	b, err := json.Marshal(recs)
+	if err != nil {
+		return nil, fmt.Errorf("member records: %w", err)
+	}
+	return b, nil
+}
+
+// DecodeRecords parses records made by EncodeRecords and re-verifies each
+// against the mesh CA. One record that does not verify fails them all: the
+// sender vouched for every one, so the whole answer is suspect. Empty input
+// is an empty table.
+func DecodeRecords(b []byte, trust *identity.Trust, now time.Time) ([]Member, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var recs []record
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("member records: %w", err)
+	}
+	var out []Member
+	for i, r := range recs {
+		m, err := verifyRecord(r, trust, nil, now)
+		if err != nil {
+			return nil, fmt.Errorf("member %d: %w", i, err)
+		}
+		m.Self = false
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // membersFile is the persisted member table.
@@ -204,8 +245,8 @@ func readMembers(path string, trust *identity.Trust, revs *identity.RevocationSe
 }
 
 // WriteMembers writes a member table to path atomically, for example the
-// list a newcomer received from Enroll, so that its first Start knows whom
-// to peer with and join.
+// list a newcomer received with its enrollment, so that its first Start
+// knows whom to peer with and join.
 func WriteMembers(path string, members []Member) error {
 	f := membersFile{Version: membersFileVersion, Members: []record{}}
 	for _, m := range members {

@@ -99,7 +99,7 @@ func (m *meta) marshal() []byte { return append(m.body(), m.signature[:]...) }
 
 // sign checks the dynamic part against the bounds and signs it.
 func (m *meta) sign(id *identity.Identity) ([]byte, error) {
-	if err := checkEndpoints(m.endpoints); err != nil {
+	if err := CheckEndpoints(m.endpoints); err != nil {
 		return nil, err
 	}
 	if err := checkRoutes(m.routes); err != nil {
@@ -122,7 +122,11 @@ func (m *meta) verify() bool {
 	return m.ticket.Node.Verify(m.signedBytes(), m.signature[:])
 }
 
-func checkEndpoints(eps []netip.AddrPort) error {
+// CheckEndpoints reports whether eps can be advertised: at most
+// MaxEndpoints (what fits in node meta), each a specific address with a
+// non-zero port and no zone. Enrollment requests carry endpoints under the
+// same rule, since the admitting node keeps them in its member table.
+func CheckEndpoints(eps []netip.AddrPort) error {
 	if len(eps) > MaxEndpoints {
 		return fmt.Errorf("%d endpoints, at most %d fit in node meta", len(eps), MaxEndpoints)
 	}
@@ -212,7 +216,7 @@ func parseMeta(b []byte) (*meta, error) {
 		return nil, fmt.Errorf("meta: %w", err)
 	}
 	m.ticket = t
-	if err := checkEndpoints(m.endpoints); err != nil {
+	if err := CheckEndpoints(m.endpoints); err != nil {
 		return nil, fmt.Errorf("meta: %w", err)
 	}
 	if err := checkRoutes(m.routes); err != nil {

@@ -16,12 +16,6 @@ import (
 	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Aliases of mesh/defaults kept for files that still use the old names
-// (node.go, cmd/meshnode/join.go); new code uses defaults directly.
-const (
-	DefaultEnrollPort = defaults.EnrollPort
-)
-
 // Config is how a node runs. Zero fields take the values of mesh/defaults;
 // the file <state>/meshnode.toml sets any of them and command-line flags win
 // over it.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/discovery/enroll"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/mesh/wg"
@@ -306,17 +307,18 @@ func (n *Node) Invite(ttl time.Duration, roles identity.Roles) (string, error) {
 	return identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust).New(ttl, roles, time.Now())
 }
 
-// serveEnrollment listens on the underlay for join and hello requests. A
-// node holding the CA admits newcomers; every node answers hello (and a
-// join with the name of an admin to ask instead).
+// serveEnrollment listens on the underlay for join and hello requests
+// until ctx ends or the returned func is called. A node holding the CA
+// admits newcomers; every node answers hello (and a join with the name of
+// an admin to ask instead).
 func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	var invites *identity.Invites
 	if n.member.CA != nil {
 		invites = identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust)
 	}
-	srv, err := discovery.NewServer(discovery.ServerConfig{
-		Member: n.member, Invites: invites, Discovery: n.disc,
-		BootstrapExpect: n.cfg.BootstrapExpect,
+	srv, err := enroll.NewServer(enroll.ServerConfig{
+		Member: n.member, Invites: invites, Members: n.disc, Revocations: n.revs,
+		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect},
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.
 		OnAdmit: func(m discovery.Member) {
@@ -337,5 +339,9 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 			n.log.Error("enrollment endpoint stopped", "err", err)
 		}
 	}()
-	return func() { srv.Close() }, nil
+	// Stop admitting as soon as the node is told to stop, not when the
+	// shutdown reaches this step: an admission would reconcile peers on a
+	// device that is being closed.
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	return func() { stop(); srv.Close() }, nil
 }

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 
-	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/boot"
 	"github.com/meshnode/meshnode/mesh"
@@ -16,7 +14,8 @@ import (
 // perm partition and brought the network up. A state directory that is not
 // enrolled yet joins with the first-boot token (which is then removed from
 // the ESP); an enrolled one simply comes up. A refused token is a config
-// error for the operator; an unreachable peer is retried by PID 1.
+// error for the operator; an unreachable peer is retried by PID 1
+// (mesh.Retryable tells the two apart).
 func applianceNode(ctx context.Context, bc boot.BootConfig) error {
 	dir := identity.StateDir(bc.StateDir)
 	if err := dir.Ensure(); err != nil {
@@ -42,15 +41,18 @@ func applianceNode(ctx context.Context, bc boot.BootConfig) error {
 		if _, err := identity.ParseInvite(c.Token); err != nil {
 			return fmt.Errorf("%w: config.toml token: %v", boot.ErrConfig, err)
 		}
-		if cfg, err = enroll(ctx, cfg, c.Join, c.Token, c.Name, false); err != nil {
-			var ee *discovery.EnrollError
-			if errors.As(err, &ee) && ee.Status >= 400 && ee.Status < 500 && ee.Code != discovery.CodeRateLimited {
-				// The peer answered and said no: retrying the same token
-				// cannot help; the operator must mint a new one.
+		res, err := mesh.Join(ctx, cfg, mesh.JoinRequest{Peer: c.Join, Token: c.Token, Name: c.Name})
+		if err != nil {
+			if ctx.Err() == nil && !mesh.Retryable(err) {
+				// Retrying the same join cannot help (the token is spent
+				// or refused, the name taken, the peer of another mesh):
+				// the operator must fix config.toml or mint a new token.
 				return fmt.Errorf("%w: %v", boot.ErrConfig, err)
 			}
 			return err
 		}
+		printJoined(res)
+		cfg = res.Config
 		if err := bc.ConsumeToken(); err != nil {
 			// Enrolled anyway: the token is spent on the admitting node.
 			fmt.Fprintf(os.Stderr, "meshnode: could not remove the used token from config.toml: %v\n", err)

@@ -95,20 +95,6 @@ func TestStatusNotRunningExits2(t *testing.T) {
 	}
 }
 
-func TestWithDefaultPort(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.1":      "192.0.2.1:51821",
-		"192.0.2.1:9000": "192.0.2.1:9000",
-		"2001:db8::1":    "[2001:db8::1]:51821",
-		"[2001:db8::1]":  "[2001:db8::1]:51821",
-		"hq.example":     "hq.example:51821",
-	} {
-		if got := withDefaultPort(in, 51821); got != want {
-			t.Errorf("withDefaultPort(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestCommandsSorted keeps the commands table in the order usage prints it,
 // with one row per name and nothing left empty.
 func TestCommandsSorted(t *testing.T) {

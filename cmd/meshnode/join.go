@@ -4,13 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"strconv"
-	"strings"
-	"time"
 
-	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
 )
@@ -38,94 +32,26 @@ func runJoin(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err = enroll(ctx, cfg, peer, *token, *name, nf.given("bootstrap-expect"))
+	res, err := mesh.Join(ctx, cfg, mesh.JoinRequest{
+		Peer: peer, Token: *token, Name: *name,
+		KeepBootstrapExpect: nf.given("bootstrap-expect"),
+	})
+	if errors.Is(err, mesh.ErrTokenInvalid) {
+		return fmt.Errorf("--token: %w", err)
+	}
 	if err != nil {
 		return err
 	}
+	printJoined(res)
 	if *enrollOnly {
 		return nil
 	}
-	return runNode(ctx, cfg)
+	return runNode(ctx, res.Config)
 }
 
-// enroll asks the admitting node at peer for membership and writes the
-// result. Nothing is written unless enrollment succeeds: a refused join
-// leaves the state directory as it was. The mesh's gossip port and
-// JetStream bootstrap_expect are adopted from the admitting node unless
-// keepExpect says the operator chose bootstrap_expect.
-func enroll(ctx context.Context, cfg mesh.Config, peer, token, name string, keepExpect bool) (mesh.Config, error) {
-	dir := cfg.StateDir
-	if _, err := os.Stat(dir.TicketPath()); err == nil {
-		return cfg, fmt.Errorf("%s is already enrolled (%s exists): run meshnode up --state %s", dir, dir.TicketPath(), dir)
-	}
-	if _, err := identity.ParseInvite(token); err != nil {
-		return cfg, fmt.Errorf("--token: %w", err)
-	}
-	// An identity made earlier (an appliance's first boot, a retried join)
-	// is reused; otherwise the seed lives in memory until enrollment works.
-	var seed identity.Seed
-	haveSeed := dir.HasIdentity()
-	if haveSeed {
-		s, err := identity.LoadSeed(dir.SeedPath())
-		if err != nil {
-			return cfg, err
-		}
-		seed = s
-	} else {
-		s, err := identity.NewSeed()
-		if err != nil {
-			return cfg, err
-		}
-		seed = s
-	}
-	id := identity.FromSeed(seed)
-	eps, err := cfg.ParseEndpoints()
-	if err != nil {
-		return cfg, err
-	}
-	if len(eps) == 0 {
-		eps = mesh.LocalEndpoints(cfg.ListenPort, cfg.Interface)
-	}
-	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	res, err := discovery.Enroll(ectx, withDefaultPort(peer, mesh.DefaultEnrollPort), token, id, name, eps)
-	if err != nil {
-		return cfg, fmt.Errorf("join via %s refused: %w", peer, err)
-	}
-	if p := res.Mesh.GossipPort; p > 0 && p <= 65535 {
-		cfg.GossipPort = p
-	}
-	if e := res.Mesh.BootstrapExpect; e > 0 && !keepExpect {
-		cfg.BootstrapExpect = e
-	}
-	if err := dir.Ensure(); err != nil {
-		return cfg, err
-	}
-	if !haveSeed {
-		if err := identity.SaveSeed(dir.SeedPath(), seed); err != nil {
-			return cfg, err
-		}
-	}
-	m, err := dir.SaveEnrollment(id, res.Enrollment, time.Now())
-	if err != nil {
-		return cfg, err
-	}
-	if err := discovery.WriteMembers(dir.MembersPath(), res.Members); err != nil {
-		return cfg, err
-	}
-	if err := mesh.SaveConfig(cfg); err != nil {
-		return cfg, err
-	}
-	fmt.Printf("joined mesh %s as %s (%s), %d members known\n", m.Trust.Mesh, m.Ticket.Name, m.Ticket.Addr, len(res.Members))
-	return cfg, nil
-}
-
-// withDefaultPort adds port to a host without one (IPv6 literals included).
-func withDefaultPort(hostport string, port int) string {
-	if _, _, err := net.SplitHostPort(hostport); err == nil {
-		return hostport
-	}
-	return net.JoinHostPort(strings.Trim(hostport, "[]"), strconv.Itoa(port))
+// printJoined says what a join stored.
+func printJoined(res *mesh.JoinResult) {
+	fmt.Printf("joined mesh %s as %s (%s), %d members known\n", res.Mesh, res.Name, res.Addr, res.Members)
 }
 
 // parseWithPositional parses flags that may come before or after one

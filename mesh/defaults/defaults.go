@@ -3,7 +3,7 @@
 //
 // A default lives here when more than one package needs it or an operator
 // may want to change it (DESIGN.md "Defaults"). Packages keep their own
-// names for these values only as aliases (mesh.DefaultEnrollPort =
+// names for these values only as aliases (enroll.DefaultPort =
 // EnrollPort), never as second definitions, so changing a value here
 // changes it everywhere: the flags' help, meshnode.toml's defaults, the
 // WireGuard device, gossip, NATS and the certificates.

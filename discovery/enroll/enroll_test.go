@@ -1,4 +1,4 @@
-package discovery
+package enroll
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 )
 
@@ -25,14 +26,14 @@ type enrollFixture struct {
 	t     *testing.T
 	tm    *testMesh
 	self  *identity.Member
-	d     *Discovery
+	d     *discovery.Discovery
 	inv   *identity.Invites
 	srv   *Server
 	addr  string
 	clock time.Time
 
 	mu       sync.Mutex
-	admitted []Member
+	admitted []discovery.Member
 }
 
 // newEnrollFixture runs an enrollment endpoint on loopback for a member
@@ -47,23 +48,24 @@ func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture
 		self = tm.enroll("plain", 0)
 	}
 	f.self = self
-	n := &testNode{m: self, dir: t.TempDir(), revs: identity.NewRevocationSet(self.Trust)}
-	d, err := New(n.config(t))
+	revs := identity.NewRevocationSet(self.Trust)
+	d, err := discovery.New(tm.discoveryConfig(t, self, revs, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.d = d
 	if !withCA {
-		d.addPending(admin.Ticket, []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:51820")})
+		d.Admit(admin.Ticket, []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:51820")})
 	}
 	cfg := ServerConfig{
-		Member:          self,
-		Discovery:       d,
-		BootstrapExpect: 3,
-		OnAdmit:         func(m Member) { f.mu.Lock(); f.admitted = append(f.admitted, m); f.mu.Unlock() },
-		Logger:          testLogger(t, "enroll"),
-		MaxFailures:     maxFailures,
-		now:             func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.clock },
+		Member:      self,
+		Members:     d,
+		Revocations: revs,
+		Mesh:        MeshParams{GossipPort: 7999, BootstrapExpect: 3},
+		OnAdmit:     func(m discovery.Member) { f.mu.Lock(); f.admitted = append(f.admitted, m); f.mu.Unlock() },
+		Logger:      testLogger(t, "enroll"),
+		MaxFailures: maxFailures,
+		now:         func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.clock },
 	}
 	if withCA {
 		f.inv = identity.OpenInvites(filepath.Join(t.TempDir(), "invites.json"), tm.ca.Trust)
@@ -97,17 +99,9 @@ func (f *enrollFixture) admittedCount() int {
 	return len(f.admitted)
 }
 
-func newIdentity(t testing.TB) *identity.Identity {
-	seed, err := identity.NewSeed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return identity.FromSeed(seed)
-}
-
 // signedJoinBody is a well-formed, correctly signed join request.
 func signedJoinBody(t testing.TB, id *identity.Identity, name, token string) []byte {
-	req := joinRequest{Version: enrollVersion, Name: name, Node: id.Public(), WireGuard: id.WireGuardPublic(),
+	req := joinRequest{Version: version, Name: name, Node: id.Public(), WireGuard: id.WireGuardPublic(),
 		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.20:51820")}, Token: token}
 	req.Signature = id.Sign(req.signed())
 	b, err := json.Marshal(req)
@@ -145,7 +139,7 @@ func TestEnrollHappyPath(t *testing.T) {
 	tok := f.token(time.Hour, identity.RoleHub, time.Now())
 	id := newIdentity(t)
 	eps := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.20:51820")}
-	res, err := Enroll(context.Background(), f.addr, tok, id, "newbie", eps)
+	res, err := Join(context.Background(), f.addr, tok, id, "newbie", eps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,33 +152,41 @@ func TestEnrollHappyPath(t *testing.T) {
 	if m.Ticket.Name != "newbie" || m.Ticket.Roles != identity.RoleHub || m.Cert.Node() != id.Public() || m.RouteSecret != f.self.RouteSecret {
 		t.Fatalf("wrong enrollment: ticket %+v", m.Ticket)
 	}
-	if res.Mesh.Name != "testmesh" || res.Mesh.Prefix != f.tm.ca.Prefix() || res.Mesh.MTU != MTU || res.Mesh.BootstrapExpect != 3 {
-		t.Fatalf("mesh params %+v", res.Mesh)
+	// The mesh's name and prefix come with the CA certificate, the rest
+	// with the mesh params.
+	if m.Trust.Mesh != "testmesh" || m.Trust.Prefix() != f.tm.ca.Prefix() || res.Mesh.GossipPort != 7999 || res.Mesh.BootstrapExpect != 3 {
+		t.Fatalf("mesh %q %v, params %+v", m.Trust.Mesh, m.Trust.Prefix(), res.Mesh)
 	}
-	// It knows the admitting member, verified, with its signed endpoints.
-	if len(res.Members) != 1 || res.Members[0].Name != "admin" || res.Members[0].meta == nil ||
+	// It knows the admitting member, verified, with its signed endpoints
+	// (NATS ports come only from signed meta: the record carried it).
+	if len(res.Members) != 1 || res.Members[0].Name != "admin" || res.Members[0].NATSClientPort != 4222 ||
 		res.Members[0].Endpoints[0] != netip.MustParseAddrPort("192.0.2.1:51820") {
 		t.Fatalf("member list %+v", res.Members)
 	}
-	path := filepath.Join(t.TempDir(), "members.json")
-	if err := WriteMembers(path, res.Members); err != nil {
+	// Persisted, the list is re-verified and loaded by a newcomer's
+	// discovery before any gossip.
+	dir2 := t.TempDir()
+	if err := discovery.WriteMembers(filepath.Join(dir2, "members.json"), res.Members); err != nil {
 		t.Fatal(err)
 	}
-	back, err := readMembers(path, m.Trust, nil, time.Now(), func(err error) { t.Error(err) })
-	if err != nil || len(back) != 1 || back[0].Name != "admin" {
-		t.Fatalf("persisted member list: %v %+v", err, back)
+	nd, err := discovery.New(f.tm.discoveryConfig(t, m, identity.NewRevocationSet(m.Trust), dir2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back := nd.Known(); len(back) != 1 || back[0].Name != "admin" {
+		t.Fatalf("persisted member list: %+v", back)
 	}
 	// The admitting node was told before it answered, and lists the
 	// newcomer with the endpoints it signed.
 	if f.admittedCount() != 1 || f.admitted[0].WireGuard != id.WireGuardPublic() || f.admitted[0].Endpoints[0] != eps[0] {
 		t.Fatalf("OnAdmit got %+v", f.admitted)
 	}
-	if st, ok := stateOf(f.d, "newbie"); !ok || st != StateUnknown {
+	if st, ok := stateOf(f.d, "newbie"); !ok || st != discovery.StateUnknown {
 		t.Fatalf("newcomer in the admitting table: %v %v", st, ok)
 	}
 	// The same identity cannot use the same token again.
-	_, err = Enroll(context.Background(), f.addr, tok, id, "newbie", eps)
-	var ee *EnrollError
+	_, err = Join(context.Background(), f.addr, tok, id, "newbie", eps)
+	var ee *Error
 	if !errors.As(err, &ee) || ee.Status != http.StatusGone || ee.Code != CodeTokenUsed {
 		t.Fatalf("reused token: %v", err)
 	}
@@ -202,7 +204,7 @@ func TestEnrollRefusals(t *testing.T) {
 	unknownTok := identity.Invite{CAFingerprint: f.tm.ca.Fingerprint(), Secret: [32]byte{7}}.String()
 	expiredTok := f.token(time.Minute, 0, now.Add(-time.Hour))
 	usedTok := f.token(time.Hour, 0, now)
-	if _, err := Enroll(context.Background(), f.addr, usedTok, newIdentity(t), "first", nil); err != nil {
+	if _, err := Join(context.Background(), f.addr, usedTok, newIdentity(t), "first", nil); err != nil {
 		t.Fatal(err)
 	}
 	revokedID := newIdentity(t)
@@ -278,13 +280,13 @@ func TestEnrollRefusals(t *testing.T) {
 	if _, err := f.inv.Check(fresh, time.Now()); err != nil {
 		t.Fatalf("a refused request used up the token: %v", err)
 	}
-	if _, err := Enroll(context.Background(), f.addr, fresh, newIdentity(t), "second", nil); err != nil {
+	if _, err := Join(context.Background(), f.addr, fresh, newIdentity(t), "second", nil); err != nil {
 		t.Fatalf("valid join after refusals: %v", err)
 	}
 
 	// Wrong CA from the joiner's side: the token pins another CA, so the
 	// joiner refuses the server before sending anything.
-	_, err = Enroll(context.Background(), f.addr, foreignTok, newIdentity(t), "x", nil)
+	_, err = Join(context.Background(), f.addr, foreignTok, newIdentity(t), "x", nil)
 	if !errors.Is(err, ErrWrongCA) {
 		t.Fatalf("token of another mesh: want ErrWrongCA, got %v", err)
 	}
@@ -297,8 +299,8 @@ func TestEnrollWithoutCANamesAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Enroll(context.Background(), f.addr, tok, newIdentity(t), "x", nil)
-	var ee *EnrollError
+	_, err = Join(context.Background(), f.addr, tok, newIdentity(t), "x", nil)
+	var ee *Error
 	if !errors.As(err, &ee) || ee.Status != http.StatusMisdirectedRequest || ee.Code != CodeNoCA || ee.Admin != "admin" ||
 		len(ee.AdminEndpoints) != 1 || !strings.Contains(ee.Error(), `"admin"`) {
 		t.Fatalf("got %v", err)
@@ -308,22 +310,22 @@ func TestEnrollWithoutCANamesAdmin(t *testing.T) {
 
 func TestEnrollRateLimit(t *testing.T) {
 	f := newEnrollFixture(t, true, 3)
-	f.srv.cfg.FailureWindow = 30 * time.Second // the clock may not run past the certificates' NotBefore slack
+	f.srv.lim.window = 30 * time.Second // the clock may not run past the certificates' NotBefore slack
 	for range 3 {
 		if status, _ := f.post(http.MethodPost, "/v1/join", []byte("{")); status != 400 {
 			t.Fatalf("status %d", status)
 		}
 	}
 	tok := f.token(time.Hour, 0, time.Now())
-	_, err := Enroll(context.Background(), f.addr, tok, newIdentity(t), "late", nil)
-	var ee *EnrollError
+	_, err := Join(context.Background(), f.addr, tok, newIdentity(t), "late", nil)
+	var ee *Error
 	if !errors.As(err, &ee) || ee.Status != http.StatusTooManyRequests || ee.Code != CodeRateLimited {
 		t.Fatalf("after 3 failures: %v", err)
 	}
 	f.mu.Lock()
 	f.clock = f.clock.Add(45 * time.Second)
 	f.mu.Unlock()
-	if _, err := Enroll(context.Background(), f.addr, tok, newIdentity(t), "late", nil); err != nil {
+	if _, err := Join(context.Background(), f.addr, tok, newIdentity(t), "late", nil); err != nil {
 		t.Fatalf("after the window: %v", err)
 	}
 }
@@ -345,7 +347,7 @@ func TestHello(t *testing.T) {
 				t.Fatal("hello answer lists the caller")
 			}
 		}
-		if st, ok := stateOf(f.d, "back"); !ok || st != StateUnknown || f.admittedCount() != 1 || f.admitted[0].Endpoints[0] != eps[0] {
+		if st, ok := stateOf(f.d, "back"); !ok || st != discovery.StateUnknown || f.admittedCount() != 1 || f.admitted[0].Endpoints[0] != eps[0] {
 			t.Fatalf("withCA=%v: member not re-added (%v %v), admitted %+v", withCA, st, ok, f.admitted)
 		}
 
@@ -383,7 +385,7 @@ func TestHello(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ee *EnrollError
+		var ee *Error
 		if _, err := Hello(context.Background(), f.addr, &exp, nil); !errors.As(err, &ee) || ee.Code != CodeBadTicket {
 			t.Fatalf("expired ticket: %v", err)
 		}
@@ -410,14 +412,14 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 	f.Add([]byte(`{"version":1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if req, aerr := decodeJoinRequest(b); aerr == nil {
-			if !req.Node.Verify(req.signed(), req.Signature) || checkEndpoints(req.Endpoints) != nil || identity.ValidateName(req.Name) != nil {
+			if !req.Node.Verify(req.signed(), req.Signature) || discovery.CheckEndpoints(req.Endpoints) != nil || identity.ValidateName(req.Name) != nil {
 				t.Fatalf("accepted an invalid join request: %+v", req)
 			}
 		} else if aerr.status < 400 || aerr.status > 499 || aerr.code == "" {
 			t.Fatalf("refusal is not a precise 4xx: %+v", aerr)
 		}
 		if req, tk, aerr := decodeHelloRequest(b); aerr == nil {
-			if len(req.Challenge) != challengeSize || tk == nil || checkEndpoints(req.Endpoints) != nil {
+			if len(req.Challenge) != challengeSize || tk == nil || discovery.CheckEndpoints(req.Endpoints) != nil {
 				t.Fatalf("accepted an invalid hello request: %+v", req)
 			}
 		}
@@ -428,14 +430,14 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 // running admin, store the member list, start gossip with no Join call.
 func TestEnrollThenGossip(t *testing.T) {
 	tm := newTestMesh(t)
-	admin := &testNode{m: tm.enroll("admin", identity.RoleAdmin), dir: t.TempDir()}
-	admin.m.CA = tm.ca
-	admin.revs = identity.NewRevocationSet(tm.ca.Trust)
-	ad := admin.start(t)
+	adminM := tm.enroll("admin", identity.RoleAdmin)
+	adminM.CA = tm.ca
+	adminRevs := identity.NewRevocationSet(tm.ca.Trust)
+	ad := tm.startGossip(t, adminM, adminRevs, t.TempDir())
 	inv := identity.OpenInvites(filepath.Join(t.TempDir(), "invites.json"), tm.ca.Trust)
-	var admitted []Member
-	srv, err := NewServer(ServerConfig{Member: admin.m, Invites: inv, Discovery: ad, Logger: testLogger(t, "enroll"),
-		OnAdmit: func(m Member) { admitted = append(admitted, m) }})
+	var admitted []discovery.Member
+	srv, err := NewServer(ServerConfig{Member: adminM, Invites: inv, Members: ad, Revocations: adminRevs, Logger: testLogger(t, "enroll"),
+		OnAdmit: func(m discovery.Member) { admitted = append(admitted, m) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +454,7 @@ func TestEnrollThenGossip(t *testing.T) {
 
 	id := newIdentity(t)
 	assignAddr(id.Public())
-	res, err := Enroll(context.Background(), ln.Addr().String(), tok, id, "newbie", nil)
+	res, err := Join(context.Background(), ln.Addr().String(), tok, id, "newbie", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,16 +466,26 @@ func TestEnrollThenGossip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteMembers(dir.MembersPath(), res.Members); err != nil {
+	if err := discovery.WriteMembers(dir.MembersPath(), res.Members); err != nil {
 		t.Fatal(err)
 	}
-	newbie := &testNode{m: m, dir: string(dir), revs: identity.NewRevocationSet(m.Trust)}
-	newbie.start(t)
-	nodes := []*testNode{admin, newbie}
+	nd := tm.startGossip(t, m, identity.NewRevocationSet(m.Trust), string(dir))
+	nodes := []*discovery.Discovery{ad, nd}
 	waitFor(t, 30*time.Second, "newcomer and admin see each other alive", func() bool {
-		return allSee(nodes, names(nodes), StateAlive)
+		for _, d := range nodes {
+			for _, name := range []string{"admin", "newbie"} {
+				if st, ok := stateOf(d, name); !ok || st != discovery.StateAlive {
+					return false
+				}
+			}
+		}
+		return true
 	})
-	noRejections(t, nodes)
+	for _, d := range nodes {
+		if r := d.Rejections(); len(r) != 0 {
+			t.Fatalf("honest gossip refused: %v", r)
+		}
+	}
 }
 
 func TestPinnedCA(t *testing.T) {
@@ -541,5 +553,19 @@ func TestChallengesPerAddress(t *testing.T) {
 	}
 	if code, e := get("192.0.2.2:40000"); code != http.StatusOK {
 		t.Fatalf("another address refused: %d %+v", code, e)
+	}
+}
+
+// TestAnswerFromEarlierBuild: a v1 answer still carrying the mesh params
+// no client read (name, prefix, mtu) decodes as before.
+func TestAnswerFromEarlierBuild(t *testing.T) {
+	old := []byte(`{"ca_cert":"x","ticket":"AQI=","node_cert":"y","route_secret":"z",` +
+		`"mesh":{"name":"acme","prefix":"fd00:1:2::/48","gossip_port":7946,"mtu":1420,"bootstrap_expect":3},"members":[]}`)
+	var resp joinResponse
+	if err := json.Unmarshal(old, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Mesh != (MeshParams{GossipPort: 7946, BootstrapExpect: 3}) || string(resp.Members) != "[]" {
+		t.Fatalf("decoded %+v", resp)
 	}
 }

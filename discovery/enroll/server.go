@@ -1,15 +1,11 @@
-package discovery
+package enroll
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -19,8 +15,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 )
+
+// Members is the member table the endpoint reads and adds to; a
+// *discovery.Discovery in a node. These three calls are all that crosses
+// from the protocol into gossip.
+type Members interface {
+	// Members is the whole table, this node included.
+	Members() []discovery.Member
+	// Admit adds a member known from a signed join or hello request, so
+	// that the node peers with it before gossip sees it.
+	Admit(t *identity.Ticket, endpoints []netip.AddrPort) discovery.Member
+	// NameTaken reports whether a member other than node holds name.
+	NameTaken(name string, node identity.NodePublic) bool
+}
+
+var _ Members = (*discovery.Discovery)(nil)
 
 // ServerConfig configures the enrollment endpoint of a node.
 type ServerConfig struct {
@@ -28,17 +40,20 @@ type ServerConfig struct {
 	// member holding the CA (Member.CA) admits newcomers; any member
 	// answers hello.
 	Member *identity.Member
-	// BootstrapExpect is handed to newcomers in MeshParams (0 omits it).
-	BootstrapExpect int
+	// Mesh is handed to every newcomer: the settings it must share with
+	// the rest of the mesh (the node's own, so they cannot drift).
+	Mesh MeshParams
 	// Invites is the token store; required when Member.CA is set.
 	Invites *identity.Invites
-	// Discovery supplies the member table, the revocations, and takes the
-	// admitted members.
-	Discovery *Discovery
+	// Members supplies the member table and takes the admitted members.
+	Members Members
+	// Revocations is the node's revocation set: revoked identities are
+	// neither admitted nor let back in.
+	Revocations *identity.RevocationSet
 	// OnAdmit is called with every admitted or re-introduced member before
 	// the answer goes out, so that the node can add it as a WireGuard peer
 	// before the member's first handshake.
-	OnAdmit func(Member)
+	OnAdmit func(discovery.Member)
 	Logger  *slog.Logger
 	// MaxFailures refused requests from one address within FailureWindow
 	// make further requests from it wait out the window (429). Defaults:
@@ -51,42 +66,17 @@ type ServerConfig struct {
 
 // Server is the enrollment endpoint.
 type Server struct {
-	cfg     ServerConfig
-	log     *slog.Logger
-	d       *Discovery
-	tls     *tls.Config
-	admitMu sync.Mutex // one admission at a time: names stay unique
+	cfg        ServerConfig
+	log        *slog.Logger
+	tls        *tls.Config
+	lim        *limiter
+	challenges *challengeTable
+	admitMu    sync.Mutex // one admission at a time: names stay unique
 
-	chMu       sync.Mutex
-	challenges map[string]issuedChallenge
-
-	limMu    sync.Mutex
-	failures map[netip.Addr]*failures
-
-	srvMu sync.Mutex
-	srv   *http.Server
+	srvMu  sync.Mutex
+	srv    *http.Server
+	closed bool // Close ran: a later Serve returns at once
 }
-
-// issuedChallenge is an outstanding challenge: who asked, until when.
-type issuedChallenge struct {
-	from    netip.Addr
-	expires time.Time
-}
-
-type failures struct {
-	n     int
-	first time.Time
-}
-
-const (
-	challengeTTL  = time.Minute
-	maxChallenges = 1024
-	// One address may hold only a few outstanding challenges, so a single
-	// caller cannot take every slot and lock out honest members.
-	maxChallengesPerAddr = 16
-	maxFailureTrack      = 10000
-	maxTokenLength       = 200
-)
 
 // NewServer prepares the enrollment endpoint.
 func NewServer(cfg ServerConfig) (*Server, error) {
@@ -94,8 +84,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if m == nil || m.ID == nil || m.Cert == nil || m.Trust == nil {
 		return nil, errors.New("enrollment: ServerConfig.Member needs ID, Trust and Cert")
 	}
-	if cfg.Discovery == nil {
-		return nil, errors.New("enrollment: ServerConfig.Discovery is required")
+	if cfg.Members == nil {
+		return nil, errors.New("enrollment: ServerConfig.Members is required")
+	}
+	if cfg.Revocations == nil {
+		return nil, errors.New("enrollment: ServerConfig.Revocations is required")
 	}
 	if m.CA != nil && cfg.Invites == nil {
 		return nil, errors.New("enrollment: a node holding the CA needs its Invites store")
@@ -121,10 +114,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "enroll"),
-		d:          cfg.Discovery,
 		tls:        identity.ServerTLS(cert, m.Trust),
-		challenges: map[string]issuedChallenge{},
-		failures:   map[netip.Addr]*failures{},
+		lim:        newLimiter(cfg.MaxFailures, cfg.FailureWindow),
+		challenges: newChallengeTable(),
 	}, nil
 }
 
@@ -141,6 +133,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		ErrorLog:          log.New(debugWriter{s.log}, "", 0),
 	}
 	s.srvMu.Lock()
+	if s.closed {
+		s.srvMu.Unlock()
+		ln.Close()
+		return nil
+	}
 	s.srv = srv
 	s.srvMu.Unlock()
 	err := srv.ServeTLS(ln, "", "")
@@ -150,10 +147,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Close stops Serve.
+// Close stops Serve, also one that has not started yet.
 func (s *Server) Close() error {
 	s.srvMu.Lock()
 	srv := s.srv
+	s.closed = true
 	s.srvMu.Unlock()
 	if srv == nil {
 		return nil
@@ -163,6 +161,9 @@ func (s *Server) Close() error {
 	return srv.Shutdown(ctx)
 }
 
+// debugWriter sends net/http's own complaints (TLS handshakes from
+// scanners) to debug level: they are noise on an endpoint open to the
+// underlay.
 type debugWriter struct{ log *slog.Logger }
 
 func (w debugWriter) Write(p []byte) (int, error) {
@@ -187,8 +188,8 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := s.cfg.now()
 		from := remoteAddr(r)
-		if s.limited(from, now) {
-			w.Header().Set("Retry-After", fmt.Sprint(int(s.cfg.FailureWindow.Seconds())))
+		if s.lim.limited(from, now) {
+			w.Header().Set("Retry-After", fmt.Sprint(int(s.lim.window.Seconds())))
 			writeError(w, fail(http.StatusTooManyRequests, CodeRateLimited, "too many refused requests from %s; try again later", from))
 			return
 		}
@@ -200,15 +201,20 @@ func (s *Server) Handler() http.Handler {
 		case r.URL.Path == "/v1/hello" && r.Method == http.MethodPost:
 			out, aerr = s.hello(w, r, now)
 		case r.URL.Path == "/v1/challenge" && r.Method == http.MethodGet:
-			out, aerr = s.challenge(from, now)
+			var ch []byte
+			if ch, aerr = s.challenges.issue(from, now); aerr == nil {
+				out = challengeResponse{Challenge: ch}
+			}
 		case r.URL.Path == "/v1/join" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/challenge":
 			aerr = fail(http.StatusMethodNotAllowed, CodeMethod, "%s is not allowed on %s", r.Method, r.URL.Path)
 		default:
 			aerr = fail(http.StatusNotFound, CodeNotFound, "no such endpoint %s", r.URL.Path)
 		}
 		if aerr != nil {
+			// A member without the CA answering a join is no failure of
+			// the caller's: it is pointed at an admin instead.
 			if aerr.status < 500 && aerr.code != CodeNoCA {
-				s.failed(from, now)
+				s.lim.failed(from, now)
 			}
 			s.log.Info("enrollment request refused", "from", from, "path", r.URL.Path, "code", aerr.code, "err", aerr.msg)
 			writeError(w, aerr)
@@ -233,101 +239,6 @@ func remoteAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-func (s *Server) limited(a netip.Addr, now time.Time) bool {
-	s.limMu.Lock()
-	defer s.limMu.Unlock()
-	f := s.failures[a]
-	if f == nil {
-		return false
-	}
-	if now.Sub(f.first) > s.cfg.FailureWindow {
-		delete(s.failures, a)
-		return false
-	}
-	return f.n >= s.cfg.MaxFailures
-}
-
-func (s *Server) failed(a netip.Addr, now time.Time) {
-	s.limMu.Lock()
-	defer s.limMu.Unlock()
-	if len(s.failures) >= maxFailureTrack {
-		for k, f := range s.failures {
-			if now.Sub(f.first) > s.cfg.FailureWindow {
-				delete(s.failures, k)
-			}
-		}
-		if len(s.failures) >= maxFailureTrack {
-			clear(s.failures)
-		}
-	}
-	f := s.failures[a]
-	if f == nil || now.Sub(f.first) > s.cfg.FailureWindow {
-		f = &failures{first: now}
-		s.failures[a] = f
-	}
-	f.n++
-}
-
-// readBody reads a capped request body.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return nil, fail(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body exceeds %d bytes", maxRequestBody)
-	}
-	if err != nil {
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "reading request: %v", err)
-	}
-	return b, nil
-}
-
-// decodeStrict decodes exactly one JSON object with no unknown fields.
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data after the JSON object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after the JSON object")
-	}
-	return nil
-}
-
-// decodeJoinRequest parses and checks a join request as far as possible
-// without state: shape, names, keys, endpoints and the signature.
-func decodeJoinRequest(b []byte) (*joinRequest, *apiError) {
-	var req joinRequest
-	if err := decodeStrict(b, &req); err != nil {
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: %v", err)
-	}
-	switch {
-	case req.Version != enrollVersion:
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request version %d, this node speaks %d", req.Version, enrollVersion)
-	case req.Node.IsZero():
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: no identity key")
-	case req.WireGuard.IsZero():
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: no WireGuard key")
-	case req.Token == "" || len(req.Token) > maxTokenLength:
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: no token or an overlong one")
-	case len(req.Signature) != ed25519.SignatureSize:
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: signature is %d bytes, want %d", len(req.Signature), ed25519.SignatureSize)
-	}
-	if err := identity.ValidateName(req.Name); err != nil {
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: %v", err)
-	}
-	if err := checkEndpoints(req.Endpoints); err != nil {
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: %v", err)
-	}
-	if !req.Node.Verify(req.signed(), req.Signature) {
-		return nil, fail(http.StatusBadRequest, CodeBadSignature, "join request is not signed by identity %s", req.Node.ShortString())
-	}
-	return &req, nil
-}
-
 func tokenError(err error) *apiError {
 	switch {
 	case errors.Is(err, identity.ErrTokenMalformed):
@@ -346,12 +257,12 @@ func tokenError(err error) *apiError {
 
 // adminHint names an admin member, preferring live ones.
 func (s *Server) adminHint() *adminHint {
-	var best *Member
-	for _, m := range s.d.Members() {
+	var best *discovery.Member
+	for _, m := range s.cfg.Members.Members() {
 		if !m.Roles.Has(identity.RoleAdmin) {
 			continue
 		}
-		if best == nil || (m.State == StateAlive && best.State != StateAlive) {
+		if best == nil || (m.State == discovery.StateAlive && best.State != discovery.StateAlive) {
 			best = &m
 		}
 	}
@@ -386,10 +297,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if err != nil {
 		return nil, tokenError(err)
 	}
-	if s.d.revs.IsRevoked(req.Node) {
+	if s.cfg.Revocations.IsRevoked(req.Node) {
 		return nil, fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", req.Node.ShortString())
 	}
-	if s.d.nameTaken(req.Name, req.Node) {
+	if s.cfg.Members.NameTaken(req.Name, req.Node) {
 		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is taken by another member", req.Name)
 	}
 	e, err := ca.Enroll(req.Name, req.Node, req.WireGuard, roles, now)
@@ -401,97 +312,42 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if err != nil {
 		return nil, fail(http.StatusInternalServerError, CodeInternalError, "issue: %v", err)
 	}
-	if _, err := s.cfg.Invites.Redeem(req.Token, req.Name+" "+req.Node.ShortString(), now); err != nil {
-		return nil, tokenError(err)
-	}
-	m := s.d.addPending(t, req.Endpoints)
-	if s.cfg.OnAdmit != nil {
-		s.cfg.OnAdmit(m)
-	}
-	s.log.Info("member admitted", "name", req.Name, "node", req.Node.ShortString(), "roles", roles, "from", remoteAddr(r))
-	return joinResponse{
+	// The answer is built before the token is spent: a table that cannot
+	// be encoded must not cost the newcomer its token.
+	resp := joinResponse{
 		CACert:      string(s.cfg.Member.Trust.PEM),
 		Ticket:      e.Ticket,
 		NodeCert:    string(e.NodeCertPEM),
 		RouteSecret: e.RouteSecret,
-		Mesh: MeshParams{
-			Name:            s.cfg.Member.Trust.Mesh,
-			Prefix:          s.cfg.Member.Trust.Prefix(),
-			GossipPort:      s.d.cfg.Port,
-			MTU:             MTU,
-			BootstrapExpect: s.cfg.BootstrapExpect,
-		},
-		Members: s.records(req.Node),
-	}, nil
+		Mesh:        s.cfg.Mesh,
+	}
+	if resp.Members, aerr = s.records(req.Node); aerr != nil {
+		return nil, aerr
+	}
+	if _, err := s.cfg.Invites.Redeem(req.Token, req.Name+" "+req.Node.ShortString(), now); err != nil {
+		return nil, tokenError(err)
+	}
+	m := s.cfg.Members.Admit(t, req.Endpoints)
+	if s.cfg.OnAdmit != nil {
+		s.cfg.OnAdmit(m)
+	}
+	s.log.Info("member admitted", "name", req.Name, "node", req.Node.ShortString(), "roles", roles, "from", remoteAddr(r))
+	return resp, nil
 }
 
 // records is the member table as sent to a member, without that member.
-func (s *Server) records(except identity.NodePublic) []record {
-	out := []record{}
-	for _, m := range s.d.Members() {
+func (s *Server) records(except identity.NodePublic) (json.RawMessage, *apiError) {
+	var out []discovery.Member
+	for _, m := range s.cfg.Members.Members() {
 		if m.Node != except {
-			out = append(out, m.record())
+			out = append(out, m)
 		}
 	}
-	return out
-}
-
-func (s *Server) challenge(from netip.Addr, now time.Time) (any, *apiError) {
-	ch := make([]byte, challengeSize)
-	if _, err := rand.Read(ch); err != nil {
-		return nil, fail(http.StatusInternalServerError, CodeInternalError, "challenge: %v", err)
-	}
-	s.chMu.Lock()
-	defer s.chMu.Unlock()
-	mine := 0
-	for k, c := range s.challenges {
-		switch {
-		case now.After(c.expires):
-			delete(s.challenges, k)
-		case c.from == from:
-			mine++
-		}
-	}
-	if mine >= maxChallengesPerAddr {
-		return nil, fail(http.StatusTooManyRequests, CodeRateLimited, "%s holds %d unused challenges; use or let them expire (%s)", from, mine, challengeTTL)
-	}
-	if len(s.challenges) >= maxChallenges {
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "too many outstanding challenges")
-	}
-	s.challenges[string(ch)] = issuedChallenge{from: from, expires: now.Add(challengeTTL)}
-	return challengeResponse{Challenge: ch}, nil
-}
-
-// takeChallenge uses up a challenge this server issued and that is fresh.
-func (s *Server) takeChallenge(ch []byte, now time.Time) bool {
-	s.chMu.Lock()
-	defer s.chMu.Unlock()
-	c, ok := s.challenges[string(ch)]
-	delete(s.challenges, string(ch))
-	return ok && !now.After(c.expires)
-}
-
-func decodeHelloRequest(b []byte) (*helloRequest, *identity.Ticket, *apiError) {
-	var req helloRequest
-	if err := decodeStrict(b, &req); err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "hello request: %v", err)
-	}
-	switch {
-	case req.Version != enrollVersion:
-		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "hello request version %d, this node speaks %d", req.Version, enrollVersion)
-	case len(req.Challenge) != challengeSize:
-		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "hello request: challenge is %d bytes, want %d", len(req.Challenge), challengeSize)
-	case len(req.Signature) != ed25519.SignatureSize:
-		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "hello request: signature is %d bytes, want %d", len(req.Signature), ed25519.SignatureSize)
-	}
-	if err := checkEndpoints(req.Endpoints); err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "hello request: %v", err)
-	}
-	t, err := identity.ParseTicket(req.Ticket)
+	b, err := discovery.EncodeRecords(out)
 	if err != nil {
-		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "hello request: %v", err)
+		return nil, fail(http.StatusInternalServerError, CodeInternalError, "%v", err)
 	}
-	return &req, t, nil
+	return b, nil
 }
 
 func (s *Server) hello(w http.ResponseWriter, r *http.Request, now time.Time) (any, *apiError) {
@@ -509,21 +365,25 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request, now time.Time) (a
 	if !t.Node.Verify(req.signed(), req.Signature) {
 		return nil, fail(http.StatusBadRequest, CodeBadSignature, "hello is not signed by the ticket's identity %s", t.Node.ShortString())
 	}
-	if !s.takeChallenge(req.Challenge, now) {
+	if !s.challenges.take(req.Challenge, now) {
 		return nil, fail(http.StatusForbidden, CodeBadChallenge, "challenge unknown, used or expired: ask for a fresh one")
 	}
-	if s.d.revs.IsRevoked(t.Node) {
+	if s.cfg.Revocations.IsRevoked(t.Node) {
 		return nil, fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", t.Node.ShortString())
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
-	if s.d.nameTaken(t.Name, t.Node) {
+	if s.cfg.Members.NameTaken(t.Name, t.Node) {
 		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is held by another member", t.Name)
 	}
-	m := s.d.addPending(t, req.Endpoints)
+	m := s.cfg.Members.Admit(t, req.Endpoints)
 	if s.cfg.OnAdmit != nil {
 		s.cfg.OnAdmit(m)
 	}
 	s.log.Info("member re-introduced itself", "name", t.Name, "node", t.Node.ShortString(), "from", remoteAddr(r))
-	return helloResponse{Members: s.records(t.Node)}, nil
+	members, aerr := s.records(t.Node)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return helloResponse{Members: members}, nil
 }

@@ -1,0 +1,160 @@
+package enroll
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"net/netip"
+
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/defaults"
+)
+
+// Wire format v1: JSON over HTTPS on the underlay.
+//
+//	POST /v1/join       a newcomer with a one-time token asks to be admitted
+//	GET  /v1/challenge  a fresh challenge for hello
+//	POST /v1/hello      a known member re-introduces itself (signed challenge)
+//
+// The version is explicit three times: in the path, in every request's
+// "version" field, and in the domain of every signature. Requests are
+// decoded strictly (an unknown field is refused); answers are decoded
+// leniently, so a v1 answer may gain fields, or lose ones no client reads,
+// without a new version. Anything else (a changed meaning, a changed
+// signature) is v2: new path, new version, new domains.
+const (
+	// DefaultPort is the underlay TCP port of the enrollment endpoint.
+	DefaultPort = defaults.EnrollPort
+
+	joinDomain  = "meshnode join v1"
+	helloDomain = "meshnode hello v1"
+	version     = 1
+
+	maxRequestBody  = 16 << 10
+	maxResponseBody = 4 << 20
+	challengeSize   = 32
+	maxTokenLength  = 200
+)
+
+// joinRequest is what a newcomer sends. Signature is its identity's
+// signature over signed(), which binds the WireGuard key (the CA cannot
+// derive it from the identity key) and the endpoints to the token.
+type joinRequest struct {
+	Version   int                      `json:"version"`
+	Name      string                   `json:"name"`
+	Node      identity.NodePublic      `json:"node"`
+	WireGuard identity.WireGuardPublic `json:"wireguard"`
+	Endpoints []netip.AddrPort         `json:"endpoints"`
+	Token     string                   `json:"token"`
+	Signature []byte                   `json:"signature"`
+}
+
+func appendEndpoints(b []byte, eps []netip.AddrPort) []byte {
+	b = append(b, byte(len(eps)))
+	for _, ep := range eps {
+		a := ep.Addr().As16()
+		b = append(b, a[:]...)
+		b = binary.BigEndian.AppendUint16(b, ep.Port())
+	}
+	return b
+}
+
+// signed is "meshnode join v1" || name_len u8 | name | identity [32] |
+// wireguard [32] | n u8 | n × (addr [16] | port u16) | SHA-256(token).
+func (r *joinRequest) signed() []byte {
+	b := []byte(joinDomain)
+	b = append(b, byte(len(r.Name)))
+	b = append(b, r.Name...)
+	b = append(b, r.Node[:]...)
+	b = append(b, r.WireGuard[:]...)
+	b = appendEndpoints(b, r.Endpoints)
+	h := sha256.Sum256([]byte(r.Token))
+	return append(b, h[:]...)
+}
+
+// helloRequest is what a known member sends to be let back in.
+type helloRequest struct {
+	Version   int              `json:"version"`
+	Ticket    []byte           `json:"ticket"`
+	Endpoints []netip.AddrPort `json:"endpoints"`
+	Challenge []byte           `json:"challenge"`
+	Signature []byte           `json:"signature"`
+}
+
+// signed is "meshnode hello v1" || challenge [32] | ticket_len u8 |
+// ticket | n u8 | n × (addr [16] | port u16).
+func (r *helloRequest) signed() []byte {
+	b := []byte(helloDomain)
+	b = append(b, r.Challenge...)
+	b = append(b, byte(len(r.Ticket)))
+	b = append(b, r.Ticket...)
+	return appendEndpoints(b, r.Endpoints)
+}
+
+// MeshParams are the mesh-wide settings a newcomer adopts. The mesh's name
+// and prefix are not among them: they follow from the CA certificate the
+// answer carries, and a second copy could only disagree with it. Neither is
+// the MTU: it belongs to each box's underlay path, not to the mesh.
+// (Answers of earlier builds also sent "name", "prefix" and "mtu"; no client
+// ever read them.)
+type MeshParams struct {
+	// GossipPort is the memberlist port every member listens on.
+	GossipPort int `json:"gossip_port"`
+	// BootstrapExpect is the mesh's JetStream bootstrap_expect, so that a
+	// newcomer waits for the same number of members as the rest (0: not
+	// set by the admitting node).
+	BootstrapExpect int `json:"bootstrap_expect,omitempty"`
+}
+
+type joinResponse struct {
+	CACert      string     `json:"ca_cert"`
+	Ticket      []byte     `json:"ticket"`
+	NodeCert    string     `json:"node_cert"`
+	RouteSecret string     `json:"route_secret"`
+	Mesh        MeshParams `json:"mesh"`
+	// Members are the admitting node's signed member records
+	// (discovery.EncodeRecords), the newcomer excluded.
+	Members json.RawMessage `json:"members"`
+}
+
+type challengeResponse struct {
+	Challenge []byte `json:"challenge"`
+}
+
+type helloResponse struct {
+	Members json.RawMessage `json:"members"`
+}
+
+// errorResponse is every refusal (4xx, and 5xx when the endpoint failed).
+type errorResponse struct {
+	Error string     `json:"error"`
+	Code  string     `json:"code"`
+	Admin *adminHint `json:"admin,omitempty"`
+}
+
+type adminHint struct {
+	Name      string           `json:"name"`
+	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
+}
+
+// Error codes of the enrollment endpoint: stable strings, so that a
+// client decides from the code, never from the message.
+const (
+	CodeMalformed     = "malformed"
+	CodeTooLarge      = "too-large"
+	CodeBadSignature  = "bad-signature"
+	CodeNoCA          = "no-ca"
+	CodeTokenUnknown  = "token-unknown"
+	CodeTokenExpired  = "token-expired"
+	CodeTokenUsed     = "token-used"
+	CodeTokenMesh     = "token-wrong-mesh"
+	CodeRevoked       = "revoked"
+	CodeNameTaken     = "name-taken"
+	CodeBadTicket     = "bad-ticket"
+	CodeBadChallenge  = "bad-challenge"
+	CodeRateLimited   = "rate-limited"
+	CodeMethod        = "method-not-allowed"
+	CodeNotFound      = "not-found"
+	CodeUnavailable   = "unavailable"
+	CodeInternalError = "internal"
+)
