@@ -1,0 +1,227 @@
+package metrics
+
+import (
+	"bytes"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// families is the exported contract: name → type. A family dropped or
+// renamed breaks dashboards, so it breaks this test first.
+var families = map[string]dto.MetricType{
+	"meshnode_build_info":                             dto.MetricType_GAUGE,
+	"meshnode_members":                                dto.MetricType_GAUGE,
+	"meshnode_peers":                                  dto.MetricType_GAUGE,
+	"meshnode_wireguard_rx_bytes_total":               dto.MetricType_COUNTER,
+	"meshnode_wireguard_tx_bytes_total":               dto.MetricType_COUNTER,
+	"meshnode_wireguard_peers_without_handshake":      dto.MetricType_GAUGE,
+	"meshnode_wireguard_oldest_handshake_age_seconds": dto.MetricType_GAUGE,
+	"meshnode_gossip_admission_refusals_total":        dto.MetricType_COUNTER,
+	"meshnode_gossip_revocations":                     dto.MetricType_GAUGE,
+	"meshnode_gossip_push_pulls_total":                dto.MetricType_COUNTER,
+	"meshnode_gossip_probes_total":                    dto.MetricType_COUNTER,
+	"meshnode_gossip_members_changed_age_seconds":     dto.MetricType_GAUGE,
+	"meshnode_nats_up":                                dto.MetricType_GAUGE,
+	"meshnode_nats_routes_up":                         dto.MetricType_GAUGE,
+	"meshnode_nats_routes_expected":                   dto.MetricType_GAUGE,
+	"meshnode_nats_client_connections":                dto.MetricType_GAUGE,
+	"meshnode_nats_in_msgs_total":                     dto.MetricType_COUNTER,
+	"meshnode_nats_out_msgs_total":                    dto.MetricType_COUNTER,
+	"meshnode_nats_in_bytes_total":                    dto.MetricType_COUNTER,
+	"meshnode_nats_out_bytes_total":                   dto.MetricType_COUNTER,
+	"meshnode_nats_slow_consumers_total":              dto.MetricType_COUNTER,
+	"meshnode_jetstream_enabled":                      dto.MetricType_GAUGE,
+	"meshnode_jetstream_meta_leader_present":          dto.MetricType_GAUGE,
+	"meshnode_jetstream_streams":                      dto.MetricType_GAUGE,
+	"meshnode_jetstream_consumers":                    dto.MetricType_GAUGE,
+	"meshnode_jetstream_storage_bytes":                dto.MetricType_GAUGE,
+	"meshnode_jetstream_storage_limit_bytes":          dto.MetricType_GAUGE,
+	"meshnode_enroll_joins_admitted_total":            dto.MetricType_COUNTER,
+	"meshnode_enroll_joins_refused_total":             dto.MetricType_COUNTER,
+	"meshnode_enroll_rate_limited_total":              dto.MetricType_COUNTER,
+	"meshnode_ticket_expiry_timestamp_seconds":        dto.MetricType_GAUGE,
+	"meshnode_cert_expiry_timestamp_seconds":          dto.MetricType_GAUGE,
+	"meshnode_ca_expiry_timestamp_seconds":            dto.MetricType_GAUGE,
+	"meshnode_last_renewal_timestamp_seconds":         dto.MetricType_GAUGE,
+}
+
+func parse(t *testing.T, text string) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("Prometheus text parser refused the output: %v\n%s", err, text)
+	}
+	return fams
+}
+
+// value finds the one series of fam whose labels include want.
+func value(t *testing.T, fams map[string]*dto.MetricFamily, fam string, want map[string]string) float64 {
+	t.Helper()
+	f, ok := fams[fam]
+	if !ok {
+		t.Fatalf("family %s missing", fam)
+	}
+	var found []float64
+	for _, m := range f.Metric {
+		match := true
+		for k, v := range want {
+			ok := false
+			for _, l := range m.Label {
+				if l.GetName() == k && l.GetValue() == v {
+					ok = true
+				}
+			}
+			match = match && ok
+		}
+		if !match {
+			continue
+		}
+		switch f.GetType() {
+		case dto.MetricType_COUNTER:
+			found = append(found, m.GetCounter().GetValue())
+		case dto.MetricType_GAUGE:
+			found = append(found, m.GetGauge().GetValue())
+		default:
+			found = append(found, m.GetUntyped().GetValue())
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s%v: %d series, want 1", fam, want, len(found))
+	}
+	return found[0]
+}
+
+func sample() *Snapshot {
+	exp := time.Date(2027, 12, 1, 0, 0, 0, 0, time.UTC)
+	return &Snapshot{
+		Version: "v0.3.0", GoVersion: "go1.26.8",
+		Members: map[string]int{"alive": 3, "dead": 1, "revoked": 2},
+		Peers:   map[string]int{"direct": 3, "none": 1},
+		WireGuard: WireGuard{
+			RxBytes: 1 << 20, TxBytes: 2 << 20, NoHandshake: 1, OldestHandshake: 95 * time.Second,
+		},
+		Gossip: Gossip{
+			Refusals:    map[string]uint64{"bad-ca": 4, "expired": 1},
+			Revocations: 2, PushPulls: 17, Probes: 420, SinceMembersChange: 12 * time.Second,
+		},
+		NATS: NATS{
+			Running: true, RoutesUp: 3, RoutesExpected: 4, Connections: 5,
+			InMsgs: 10, OutMsgs: 20, InBytes: 1000, OutBytes: 2000, SlowConsumers: 1,
+			JetStream: JetStream{Enabled: true, MetaLeader: true, Streams: 2, Consumers: 3,
+				MemoryBytes: 64, StoreBytes: 4096, MemoryLimit: 1 << 30, StoreLimit: 8 << 30},
+		},
+		Enroll:         Enroll{Admitted: 3, Refused: map[string]uint64{"token-used": 2}, RateLimited: 7},
+		TicketNotAfter: exp, CertNotAfter: exp.Add(-time.Hour), CANotAfter: exp.AddDate(9, 0, 0),
+	}
+}
+
+func TestWriteParsesWithEveryFamily(t *testing.T) {
+	var b bytes.Buffer
+	Write(&b, sample(), true)
+	fams := parse(t, b.String())
+	for name, typ := range families {
+		f, ok := fams[name]
+		if !ok {
+			t.Errorf("family %s missing", name)
+			continue
+		}
+		if f.GetType() != typ {
+			t.Errorf("family %s is %v, want %v", name, f.GetType(), typ)
+		}
+	}
+	for _, std := range []string{"go_goroutines", "go_gc_duration_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
+		if _, ok := fams[std]; !ok {
+			t.Errorf("standard family %s missing", std)
+		}
+	}
+	for name := range fams {
+		if !strings.HasPrefix(name, "meshnode_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+			t.Errorf("family %s has no meshnode_, go_ or process_ prefix", name)
+		}
+	}
+}
+
+func TestWriteValues(t *testing.T) {
+	var b bytes.Buffer
+	Write(&b, sample(), false)
+	fams := parse(t, b.String())
+	cases := []struct {
+		fam    string
+		labels map[string]string
+		want   float64
+	}{
+		{"meshnode_build_info", map[string]string{"version": "v0.3.0", "go": "go1.26.8"}, 1},
+		{"meshnode_members", map[string]string{"state": "alive"}, 3},
+		{"meshnode_members", map[string]string{"state": "dead"}, 1},
+		{"meshnode_members", map[string]string{"state": "left"}, 0}, // zero series present
+		{"meshnode_members", map[string]string{"state": "revoked"}, 2},
+		{"meshnode_peers", map[string]string{"path": "direct"}, 3},
+		{"meshnode_peers", map[string]string{"path": "relayed"}, 0},
+		{"meshnode_wireguard_rx_bytes_total", nil, 1 << 20},
+		{"meshnode_wireguard_oldest_handshake_age_seconds", nil, 95},
+		{"meshnode_gossip_admission_refusals_total", map[string]string{"reason": "bad-ca"}, 4},
+		{"meshnode_gossip_members_changed_age_seconds", nil, 12},
+		{"meshnode_nats_routes_expected", nil, 4},
+		{"meshnode_nats_slow_consumers_total", nil, 1},
+		{"meshnode_jetstream_storage_bytes", map[string]string{"type": "file"}, 4096},
+		{"meshnode_jetstream_storage_limit_bytes", map[string]string{"type": "memory"}, 1 << 30},
+		{"meshnode_enroll_joins_refused_total", map[string]string{"reason": "token-used"}, 2},
+		{"meshnode_enroll_rate_limited_total", nil, 7},
+		{"meshnode_ticket_expiry_timestamp_seconds", nil, float64(time.Date(2027, 12, 1, 0, 0, 0, 0, time.UTC).Unix())},
+		{"meshnode_last_renewal_timestamp_seconds", nil, 0},
+	}
+	for _, tc := range cases {
+		if got := value(t, fams, tc.fam, tc.labels); math.Abs(got-tc.want) > 1e-6 {
+			t.Errorf("%s%v = %v, want %v", tc.fam, tc.labels, got, tc.want)
+		}
+	}
+	if _, ok := fams["meshnode_wireguard_peer_rx_bytes_total"]; ok {
+		t.Error("per-peer series written although PerPeer is empty")
+	}
+	if _, ok := fams["go_goroutines"]; ok {
+		t.Error("process families written with process=false")
+	}
+}
+
+func TestEmptySnapshotHasEveryFamily(t *testing.T) {
+	var b bytes.Buffer
+	Write(&b, &Snapshot{}, false)
+	fams := parse(t, b.String())
+	for name := range families {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("family %s missing from an empty snapshot", name)
+		}
+	}
+	if got := value(t, fams, "meshnode_enroll_joins_refused_total", map[string]string{"reason": "none"}); got != 0 {
+		t.Errorf("placeholder refusal series = %v", got)
+	}
+}
+
+func TestPerPeerSeriesAndHostileLabels(t *testing.T) {
+	s := sample()
+	hs := time.Unix(1_800_000_000, 0)
+	s.WireGuard.PerPeer = []Peer{
+		{Name: "edge1", Path: "direct", RxBytes: 5, TxBytes: 6, LastHandshake: hs},
+		{Name: "edge1", Path: "direct", RxBytes: 99}, // same label set twice: first wins, no panic
+		{Name: "we\"ird\\\nname\u00e9", Path: "none"},
+	}
+	var b bytes.Buffer
+	Write(&b, s, false)
+	fams := parse(t, b.String())
+	if got := value(t, fams, "meshnode_wireguard_peer_rx_bytes_total", map[string]string{"peer": "edge1"}); got != 5 {
+		t.Errorf("edge1 rx = %v, want 5", got)
+	}
+	if got := value(t, fams, "meshnode_wireguard_peer_last_handshake_timestamp_seconds", map[string]string{"peer": "edge1"}); got != 1.8e9 {
+		t.Errorf("edge1 handshake = %v", got)
+	}
+	if got := value(t, fams, "meshnode_wireguard_peer_tx_bytes_total", map[string]string{"peer": "we\"ird\\_name_"}); got != 0 {
+		t.Errorf("escaped peer tx = %v", got)
+	}
+}
