@@ -29,7 +29,7 @@ func (d *Discovery) Stats() Stats {
 	st := Stats{
 		PushPulls:   d.stats.pushPulls.Load(),
 		Probes:      d.stats.probes.Load(),
-		Revocations: len(d.revs.List()),
+		Revocations: d.revs.Len(),
 		Rejections:  d.Rejections(),
 	}
 	if ns := d.stats.lastChange.Load(); ns != 0 {

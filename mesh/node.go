@@ -18,6 +18,7 @@ import (
 	"github.com/meshnode/meshnode/discovery/enroll"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/defaults"
+	"github.com/meshnode/meshnode/mesh/metrics"
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/natsnode"
 )
@@ -44,6 +45,10 @@ type Node struct {
 	// this node). Readers, NATS admission on every connection and status,
 	// load it without a lock; reconcile swaps it under reconcileMu.
 	plan atomic.Pointer[Plan]
+
+	// enrollStats reads the enrollment endpoint's counters for metrics;
+	// set by serveEnrollment before the first scrape can come.
+	enrollStats func() metrics.Enroll
 }
 
 // New loads an enrolled node from its state directory. It changes nothing
@@ -187,6 +192,14 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, stopAPI)
+
+	if n.cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(n.cfg.MetricsAddr, n, n.log.With("component", "metrics"))
+		if err != nil {
+			return err
+		}
+		cleanups = append(cleanups, stopMetrics)
+	}
 
 	n.log.Info("node up", "addr", m.Ticket.Addr, "interface", n.cfg.Interface, "port", n.cfg.ListenPort, "endpoints", n.eps)
 	close(n.ready)
