@@ -8,8 +8,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/meshnode/meshnode/mesh/metrics/metricstest"
 )
 
 // families is the exported contract: name → type. A family dropped or
@@ -51,53 +51,6 @@ var families = map[string]dto.MetricType{
 	"meshnode_last_renewal_timestamp_seconds":         dto.MetricType_GAUGE,
 }
 
-func parse(t *testing.T, text string) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
-	if err != nil {
-		t.Fatalf("Prometheus text parser refused the output: %v\n%s", err, text)
-	}
-	return fams
-}
-
-// value finds the one series of fam whose labels include want.
-func value(t *testing.T, fams map[string]*dto.MetricFamily, fam string, want map[string]string) float64 {
-	t.Helper()
-	f, ok := fams[fam]
-	if !ok {
-		t.Fatalf("family %s missing", fam)
-	}
-	var found []float64
-	for _, m := range f.Metric {
-		match := true
-		for k, v := range want {
-			ok := false
-			for _, l := range m.Label {
-				if l.GetName() == k && l.GetValue() == v {
-					ok = true
-				}
-			}
-			match = match && ok
-		}
-		if !match {
-			continue
-		}
-		switch f.GetType() {
-		case dto.MetricType_COUNTER:
-			found = append(found, m.GetCounter().GetValue())
-		case dto.MetricType_GAUGE:
-			found = append(found, m.GetGauge().GetValue())
-		default:
-			found = append(found, m.GetUntyped().GetValue())
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%s%v: %d series, want 1", fam, want, len(found))
-	}
-	return found[0]
-}
-
 func sample() *Snapshot {
 	exp := time.Date(2027, 12, 1, 0, 0, 0, 0, time.UTC)
 	return &Snapshot{
@@ -125,7 +78,7 @@ func sample() *Snapshot {
 func TestWriteParsesWithEveryFamily(t *testing.T) {
 	var b bytes.Buffer
 	Write(&b, sample(), true)
-	fams := parse(t, b.String())
+	fams := metricstest.Parse(t, b.Bytes())
 	for name, typ := range families {
 		f, ok := fams[name]
 		if !ok {
@@ -151,7 +104,7 @@ func TestWriteParsesWithEveryFamily(t *testing.T) {
 func TestWriteValues(t *testing.T) {
 	var b bytes.Buffer
 	Write(&b, sample(), false)
-	fams := parse(t, b.String())
+	fams := metricstest.Parse(t, b.Bytes())
 	cases := []struct {
 		fam    string
 		labels map[string]string
@@ -178,7 +131,7 @@ func TestWriteValues(t *testing.T) {
 		{"meshnode_last_renewal_timestamp_seconds", nil, 0},
 	}
 	for _, tc := range cases {
-		if got := value(t, fams, tc.fam, tc.labels); math.Abs(got-tc.want) > 1e-6 {
+		if got := fams.MustValue(t, tc.fam, tc.labels); math.Abs(got-tc.want) > 1e-6 {
 			t.Errorf("%s%v = %v, want %v", tc.fam, tc.labels, got, tc.want)
 		}
 	}
@@ -193,13 +146,13 @@ func TestWriteValues(t *testing.T) {
 func TestEmptySnapshotHasEveryFamily(t *testing.T) {
 	var b bytes.Buffer
 	Write(&b, &Snapshot{}, false)
-	fams := parse(t, b.String())
+	fams := metricstest.Parse(t, b.Bytes())
 	for name := range families {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("family %s missing from an empty snapshot", name)
 		}
 	}
-	if got := value(t, fams, "meshnode_enroll_joins_refused_total", map[string]string{"reason": "none"}); got != 0 {
+	if got := fams.MustValue(t, "meshnode_enroll_joins_refused_total", map[string]string{"reason": "none"}); got != 0 {
 		t.Errorf("placeholder refusal series = %v", got)
 	}
 }
@@ -214,14 +167,14 @@ func TestPerPeerSeriesAndHostileLabels(t *testing.T) {
 	}
 	var b bytes.Buffer
 	Write(&b, s, false)
-	fams := parse(t, b.String())
-	if got := value(t, fams, "meshnode_wireguard_peer_rx_bytes_total", map[string]string{"peer": "edge1"}); got != 5 {
+	fams := metricstest.Parse(t, b.Bytes())
+	if got := fams.MustValue(t, "meshnode_wireguard_peer_rx_bytes_total", map[string]string{"peer": "edge1"}); got != 5 {
 		t.Errorf("edge1 rx = %v, want 5", got)
 	}
-	if got := value(t, fams, "meshnode_wireguard_peer_last_handshake_timestamp_seconds", map[string]string{"peer": "edge1"}); got != 1.8e9 {
+	if got := fams.MustValue(t, "meshnode_wireguard_peer_last_handshake_timestamp_seconds", map[string]string{"peer": "edge1"}); got != 1.8e9 {
 		t.Errorf("edge1 handshake = %v", got)
 	}
-	if got := value(t, fams, "meshnode_wireguard_peer_tx_bytes_total", map[string]string{"peer": "we\"ird\\_name_"}); got != 0 {
+	if got := fams.MustValue(t, "meshnode_wireguard_peer_tx_bytes_total", map[string]string{"peer": "we\"ird\\_name_"}); got != 0 {
 		t.Errorf("escaped peer tx = %v", got)
 	}
 }
