@@ -29,6 +29,9 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 	if m.Trust.Cert != nil {
 		s.CANotAfter = m.Trust.Cert.NotAfter
 	}
+	// The mesh as this node sees it: itself (alive, or it would not
+	// answer), every member of the plan by state, and the revoked.
+	s.Members["alive"] = 1
 	s.Members["revoked"] = n.revs.Len()
 
 	var peers map[wgtypes.Key]wg.PeerStats

@@ -47,7 +47,7 @@ type Node struct {
 	plan atomic.Pointer[Plan]
 
 	// enrollStats reads the enrollment endpoint's counters for metrics;
-	// set by serveEnrollment before the first scrape can come.
+	// set by serveEnrollment before the servers that scrape start.
 	enrollStats func() metrics.Enroll
 }
 
@@ -346,6 +346,12 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	ln, err := net.Listen("tcp", n.cfg.EnrollAddr)
 	if err != nil {
 		return nil, fmt.Errorf("enrollment endpoint --enroll-addr %s: %w", n.cfg.EnrollAddr, err)
+	}
+	// Set before the local API and the metrics listener start, which are
+	// the only readers.
+	n.enrollStats = func() metrics.Enroll {
+		st := srv.Stats()
+		return metrics.Enroll{Admitted: st.JoinsAdmitted, Refused: st.JoinsRefused, RateLimited: st.RateLimited}
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {

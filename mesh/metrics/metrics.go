@@ -42,7 +42,7 @@ type Snapshot struct {
 	Version   string // meshnode version
 	GoVersion string
 
-	Members map[string]int // by state (MemberStates)
+	Members map[string]int // the mesh's members by state (MemberStates), this node included
 	Peers   map[string]int // WireGuard peers by path (PeerPaths)
 
 	WireGuard WireGuard
