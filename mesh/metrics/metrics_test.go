@@ -7,49 +7,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/meshnode/meshnode/mesh/metrics/metricstest"
 )
-
-// families is the exported contract: name → type. A family dropped or
-// renamed breaks dashboards, so it breaks this test first.
-var families = map[string]dto.MetricType{
-	"meshnode_build_info":                             dto.MetricType_GAUGE,
-	"meshnode_members":                                dto.MetricType_GAUGE,
-	"meshnode_peers":                                  dto.MetricType_GAUGE,
-	"meshnode_wireguard_rx_bytes_total":               dto.MetricType_COUNTER,
-	"meshnode_wireguard_tx_bytes_total":               dto.MetricType_COUNTER,
-	"meshnode_wireguard_peers_without_handshake":      dto.MetricType_GAUGE,
-	"meshnode_wireguard_oldest_handshake_age_seconds": dto.MetricType_GAUGE,
-	"meshnode_gossip_admission_refusals_total":        dto.MetricType_COUNTER,
-	"meshnode_gossip_revocations":                     dto.MetricType_GAUGE,
-	"meshnode_gossip_push_pulls_total":                dto.MetricType_COUNTER,
-	"meshnode_gossip_probes_total":                    dto.MetricType_COUNTER,
-	"meshnode_gossip_members_changed_age_seconds":     dto.MetricType_GAUGE,
-	"meshnode_nats_up":                                dto.MetricType_GAUGE,
-	"meshnode_nats_routes_up":                         dto.MetricType_GAUGE,
-	"meshnode_nats_routes_expected":                   dto.MetricType_GAUGE,
-	"meshnode_nats_client_connections":                dto.MetricType_GAUGE,
-	"meshnode_nats_in_msgs_total":                     dto.MetricType_COUNTER,
-	"meshnode_nats_out_msgs_total":                    dto.MetricType_COUNTER,
-	"meshnode_nats_in_bytes_total":                    dto.MetricType_COUNTER,
-	"meshnode_nats_out_bytes_total":                   dto.MetricType_COUNTER,
-	"meshnode_nats_slow_consumers_total":              dto.MetricType_COUNTER,
-	"meshnode_jetstream_enabled":                      dto.MetricType_GAUGE,
-	"meshnode_jetstream_meta_leader_present":          dto.MetricType_GAUGE,
-	"meshnode_jetstream_streams":                      dto.MetricType_GAUGE,
-	"meshnode_jetstream_consumers":                    dto.MetricType_GAUGE,
-	"meshnode_jetstream_storage_bytes":                dto.MetricType_GAUGE,
-	"meshnode_jetstream_storage_limit_bytes":          dto.MetricType_GAUGE,
-	"meshnode_enroll_joins_admitted_total":            dto.MetricType_COUNTER,
-	"meshnode_enroll_joins_refused_total":             dto.MetricType_COUNTER,
-	"meshnode_enroll_rate_limited_total":              dto.MetricType_COUNTER,
-	"meshnode_ticket_expiry_timestamp_seconds":        dto.MetricType_GAUGE,
-	"meshnode_cert_expiry_timestamp_seconds":          dto.MetricType_GAUGE,
-	"meshnode_ca_expiry_timestamp_seconds":            dto.MetricType_GAUGE,
-	"meshnode_last_renewal_timestamp_seconds":         dto.MetricType_GAUGE,
-}
 
 func sample() *Snapshot {
 	exp := time.Date(2027, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -79,7 +38,7 @@ func TestWriteParsesWithEveryFamily(t *testing.T) {
 	var b bytes.Buffer
 	Write(&b, sample(), true)
 	fams := metricstest.Parse(t, b.Bytes())
-	for name, typ := range families {
+	for name, typ := range metricstest.Families {
 		f, ok := fams[name]
 		if !ok {
 			t.Errorf("family %s missing", name)
@@ -147,7 +106,7 @@ func TestEmptySnapshotHasEveryFamily(t *testing.T) {
 	var b bytes.Buffer
 	Write(&b, &Snapshot{}, false)
 	fams := metricstest.Parse(t, b.Bytes())
-	for name := range families {
+	for name := range metricstest.Families {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("family %s missing from an empty snapshot", name)
 		}
