@@ -71,6 +71,7 @@ func (g *delegate) LocalState(join bool) []byte {
 }
 
 func (g *delegate) MergeRemoteState(buf []byte, join bool) {
+	g.d().stats.pushPulls.Add(1)
 	if len(buf) < 1 || buf[0] != stateRevocList {
 		return
 	}

@@ -93,6 +93,7 @@ type Discovery struct {
 	blocked map[netip.Addr]bool
 
 	alive   atomic.Int32 // alive members, for broadcast retransmits
+	stats   counters
 	changes chan struct{}
 	dirty   chan struct{}
 	revIn   chan []*identity.Revocation
@@ -266,6 +267,7 @@ func (d *Discovery) memberlistConfig() *memberlist.Config {
 	mc.Events = (*events)(d)
 	mc.Alive = (*delegate)(d)
 	mc.Merge = (*delegate)(d)
+	mc.Ping = (*delegate)(d)
 	mc.Logger = log.New(&logWriter{d.log}, "", 0)
 	mc.LogOutput = nil
 	return mc
@@ -349,6 +351,7 @@ func (d *Discovery) Rejections() map[string]int {
 }
 
 func (d *Discovery) notify() {
+	d.stats.lastChange.Store(time.Now().UnixNano())
 	select {
 	case d.changes <- struct{}{}:
 	default:

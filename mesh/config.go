@@ -41,6 +41,14 @@ type Config struct {
 	JetStreamMaxStore  int64  `toml:"jetstream_max_store,omitempty,omitzero"`
 	LogLevel           string `toml:"log_level,omitempty,omitzero"`
 
+	// MetricsAddr, when set, is a TCP address (e.g. 127.0.0.1:9101 or
+	// [overlay]:9101) where GET /metrics serves the Prometheus text; the
+	// local API socket serves it always.
+	MetricsAddr string `toml:"metrics_addr,omitempty,omitzero"`
+	// MetricsPerPeer adds per-peer WireGuard series (a series per member:
+	// off by default, since a large mesh would export N² series).
+	MetricsPerPeer bool `toml:"metrics_per_peer,omitempty,omitzero"`
+
 	// FastTimers shortens gossip timers (tests and the demo).
 	FastTimers bool `toml:"fast_timers,omitempty,omitzero"`
 }
@@ -111,6 +119,11 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.ParseEndpoints(); err != nil {
 		return err
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics_addr %q: want host:port (e.g. 127.0.0.1:9101): %v", c.MetricsAddr, err)
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.EnrollAddr); err != nil {
 		return fmt.Errorf("enroll_addr %q: %w", c.EnrollAddr, err)

@@ -22,6 +22,7 @@ type apiBackend interface {
 	Status() api.Status
 	Invite(ttl time.Duration, roles identity.Roles) (string, error)
 	Leave() error
+	WriteMetrics(w io.Writer)
 }
 
 // serveAPI serves the local API on a unix socket at path (0600) until ctx
@@ -63,6 +64,7 @@ func serveAPI(ctx context.Context, path string, b apiBackend, log *slog.Logger) 
 		}
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
+	mux.Handle("GET "+api.PathMetrics, metricsHandler(b))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -34,6 +34,10 @@ func (f *fakeBackend) Invite(ttl time.Duration, roles identity.Roles) (string, e
 
 func (f *fakeBackend) Leave() error { f.left = true; return nil }
 
+func (f *fakeBackend) WriteMetrics(w io.Writer) {
+	io.WriteString(w, "# TYPE meshnode_members gauge\nmeshnode_members{state=\"alive\"} 1\n")
+}
+
 func TestLocalAPI(t *testing.T) {
 	dir := identity.StateDir(shortTempDir(t))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -69,6 +73,10 @@ func TestLocalAPI(t *testing.T) {
 	}
 	if _, err := c.Invite(ctx, 0, 0); err == nil || !strings.Contains(err.Error(), "ttl") {
 		t.Fatalf("invite with ttl 0: got %v, want the backend's error", err)
+	}
+	text, err := c.Metrics(ctx)
+	if err != nil || !strings.Contains(string(text), `meshnode_members{state="alive"} 1`) {
+		t.Fatalf("metrics: %q %v", text, err)
 	}
 	if err := c.Leave(ctx); err != nil || !fb.left {
 		t.Fatalf("leave: %v left=%v", err, fb.left)

@@ -18,6 +18,7 @@ import (
 	"github.com/meshnode/meshnode/discovery/enroll"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/defaults"
+	"github.com/meshnode/meshnode/mesh/metrics"
 	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/natsnode"
 )
@@ -44,6 +45,10 @@ type Node struct {
 	// this node). Readers, NATS admission on every connection and status,
 	// load it without a lock; reconcile swaps it under reconcileMu.
 	plan atomic.Pointer[Plan]
+
+	// enrollStats reads the enrollment endpoint's counters for metrics;
+	// set by serveEnrollment before the servers that scrape start.
+	enrollStats func() metrics.Enroll
 }
 
 // New loads an enrolled node from its state directory. It changes nothing
@@ -187,6 +192,14 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, stopAPI)
+
+	if n.cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(n.cfg.MetricsAddr, n, n.log.With("component", "metrics"))
+		if err != nil {
+			return err
+		}
+		cleanups = append(cleanups, stopMetrics)
+	}
 
 	n.log.Info("node up", "addr", m.Ticket.Addr, "interface", n.cfg.Interface, "port", n.cfg.ListenPort, "endpoints", n.eps)
 	close(n.ready)
@@ -333,6 +346,12 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	ln, err := net.Listen("tcp", n.cfg.EnrollAddr)
 	if err != nil {
 		return nil, fmt.Errorf("enrollment endpoint --enroll-addr %s: %w", n.cfg.EnrollAddr, err)
+	}
+	// Set before the local API and the metrics listener start, which are
+	// the only readers.
+	n.enrollStats = func() metrics.Enroll {
+		st := srv.Stats()
+		return metrics.Enroll{Admitted: st.JoinsAdmitted, Refused: st.JoinsRefused, RateLimited: st.RateLimited}
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {

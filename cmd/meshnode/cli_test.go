@@ -144,6 +144,8 @@ func TestEveryNodeFlagSetsConfig(t *testing.T) {
 		"bootstrap-expect": "1",
 		"fast-timers":      "true",
 		"log-level":        "debug",
+		"metrics-addr":     "127.0.0.1:9101",
+		"metrics-per-peer": "true",
 	}
 	nf, base := parseNodeFlags(t, "--state", dir)
 	n := 0

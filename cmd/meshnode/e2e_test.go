@@ -133,6 +133,19 @@ func TestThreeNodeMesh(t *testing.T) {
 	}
 	t.Logf("figure: last start → full WireGuard + NATS route mesh: %s", time.Since(lastStart).Round(time.Millisecond))
 
+	// Every node's metrics parse with the Prometheus parser and say the
+	// same: 3 members alive, 2 direct peers, the full route set.
+	scraped := time.Now()
+	m0 := scrape(t, alpha)
+	t.Logf("figure: metrics scrape of alpha on a 3-node mesh: %s, %d families", time.Since(scraped).Round(time.Millisecond), len(m0))
+	for _, n := range lab.Nodes {
+		e := scrape(t, n)
+		wantMetric(t, n, e, "meshnode_members", map[string]string{"state": "alive"}, 3)
+		wantMetric(t, n, e, "meshnode_peers", map[string]string{"path": "direct"}, 2)
+		wantMetric(t, n, e, "meshnode_nats_routes_up", nil, 2)
+		wantMetric(t, n, e, "meshnode_nats_routes_expected", nil, 2)
+	}
+
 	// wg show (real wireguard-tools) lists 2 peers with recent handshakes.
 	for _, n := range lab.Nodes {
 		out, err := n.NS.Run("wg", "show", n.Iface, "latest-handshakes")
@@ -186,6 +199,18 @@ func TestThreeNodeMesh(t *testing.T) {
 		return streamReplicated(gamma, "ORDERS", 20, 3)
 	})
 
+	// The traffic shows in alpha's metrics: WireGuard bytes and NATS
+	// messages grew, and it holds a replica of the stream.
+	m1 := scrape(t, alpha)
+	for _, fam := range []string{"meshnode_wireguard_rx_bytes_total", "meshnode_wireguard_tx_bytes_total", "meshnode_nats_in_msgs_total", "meshnode_nats_out_msgs_total"} {
+		if before, after := m0.MustValue(t, fam, nil), m1.MustValue(t, fam, nil); after <= before {
+			t.Fatalf("alpha: %s did not grow with traffic: %v → %v", fam, before, after)
+		}
+	}
+	wantMetric(t, alpha, m1, "meshnode_jetstream_streams", nil, 1)
+	wantMetric(t, alpha, m1, "meshnode_jetstream_meta_leader_present", nil, 1)
+	wantMetric(t, alpha, m1, "meshnode_enroll_joins_admitted_total", nil, 2)
+
 	// A healthy node's status exits 0.
 	if code := statusExit(alpha); code != 0 {
 		t.Fatalf("status on a healthy mesh exited %d, want 0", code)
@@ -201,6 +226,9 @@ func TestThreeNodeMesh(t *testing.T) {
 	if code := statusExit(alpha); code != 1 {
 		t.Fatalf("status with a dead member exited %d, want 1 (degraded)", code)
 	}
+	mDead := scrape(t, alpha)
+	wantMetric(t, alpha, mDead, "meshnode_members", map[string]string{"state": "alive"}, 2)
+	wantMetric(t, alpha, mDead, "meshnode_members", map[string]string{"state": "dead"}, 1)
 	// Messages published while beta is down: the stream may first need a
 	// new leader, so the publisher retries (js-pub is idempotent).
 	eventually(t, 60*time.Second, "publish 10 messages while beta is down", func() error {
@@ -253,6 +281,11 @@ func TestThreeNodeMesh(t *testing.T) {
 	if err := memberAbsent(alpha, "delta"); err != nil {
 		t.Fatal(err)
 	}
+	// alpha counted both refusals by reason, and no admission.
+	mRefused := scrape(t, alpha)
+	wantMetric(t, alpha, mRefused, "meshnode_enroll_joins_refused_total", map[string]string{"reason": "token-used"}, 1)
+	wantMetric(t, alpha, mRefused, "meshnode_enroll_joins_refused_total", map[string]string{"reason": "token-expired"}, 1)
+	wantMetric(t, alpha, mRefused, "meshnode_enroll_joins_admitted_total", nil, 2)
 
 	// gamma leaves gracefully: its daemon exits cleanly and removes its
 	// interface and sockets; the others see it as left, not dead.

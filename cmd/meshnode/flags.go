@@ -63,6 +63,10 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 		"enrollment endpoint listen address (underlay TCP)")
 	nodeFlag(nf, fs.IntVar, "bootstrap-expect", func(c *mesh.Config) *int { return &c.BootstrapExpect },
 		"members to wait for before JetStream starts on an empty store")
+	nodeFlag(nf, fs.StringVar, "metrics-addr", func(c *mesh.Config) *string { return &c.MetricsAddr },
+		"also serve GET /metrics on this TCP address (e.g. 127.0.0.1:9101; off when empty)")
+	nodeFlag(nf, fs.BoolVar, "metrics-per-peer", func(c *mesh.Config) *bool { return &c.MetricsPerPeer },
+		"export per-peer WireGuard series (a series per member)")
 	nodeFlag(nf, fs.BoolVar, "fast-timers", func(c *mesh.Config) *bool { return &c.FastTimers },
 		"short gossip timers (tests, demo)")
 	nodeFlag(nf, fs.StringVar, "log-level", func(c *mesh.Config) *string { return &c.LogLevel },

@@ -33,6 +33,7 @@ var commands = []command{
 	{"invite", "mint a one-time join token (prints only the token)", runInvite},
 	{"join", "join a mesh through PEER with a token, then run the node", runJoin},
 	{"leave", "leave the mesh gracefully and stop the daemon", runLeave},
+	{"metrics", "print this node's metrics in the Prometheus text format", runMetrics},
 	{"nats", "NATS client with this node's identity: pub, sub, stream-add, stream-info, js-pub", runNATS},
 	{"nats-env", "print NATS_URL, NATS_NKEY and NATS_CA for nats clients on this box", runNATSEnv},
 	{"status", "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", runStatus},

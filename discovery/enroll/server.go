@@ -72,6 +72,7 @@ type Server struct {
 	lim        *limiter
 	challenges *challengeTable
 	admitMu    sync.Mutex // one admission at a time: names stay unique
+	stats      stats
 
 	srvMu  sync.Mutex
 	srv    *http.Server
@@ -189,6 +190,7 @@ func (s *Server) Handler() http.Handler {
 		now := s.cfg.now()
 		from := remoteAddr(r)
 		if s.lim.limited(from, now) {
+			s.stats.limit()
 			w.Header().Set("Retry-After", fmt.Sprint(int(s.lim.window.Seconds())))
 			writeError(w, fail(http.StatusTooManyRequests, CodeRateLimited, "too many refused requests from %s; try again later", from))
 			return
@@ -211,6 +213,9 @@ func (s *Server) Handler() http.Handler {
 			aerr = fail(http.StatusNotFound, CodeNotFound, "no such endpoint %s", r.URL.Path)
 		}
 		if aerr != nil {
+			if r.URL.Path == "/v1/join" {
+				s.stats.refuse(aerr.code)
+			}
 			// A member without the CA answering a join is no failure of
 			// the caller's: it is pointed at an admin instead.
 			if aerr.status < 500 && aerr.code != CodeNoCA {
@@ -328,6 +333,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 		return nil, tokenError(err)
 	}
 	m := s.cfg.Members.Admit(t, req.Endpoints)
+	s.stats.admit()
 	if s.cfg.OnAdmit != nil {
 		s.cfg.OnAdmit(m)
 	}

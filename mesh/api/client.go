@@ -37,38 +37,49 @@ func NewClient(d identity.StateDir) *Client {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// send makes one request and returns a 200 answer; any other status is an
+// error carrying the daemon's message.
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://meshnode"+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("%w (no daemon answers on %s)", ErrNotRunning, c.Socket)
+			return nil, fmt.Errorf("%w (no daemon answers on %s)", ErrNotRunning, c.Socket)
 		}
-		return fmt.Errorf("local API %s: %w", c.Socket, err)
+		return nil, fmt.Errorf("local API %s: %w", c.Socket, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		var e ErrorResponse
 		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		return errors.New(e.Error)
+		return nil, errors.New(e.Error)
 	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return resp, nil
 }
 
 // Status fetches the daemon's status.
@@ -92,4 +103,18 @@ func (c *Client) Invite(ctx context.Context, ttl time.Duration, roles identity.R
 // Leave asks the daemon to leave the mesh gracefully and stop.
 func (c *Client) Leave(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, PathLeave, struct{}{}, nil)
+}
+
+// maxMetrics bounds what Metrics reads: a 1,000-member mesh with per-peer
+// series is about 300 KB.
+const maxMetrics = 16 << 20
+
+// Metrics fetches the daemon's metrics in the Prometheus text format.
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	resp, err := c.send(ctx, http.MethodGet, PathMetrics, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(io.LimitReader(resp.Body, maxMetrics))
 }

@@ -11,6 +11,9 @@ const (
 	PathStatus = "/v1/status" // GET: Status
 	PathInvite = "/v1/invite" // POST InviteRequest: InviteResponse
 	PathLeave  = "/v1/leave"  // POST {}: {}
+	// PathMetrics is the Prometheus text format (not JSON), the same as
+	// the optional --metrics-addr listener serves at /metrics.
+	PathMetrics = "/metrics" // GET: text/plain; version=0.0.4
 )
 
 // InviteRequest asks the daemon for a join token.
