@@ -115,7 +115,9 @@ func (d *Discovery) admit(name string, addr net.IP, b []byte, now time.Time) (*m
 	return md, nil
 }
 
-// rejected counts a rejection and logs it once per node and reason.
+// rejected counts a rejection and logs it once per node and reason, and
+// then only while the refusal log's rate allows (names and details are
+// the sender's words: truncated).
 func (d *Discovery) rejected(name string, rej *admitError) {
 	if rej.reason == RejectStaleMeta {
 		return
@@ -131,7 +133,7 @@ func (d *Discovery) rejected(name string, rej *admitError) {
 		d.rejLogged[key] = true
 	}
 	d.rejMu.Unlock()
-	if first {
-		d.log.Warn("gossip: node not admitted", "node", name, "reason", rej.reason, "detail", rej.detail)
+	if first && d.refusalLog.Allow() {
+		d.log.Warn("gossip: node not admitted", "node", truncate(name), "reason", rej.reason, "detail", truncate(rej.detail))
 	}
 }

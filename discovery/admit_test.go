@@ -12,11 +12,14 @@ import (
 	"github.com/meshnode/meshnode/identity"
 )
 
-// rogue is a node that speaks memberlist with whatever meta it likes.
+// rogue is a node that speaks memberlist with whatever meta it likes. It
+// holds the mesh's gossip key when key is set (a stolen or misbehaving
+// member box: admission is what stops it), and speaks unsealed otherwise.
 type rogue struct {
 	name string
 	addr netip.Addr
 	meta []byte
+	key  []byte
 }
 
 func (r *rogue) NodeMeta(int) []byte                 { return r.meta }
@@ -35,6 +38,10 @@ func (r *rogue) start(t *testing.T) *memberlist.Memberlist {
 	mc.ProbeInterval = 200 * time.Millisecond
 	mc.Delegate = r
 	mc.LogOutput = io.Discard
+	if r.key != nil {
+		mc.SecretKey = r.key
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +70,9 @@ func TestAdmissionRefusesBadNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	key := tm.gossipKey()
 	for reason, r := range cases {
+		r.key = key // members' boxes: they hold the key, admission must stop them
 		ml := r.start(t)
 		// The join itself is refused by the merge delegate; periodic
 		// push/pull and gossip then meet the alive delegate.
@@ -98,17 +107,17 @@ func badCases(t *testing.T, tm *testMesh) (map[string]*rogue, *identity.Revocati
 	m, _ := valid("forged")
 	forged := *m.Ticket
 	forged.Roles = identity.RoleAdmin // the CA never signed this
-	out[RejectBadCASignature] = &rogue{"forged", addr(m), signedMeta(t, m.ID, &forged)}
+	out[RejectBadCASignature] = &rogue{"forged", addr(m), signedMeta(t, m.ID, &forged), nil}
 
 	m = tm.enroll("expired", 0)
 	exp, err := tm.ca.IssueTicket("expired", m.ID.Public(), m.ID.WireGuardPublic(), 0, now.Add(-100*time.Hour), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out[RejectExpired] = &rogue{"expired", addr(m), signedMeta(t, m.ID, exp)}
+	out[RejectExpired] = &rogue{"expired", addr(m), signedMeta(t, m.ID, exp), nil}
 
 	m, b := valid("revoked")
-	out[RejectRevoked] = &rogue{"revoked", addr(m), b}
+	out[RejectRevoked] = &rogue{"revoked", addr(m), b, nil}
 	rev, err := tm.ca.Revoke(m.ID.Public(), "test", now)
 	if err != nil {
 		t.Fatal(err)
@@ -116,20 +125,20 @@ func badCases(t *testing.T, tm *testMesh) (map[string]*rogue, *identity.Revocati
 
 	other := newTestMesh(t) // same mesh name, another CA
 	fm := other.enroll("foreign", 0)
-	out[RejectForeignCA] = &rogue{"foreign", addr(fm), signedMeta(t, fm.ID, fm.Ticket)}
+	out[RejectForeignCA] = &rogue{"foreign", addr(fm), signedMeta(t, fm.ID, fm.Ticket), nil}
 
 	m, b = valid("badsig")
 	b[len(b)-1] ^= 1
-	out[RejectBadMetaSignature] = &rogue{"badsig", addr(m), b}
+	out[RejectBadMetaSignature] = &rogue{"badsig", addr(m), b, nil}
 
 	m, b = valid("named")
-	out[RejectNameMismatch] = &rogue{"alias", addr(m), b}
+	out[RejectNameMismatch] = &rogue{"alias", addr(m), b, nil}
 
 	m, b = valid("moved")
 	seed, _ := identity.NewSeed()
-	out[RejectAddressMismatch] = &rogue{"moved", assignAddr(identity.FromSeed(seed).Public()), b}
+	out[RejectAddressMismatch] = &rogue{"moved", assignAddr(identity.FromSeed(seed).Public()), b, nil}
 
-	out[RejectMalformed] = &rogue{"garbage", assignAddr(identity.NodePublic{1}), []byte{1, 0, 200, 1, 2, 3}}
+	out[RejectMalformed] = &rogue{"garbage", assignAddr(identity.NodePublic{1}), []byte{1, 0, 200, 1, 2, 3}, nil}
 	return out, rev
 }
 

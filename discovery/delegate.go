@@ -3,6 +3,7 @@ package discovery
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -71,13 +72,18 @@ func (g *delegate) LocalState(join bool) []byte {
 }
 
 func (g *delegate) MergeRemoteState(buf []byte, join bool) {
-	g.d().stats.pushPulls.Add(1)
+	d := g.d()
+	d.stats.pushPulls.Add(1)
 	if len(buf) < 1 || buf[0] != stateRevocList {
+		return
+	}
+	if len(buf) > maxRemoteState {
+		d.rejected("push-pull", reject(RejectOversizedState, fmt.Sprintf("%d bytes of state, at most %d are read", len(buf), maxRemoteState)))
 		return
 	}
 	list, err := identity.ParseRevocations(buf[1:])
 	if err != nil {
-		g.d().log.Debug("gossip: malformed revocation state", "err", err)
+		d.log.Debug("gossip: malformed revocation state", "err", truncate(err.Error()))
 		return
 	}
 	if len(list) > 0 {
@@ -85,13 +91,17 @@ func (g *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 }
 
-// offerRevocations hands revocations to the worker without blocking;
-// when it is behind, the next push/pull carries them again.
+// offerRevocations hands at most maxRevocationsPerPush unknown
+// revocations to the worker without blocking; when it is behind, the next
+// push/pull carries them again.
 func (d *Discovery) offerRevocations(list []*identity.Revocation) {
 	var fresh []*identity.Revocation
 	for _, r := range list {
 		if !d.revs.IsRevoked(r.Node) {
 			fresh = append(fresh, r)
+		}
+		if len(fresh) == maxRevocationsPerPush {
+			break
 		}
 	}
 	if len(fresh) == 0 {
@@ -115,10 +125,10 @@ func (g *delegate) NotifyAlive(n *memberlist.Node) error {
 
 var errNoneAdmitted = errors.New("no node of the remote side is admitted: another mesh?")
 
-// NotifyMerge vets a join's node list. Individual nodes are vetted again
-// by NotifyAlive as they merge; the join as a whole is refused only when
-// no live node on the other side is admissible, so one stale member never
-// blocks a rejoin.
+// NotifyMerge vets a join's or push/pull's node list. Individual nodes
+// are vetted again by NotifyAlive as they merge; the merge as a whole is
+// refused only when no live node on the other side is admissible, so one
+// stale member never blocks a rejoin.
 func (g *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	d := g.d()
 	now := time.Now()
@@ -134,7 +144,9 @@ func (g *delegate) NotifyMerge(peers []*memberlist.Node) error {
 		}
 		ok++
 	}
-	if live > 0 && ok == 0 {
+	if ok == 0 {
+		// Also with no live node at all: a push/pull that presents nobody
+		// is nobody's, whatever it carries.
 		return errNoneAdmitted
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"golang.org/x/time/rate"
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/defaults"
@@ -88,6 +89,7 @@ type Discovery struct {
 	rejMu      sync.Mutex
 	rejections map[string]int
 	rejLogged  map[string]bool
+	refusalLog *rate.Limiter // refusal log lines (rejMu is not needed: it locks itself)
 
 	blockMu sync.RWMutex
 	blocked map[netip.Addr]bool
@@ -174,6 +176,7 @@ func New(cfg Config) (*Discovery, error) {
 		verified:   map[string]*meta{},
 		rejections: map[string]int{},
 		rejLogged:  map[string]bool{},
+		refusalLog: newRefusalLog(),
 		blocked:    map[netip.Addr]bool{},
 		changes:    make(chan struct{}, 1),
 		dirty:      make(chan struct{}, 1),
@@ -262,6 +265,16 @@ func (d *Discovery) memberlistConfig() *memberlist.Config {
 	mc.BindAddr, mc.BindPort = bind, d.cfg.Port
 	mc.AdvertiseAddr, mc.AdvertisePort = bind, d.cfg.Port
 	mc.Label = d.trust.Mesh
+	// Every packet and stream is sealed with the mesh's gossip key
+	// (AES-256-GCM, memberlist's keyring), and nothing unsealed is
+	// accepted: the signed meta authenticates alive messages only, while
+	// dead/suspect messages and push/pull carry no signature of their own.
+	// WireGuard already authenticates the sending box; the key shuts out a
+	// process on a member box that can reach the overlay but cannot read
+	// the state directory.
+	key := d.cfg.Member.GossipKey()
+	mc.SecretKey = key[:]
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.UDPBufferSize = udpBufferSize
 	mc.Delegate = (*delegate)(d)
 	mc.Events = (*events)(d)
@@ -693,8 +706,8 @@ func (d *Discovery) worker(ctx context.Context) {
 // new ones on.
 func (d *Discovery) mergeRevocations(list []*identity.Revocation) {
 	added, err := d.revs.Merge(list)
-	if err != nil {
-		d.log.Warn("gossip: invalid revocation ignored", "err", err)
+	if err != nil && d.refusalLog.Allow() {
+		d.log.Warn("gossip: invalid revocation ignored", "err", truncate(err.Error()))
 	}
 	if len(added) == 0 {
 		return
