@@ -12,9 +12,11 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -226,16 +228,60 @@ func (p *prepared) consumeToken() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	path := filepath.Join(BootMount, config.Path)
-	data, err := os.ReadFile(path)
+	removed, err := removeToken(path, time.Now())
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := writeFileSync(path, config.RemoveToken(data), 0o600); err != nil {
+		// Loud: a token left on the ESP is readable by anyone holding the
+		// disk (it is spent, but the operator must know).
+		say("meshnode: init: JOIN TOKEN NOT REMOVED: %v", err)
 		return err
 	}
 	p.cfg.Token = ""
-	say("meshnode: init: join token removed from %s", path)
+	if removed {
+		say("meshnode: init: join token removed from %s", path)
+	}
 	return nil
+}
+
+// removeToken rewrites the config.toml at path without its join token
+// (config.RemoveToken), atomically and durably, then reads the file back
+// and proves the token is gone (config.CheckNoToken). It reports whether
+// there was a token to remove.
+func removeToken(path string, now time.Time) (bool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	out, tokens, err := config.RemoveToken(path, data, now)
+	if err != nil {
+		return false, err
+	}
+	if bytes.Equal(out, data) {
+		return false, nil
+	}
+	if err := writeFileSync(path, out, 0o600); err != nil {
+		return false, fmt.Errorf("%s: writing it without the token: %w", path, err)
+	}
+	back, err := readBack(path)
+	if err != nil {
+		return false, fmt.Errorf("%s: reading it back after removing the token: %w", path, err)
+	}
+	if err := config.CheckNoToken(path, back, tokens); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// readBack reads path after asking the kernel to drop its cached pages, so
+// that (as far as a clean page cache allows) the check sees what reached
+// the disk rather than what was just written into memory.
+func readBack(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) // best effort: a hint
+	return io.ReadAll(f)
 }
 
 // runLoop calls run until it succeeds (returns nil: the node stopped on

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshnode/meshnode/image/config"
 )
 
 func writeUevent(t *testing.T, sys, dev, partname string) {
@@ -156,5 +158,65 @@ func TestCmdlineValue(t *testing.T) {
 func TestLoadModulesWithoutOrderFile(t *testing.T) {
 	if n, failed := loadModules(t.TempDir()); n != 0 || failed != 0 {
 		t.Fatalf("built-in kernel: loaded %d failed %d", n, failed)
+	}
+}
+
+// TestRemoveToken: the token goes from the file on disk whatever its
+// spelling, the rest of the settings stay, the file is replaced (no temp
+// file left), and a file without a token or with invalid TOML is left as
+// it is.
+func TestRemoveToken(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"double-quoted key", "name = \"edge-1\"\njoin = \"10.0.2.2\"\n\"token\" = \"mnj1-secret\"\n[network]\ndhcp = false\naddress = \"192.0.2.7/24\"\n"},
+		{"single-quoted key", "name = \"edge-1\"\njoin = \"10.0.2.2\"\n'token' = 'mnj1-secret'\n[network]\ndhcp = false\naddress = \"192.0.2.7/24\"\n"},
+		{"BOM", "\ufefftoken = \"mnj1-secret\"\nname = \"edge-1\"\njoin = \"10.0.2.2\"\n[network]\ndhcp = false\naddress = \"192.0.2.7/24\"\n"},
+		{"multi-line value", "name = \"edge-1\"\njoin = \"10.0.2.2\"\ntoken = \"\"\"\nmnj1-secret\"\"\"\n[network]\ndhcp = false\naddress = \"192.0.2.7/24\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.toml")
+			if err := os.WriteFile(path, []byte(tc.in), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			removed, err := removeToken(path, time.Now())
+			if err != nil || !removed {
+				t.Fatalf("removeToken: %t %v", removed, err)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), "mnj1-secret") {
+				t.Fatalf("token still there:\n%s", b)
+			}
+			c, err := config.Parse(path, b)
+			if err != nil {
+				t.Fatalf("rewritten config: %v\n%s", err, b)
+			}
+			if c.Token != "" || c.Name != "edge-1" || c.Join != "10.0.2.2" || c.Network.UseDHCP() || c.Network.Address != "192.0.2.7/24" {
+				t.Fatalf("settings after removal: %+v", c)
+			}
+			if m, _ := filepath.Glob(path + ".*"); len(m) != 0 {
+				t.Fatalf("temporary files left: %v", m)
+			}
+			// Again: nothing left to remove, nothing rewritten.
+			if removed, err := removeToken(path, time.Now()); err != nil || removed {
+				t.Fatalf("second removeToken: %t %v", removed, err)
+			}
+			if b2, _ := os.ReadFile(path); string(b2) != string(b) {
+				t.Fatal("file rewritten without a token to remove")
+			}
+		})
+	}
+
+	path := filepath.Join(t.TempDir(), "config.toml")
+	bad := "name = \"edge-1\"\nmnj1-secret\"\"\"\n"
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := removeToken(path, time.Now()); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("invalid TOML: %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != bad {
+		t.Fatal("invalid file was modified")
 	}
 }
