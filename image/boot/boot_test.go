@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,5 +219,94 @@ func TestRemoveToken(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != bad {
 		t.Fatal("invalid file was modified")
+	}
+}
+
+// captureConsole collects what PID 1 would print during the test.
+func captureConsole(t *testing.T) *bytes.Buffer {
+	t.Helper()
+	var b bytes.Buffer
+	old := console
+	console = &b
+	t.Cleanup(func() { console = old })
+	return &b
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestEnrolledBoxIgnoresConfigErrors: a config error stops a box only
+// before enrollment. An enrolled box prints the error and comes up with
+// what is usable: the kernel arguments, else DHCP.
+func TestEnrolledBoxIgnoresConfigErrors(t *testing.T) {
+	out := captureConsole(t)
+	garbage := writeConfig(t, "name = \"edge-1\"\njoin = [garbage\n")
+	if _, err := readConfig(garbage, "", true); err == nil || !strings.Contains(err.Error(), garbage) {
+		t.Fatalf("first boot, garbage config: %v", err)
+	}
+
+	p := &prepared{cmdline: "console=ttyS0 meshnode.dhcp=false meshnode.address=10.0.2.77/24 meshnode.gateway=10.0.2.2"}
+	done := make(chan config.Config)
+	go func() { done <- p.readConfigUntilValid(garbage) }()
+	var c config.Config
+	select {
+	case c = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("enrolled box still retrying its config")
+	}
+	if c.Network.UseDHCP() || c.Network.Address != "10.0.2.77/24" || c.Network.Gateway != "10.0.2.2" || c.Token != "" {
+		t.Fatalf("enrolled fallback from the kernel arguments: %+v", c)
+	}
+	got := out.String()
+	if !strings.Contains(got, ConfigErrPrefix+" "+garbage) || !strings.Contains(got, "this box is enrolled: coming up from") ||
+		!strings.Contains(got, "kernel arguments used") {
+		t.Fatalf("console:\n%s", got)
+	}
+
+	// A missing file, or bad kernel arguments as well: DHCP on the first interface.
+	for _, path := range []string{garbage, filepath.Join(t.TempDir(), "missing.toml")} {
+		c := fallbackConfig(path, "meshnode.dhcp=maybe")
+		if !c.Network.UseDHCP() || c.Network.Address != "" || c.Name != "" {
+			t.Fatalf("fallback with nothing usable (%s): %+v", path, c)
+		}
+	}
+}
+
+// TestFallbackKeepsFileToken: an enrolled box whose usable config.toml
+// still has a token gets it back from fallbackConfig, so that PID 1 can
+// remove it.
+func TestFallbackKeepsFileToken(t *testing.T) {
+	captureConsole(t)
+	path := writeConfig(t, "name = \"edge-1\"\njoin = \"10.0.2.2\"\n'token' = \"mnj1-secret\"\n")
+	c := fallbackConfig(path, "meshnode.nmae=typo")
+	if c.Token != "mnj1-secret" || c.Name != "edge-1" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+// TestEnrolled: only the ticket, written last by a successful join, makes a
+// state directory enrolled; a seed alone (a join cut short) does not.
+func TestEnrolled(t *testing.T) {
+	dir := t.TempDir()
+	if enrolled(dir) {
+		t.Fatal("empty directory enrolled")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "identity.seed"), make([]byte, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if enrolled(dir) {
+		t.Fatal("seed alone counts as enrolled")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ticket.bin"), []byte("t"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !enrolled(dir) {
+		t.Fatal("ticket not seen")
 	}
 }
