@@ -227,8 +227,9 @@ func readConfig(path, cmdline string, firstBoot bool) (config.Config, error) {
 }
 
 // fallbackConfig is the config of an enrolled box whose config.toml or
-// kernel arguments were refused: whichever of the two is usable on its own,
-// else nothing, which means DHCP on the first Ethernet interface. The token
+// kernel arguments were refused: whichever of the two is usable on its own
+// (a meshnode.token= argument left out, it is refused in any case), else
+// nothing, which means DHCP on the first Ethernet interface. The token
 // read from a usable file is kept so that PID 1 can remove it.
 func fallbackConfig(path, cmdline string) config.Config {
 	var c config.Config
@@ -240,13 +241,24 @@ func fallbackConfig(path, cmdline string) config.Config {
 	}
 	args := "used"
 	withArgs := c
-	if err := withArgs.ApplyCmdline(cmdline); err == nil {
+	if err := withArgs.ApplyCmdline(dropCmdlineKey(cmdline, "meshnode.token")); err == nil {
 		c = withArgs
 	} else {
 		args = fmt.Sprintf("ignored (%v)", err)
 	}
 	say("meshnode: init: enrolled box: %s %s, kernel arguments %s", path, file, args)
 	return c
+}
+
+// dropCmdlineKey returns cmdline without its key=... arguments.
+func dropCmdlineKey(cmdline, key string) string {
+	var keep []string
+	for _, f := range strings.Fields(cmdline) {
+		if k, _, _ := strings.Cut(f, "="); k != key {
+			keep = append(keep, f)
+		}
+	}
+	return strings.Join(keep, " ")
 }
 
 // enrolled reports whether the state directory holds an enrollment. The

@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -278,6 +279,29 @@ func TestEnrolledBoxIgnoresConfigErrors(t *testing.T) {
 	}
 }
 
+// TestCmdlineTokenRefused: meshnode.token= is refused before enrollment
+// (a config error the operator must fix) and ignored with the same message
+// after it, while the rest of the kernel arguments and config.toml apply.
+func TestCmdlineTokenRefused(t *testing.T) {
+	out := captureConsole(t)
+	path := writeConfig(t, "name = \"edge-1\"\njoin = \"10.0.2.2\"\n[network]\ndns = [\"10.0.2.3\"]\n")
+	cmdline := "console=ttyS0 meshnode.token=mnj1-secret meshnode.interface=eth1"
+	_, err := readConfig(path, cmdline, true)
+	if !errors.Is(err, config.ErrCmdlineToken) {
+		t.Fatalf("first boot: %v", err)
+	}
+
+	p := &prepared{cmdline: cmdline}
+	c := p.readConfigUntilValid(path)
+	if c.Token != "" || c.Name != "edge-1" || c.Network.Interface != "eth1" || len(c.Network.DNS) != 1 {
+		t.Fatalf("enrolled box with a token argument: %+v", c)
+	}
+	got := out.String()
+	if !strings.Contains(got, "meshnode.token= is refused") || strings.Contains(got, "mnj1-secret") {
+		t.Fatalf("console (the refusal must be said, the token not repeated):\n%s", got)
+	}
+}
+
 // TestFallbackKeepsFileToken: an enrolled box whose usable config.toml
 // still has a token gets it back from fallbackConfig, so that PID 1 can
 // remove it.
@@ -308,5 +332,12 @@ func TestEnrolled(t *testing.T) {
 	}
 	if !enrolled(dir) {
 		t.Fatal("ticket not seen")
+	}
+}
+
+func TestDropCmdlineKey(t *testing.T) {
+	got := dropCmdlineKey("console=ttyS0 meshnode.token=x meshnode.tokenx=y meshnode.token= quiet", "meshnode.token")
+	if got != "console=ttyS0 meshnode.tokenx=y quiet" {
+		t.Fatalf("%q", got)
 	}
 }

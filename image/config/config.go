@@ -117,9 +117,23 @@ func validName(s string) bool {
 	return true
 }
 
+// ErrCmdlineToken is the error for a meshnode.token= kernel argument. The
+// token is refused there rather than used and "removed": the command line
+// sits in the boot loader entries on the ESP (two slots, renamed by boot
+// counting, rewritten by updates) or in whatever loader or editor started
+// the kernel, the kernel prints it on the console, and every process can
+// read it in /proc/cmdline. PID 1 cannot find and clean all of that, so the
+// only token it accepts is the one in config.toml, which it rewrites
+// without the token after the join.
+var ErrCmdlineToken = errors.New("kernel argument meshnode.token= is refused: the kernel command line " +
+	"is stored in the boot loader entry, printed on the console and readable in /proc/cmdline, and " +
+	"cannot be cleaned reliably after the join; remove it and put the token in config.toml " +
+	"(meshnode image configure --token), which is rewritten without it after the join")
+
 // ApplyCmdline overlays meshnode.KEY=VALUE kernel arguments (name, join,
-// token, interface, dhcp, address, gateway, dns as a comma list) on c.
-// Unknown meshnode.* keys are an error so a typo in a test is loud.
+// interface, dhcp, address, gateway, dns as a comma list) on c. Unknown
+// meshnode.* keys are an error so a typo in a test is loud; a token is
+// refused (ErrCmdlineToken) and never copied into c.
 func (c *Config) ApplyCmdline(cmdline string) error {
 	for _, f := range strings.Fields(cmdline) {
 		k, v, ok := strings.Cut(f, "=")
@@ -132,7 +146,8 @@ func (c *Config) ApplyCmdline(cmdline string) error {
 		case "join":
 			c.Join = v
 		case "token":
-			c.Token = v
+			// Not echoed: the error goes to the console.
+			return ErrCmdlineToken
 		case "interface":
 			c.Network.Interface = v
 		case "dhcp":

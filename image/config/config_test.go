@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"slices"
 	"strings"
@@ -204,15 +205,31 @@ func TestParseErrors(t *testing.T) {
 
 func TestApplyCmdline(t *testing.T) {
 	var c Config
-	err := c.ApplyCmdline("console=ttyS0 meshnode.name=n1 meshnode.join=10.0.2.2 meshnode.token=t meshnode.dhcp=false meshnode.address=10.0.2.15/24 meshnode.dns=1.1.1.1,8.8.8.8 quiet")
+	err := c.ApplyCmdline("console=ttyS0 meshnode.name=n1 meshnode.join=10.0.2.2 meshnode.dhcp=false meshnode.address=10.0.2.15/24 meshnode.dns=1.1.1.1,8.8.8.8 quiet")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Name != "n1" || c.Join != "10.0.2.2" || c.Token != "t" || c.Network.UseDHCP() || len(c.Network.DNS) != 2 {
+	if c.Name != "n1" || c.Join != "10.0.2.2" || c.Network.UseDHCP() || len(c.Network.DNS) != 2 {
 		t.Fatalf("%+v", c)
 	}
 	if err := c.ApplyCmdline("meshnode.nmae=x"); err == nil {
 		t.Fatal("unknown key accepted")
+	}
+}
+
+// TestApplyCmdlineRefusesToken: a token on the kernel command line cannot
+// be cleaned up after the join, so it is refused, and the error does not
+// repeat it on the console.
+func TestApplyCmdlineRefusesToken(t *testing.T) {
+	for _, arg := range []string{"meshnode.token=mnj1-secret", "meshnode.token="} {
+		c := Config{Join: "10.0.2.2"}
+		err := c.ApplyCmdline("console=ttyS0 meshnode.join=10.0.2.2 " + arg)
+		if !errors.Is(err, ErrCmdlineToken) {
+			t.Fatalf("%s: %v", arg, err)
+		}
+		if strings.Contains(err.Error(), "secret") || c.Token != "" {
+			t.Fatalf("%s: token echoed or used: %v, %+v", arg, err, c)
+		}
 	}
 }
 

@@ -518,3 +518,25 @@ func TestApplianceNoToken(t *testing.T) {
 	v.expect(`^meshnode: config error: .*first boot needs join and token \(run: meshnode image configure`, bootDeadline)
 	v.absent(`^meshnode: (fatal|ready|init: ready)`)
 }
+
+// TestApplianceCmdlineTokenRefused: a join token given as a kernel argument
+// is refused with a message saying why (the command line cannot be cleaned
+// after the join), and the box does not join with it. The token itself is
+// not repeated in meshnode's messages.
+func TestApplianceCmdlineTokenRefused(t *testing.T) {
+	requireImageTools(t)
+	im := testImage(t)
+	img := copyImage(t, im)
+	cfg, err := config.Encode(config.Config{Name: "edge-test", Join: "10.0.2.2:51821"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeESP(t, img, config.Path, cfg)
+	const token = "tok-vmtest-cmdline"
+	v := bootDirect(t, im, img, "meshnode.token="+token)
+	want := `^meshnode: config error: kernel argument meshnode\.token= is refused: .*cannot be cleaned reliably .*\(retrying in`
+	v.expect(want, bootDeadline)
+	v.expect(want, time.Minute) // and again: the box waits for the operator
+	v.absent(`^meshnode: (fatal|ready|init: ready)|token removed`)
+	v.absent(`^meshnode: .*` + token)
+}
