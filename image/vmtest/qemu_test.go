@@ -540,3 +540,42 @@ func TestApplianceCmdlineTokenRefused(t *testing.T) {
 	v.absent(`^meshnode: (fatal|ready|init: ready)|token removed`)
 	v.absent(`^meshnode: .*` + token)
 }
+
+// TestApplianceTokenRemovedStructurally: a config.toml as an editor may
+// leave it (a byte order mark, a quoted key, the token as a multi-line
+// string) loses its token after the join, keeps its other settings and
+// still parses. The old line-by-line edit kept this token.
+func TestApplianceTokenRemovedStructurally(t *testing.T) {
+	requireImageTools(t)
+	im := testImage(t)
+	img := copyImage(t, im)
+	const token = "tok-vmtest-bom-quoted"
+	cfg := "\ufeff'token' = \"\"\"\n" + token + "\"\"\"\n" +
+		"# hand-edited\n\"name\" = \"edge-test\"\njoin = \"10.0.2.2:51821\"\n\n[network]\ninterface = \"eth0\"\n"
+	if c, err := config.Parse("test", []byte(cfg)); err != nil || c.Token != token {
+		t.Fatalf("test config: %+v %v", c, err)
+	}
+	writeESP(t, img, config.Path, []byte(cfg))
+	v := bootDirect(t, im, img)
+	v.expect(`^meshnode: init: config name=edge-test join=10\.0\.2\.2:51821 token_set=true first_boot=true`, bootDeadline)
+	v.expect(`^meshnode: init: join token removed from /boot/meshnode/config.toml`, time.Minute)
+	v.expect(`^meshnode: ready name=edge-test overlay=stub-`, time.Minute)
+	v.expect(`^meshnode: init: slot a marked good`, time.Minute)
+	v.absent(`^meshnode: (fatal|config error)|JOIN TOKEN NOT REMOVED`)
+	v.kill()
+
+	got := readESP(t, img, config.Path)
+	if strings.Contains(got, token) {
+		t.Fatalf("token still in config.toml after the join:\n%s", got)
+	}
+	c, err := config.Parse("config.toml after the join", []byte(got))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, got)
+	}
+	if c.Token != "" || c.Name != "edge-test" || c.Join != "10.0.2.2:51821" || c.Network.Interface != "eth0" {
+		t.Errorf("settings after the join: %+v\n%s", c, got)
+	}
+	if !strings.Contains(got, "join token was removed") {
+		t.Errorf("no header saying the token was removed:\n%s", got)
+	}
+}
