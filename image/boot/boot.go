@@ -322,8 +322,23 @@ func removeToken(path string, now time.Time) (bool, error) {
 	if bytes.Equal(out, data) {
 		return false, nil
 	}
+	// FAT does not clear the clusters of a replaced file, so after the
+	// rename the token would still be on the disk for anyone who reads its
+	// raw blocks. The old file is held open across the rename and then
+	// overwritten through that descriptor: its clusters stay allocated to
+	// it until the last close. The replacement itself stays atomic; a power
+	// cut before the scrub leaves only what there was without it.
+	old, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	defer old.Close()
 	if err := writeFileSync(path, out, 0o600); err != nil {
 		return false, fmt.Errorf("%s: writing it without the token: %w", path, err)
+	}
+	if err := scrub(old, len(data)); err != nil {
+		// The file no longer has the token; only its old blocks may.
+		say("meshnode: init: %s: could not clear the replaced file's blocks on the disk: %v", path, err)
 	}
 	back, err := readBack(path)
 	if err != nil {
@@ -333,6 +348,15 @@ func removeToken(path string, now time.Time) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// scrub overwrites the first n bytes of f with zeros and syncs them to
+// the disk.
+func scrub(f *os.File, n int) error {
+	if _, err := f.WriteAt(make([]byte, n), 0); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // readBack reads path after asking the kernel to drop its cached pages, so

@@ -341,3 +341,30 @@ func TestDropCmdlineKey(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// TestRemoveTokenScrubsOldFile: the replaced file is overwritten, so its
+// blocks (freed, not cleared, on FAT) do not keep the token. A second link
+// to the old file makes it visible here.
+func TestRemoveTokenScrubsOldFile(t *testing.T) {
+	captureConsole(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	in := "name = \"edge-1\"\njoin = \"10.0.2.2\"\ntoken = \"mnj1-secret\"\n"
+	if err := os.WriteFile(path, []byte(in), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldLink := filepath.Join(dir, "old")
+	if err := os.Link(path, oldLink); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := removeToken(path, time.Now()); err != nil || !removed {
+		t.Fatalf("removeToken: %t %v", removed, err)
+	}
+	b, err := os.ReadFile(oldLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, make([]byte, len(in))) {
+		t.Fatalf("old file not cleared: %q", b)
+	}
+}

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -544,7 +545,8 @@ func TestApplianceCmdlineTokenRefused(t *testing.T) {
 // TestApplianceTokenRemovedStructurally: a config.toml as an editor may
 // leave it (a byte order mark, a quoted key, the token as a multi-line
 // string) loses its token after the join, keeps its other settings and
-// still parses. The old line-by-line edit kept this token.
+// still parses, and the disk holds no copy of it any more. The old
+// line-by-line edit kept this token.
 func TestApplianceTokenRemovedStructurally(t *testing.T) {
 	requireImageTools(t)
 	im := testImage(t)
@@ -577,5 +579,13 @@ func TestApplianceTokenRemovedStructurally(t *testing.T) {
 	}
 	if !strings.Contains(got, "join token was removed") {
 		t.Errorf("no header saying the token was removed:\n%s", got)
+	}
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not in the file, and not in the freed blocks of the file it replaced.
+	if n := bytes.Count(raw, []byte(token)); n != 0 {
+		t.Errorf("the token is still on the disk image %d times (FAT does not clear freed clusters)", n)
 	}
 }
