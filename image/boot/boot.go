@@ -12,9 +12,11 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -25,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/config"
 	"golang.org/x/sys/unix"
 )
@@ -48,7 +51,7 @@ const (
 type BootConfig struct {
 	Config    config.Config // name, join peer, token, network (token empty after the first join)
 	StateDir  string        // on the perm partition
-	FirstBoot bool          // the state directory was empty: create an identity and join with the token
+	FirstBoot bool          // the state directory holds no enrollment (no ticket): join with the token
 	Slot      string        // "a" or "b"
 	Underlay  netip.Prefix  // address configured on Interface
 	Interface string
@@ -81,8 +84,9 @@ var (
 	ClockSaveEvery = 5 * time.Minute
 )
 
-// console is where PID 1 writes: the kernel's /dev/console (stdout).
-var console = os.Stdout
+// console is where PID 1 writes: the kernel's /dev/console (stdout). A
+// variable so that tests can read what would be printed.
+var console io.Writer = os.Stdout
 
 func say(format string, args ...any) {
 	fmt.Fprintf(console, format+"\n", args...)
@@ -152,7 +156,7 @@ func prepare(cmdline string) (*prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", StateDir, err)
 	}
-	p.firstBoot = len(ents) == 0
+	p.firstBoot = !enrolled(StateDir)
 	say("meshnode: init: perm mounted at %s (formatted=%t, state entries=%d)", PermMount, formatted, len(ents))
 
 	restoreClock(PermMount)
@@ -161,29 +165,47 @@ func prepare(cmdline string) (*prepared, error) {
 	if err := mount(p.bootDev, BootMount, "vfat", 0, "fmask=0077,dmask=0077"); err != nil {
 		return nil, err
 	}
-	p.cfg = p.readConfigUntilValid()
+	p.cfg = p.readConfigUntilValid(filepath.Join(BootMount, config.Path))
+	if !p.firstBoot && p.cfg.Token != "" {
+		// Enrolled, yet config.toml still holds the token: power was cut
+		// between the join and its removal, or an older version's line
+		// edit missed it. It is spent; it must not stay readable.
+		say("meshnode: init: this box is enrolled but config.toml still has a join token: removing it")
+		_ = p.consumeToken() // says why on failure
+		p.cfg.Token = ""     // never joins again, removed or not
+	}
 	say("meshnode: init: config name=%s join=%s token_set=%t first_boot=%t", p.cfg.Name, p.cfg.Join, p.cfg.Token != "", p.firstBoot)
 
 	p.net = bringUpNetwork(p.cfg.Network)
 	return p, nil
 }
 
-// readConfigUntilValid reads config.toml (plus kernel arguments) and
-// retries, printing why, until it is usable: a broken config must never
-// lead to a reboot loop or a wiped disk, only to a clear message.
-func (p *prepared) readConfigUntilValid() config.Config {
+// readConfigUntilValid reads config.toml (plus kernel arguments). Before
+// the box is enrolled it retries, printing why, until the config is usable:
+// a broken config must never lead to a reboot loop or a wiped disk, only
+// to a clear message. An enrolled box needs nothing from config.toml (its
+// identity and mesh are on perm), so there a config error is printed and
+// the box comes up anyway: a bad edit of the ESP, or a file an older
+// version mangled while removing the token, must not keep a member of the
+// mesh down.
+func (p *prepared) readConfigUntilValid(path string) config.Config {
 	for {
-		c, err := p.readConfig()
+		c, err := readConfig(path, p.cmdline, p.firstBoot)
 		if err == nil {
 			return c
+		}
+		if !p.firstBoot {
+			say("%s %v (this box is enrolled: coming up from %s anyway)", ConfigErrPrefix, err, StateDir)
+			return fallbackConfig(path, p.cmdline)
 		}
 		say("%s %v (retrying in %s)", ConfigErrPrefix, err, ConfigRetry)
 		time.Sleep(ConfigRetry)
 	}
 }
 
-func (p *prepared) readConfig() (config.Config, error) {
-	path := filepath.Join(BootMount, config.Path)
+// readConfig reads config.toml at path and overlays the kernel arguments.
+// Before enrollment it also insists on what the join needs.
+func readConfig(path, cmdline string, firstBoot bool) (config.Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return config.Config{}, fmt.Errorf("%s: %w", path, err)
@@ -192,16 +214,60 @@ func (p *prepared) readConfig() (config.Config, error) {
 	if err != nil {
 		return config.Config{}, err
 	}
-	if err := c.ApplyCmdline(p.cmdline); err != nil {
+	if err := c.ApplyCmdline(cmdline); err != nil {
 		return config.Config{}, err
 	}
-	if p.firstBoot && (c.Join == "" || c.Token == "") {
+	if firstBoot && (c.Join == "" || c.Token == "") {
 		return config.Config{}, fmt.Errorf("%s: first boot needs join and token (run: meshnode image configure --image IMG --name NAME --join PEER --token TOKEN)", path)
 	}
-	if c.Name == "" && p.firstBoot {
+	if c.Name == "" && firstBoot {
 		return config.Config{}, fmt.Errorf("%s: first boot needs a name", path)
 	}
 	return c, nil
+}
+
+// fallbackConfig is the config of an enrolled box whose config.toml or
+// kernel arguments were refused: whichever of the two is usable on its own
+// (a meshnode.token= argument left out, it is refused in any case), else
+// nothing, which means DHCP on the first Ethernet interface. The token
+// read from a usable file is kept so that PID 1 can remove it.
+func fallbackConfig(path, cmdline string) config.Config {
+	var c config.Config
+	file := "ignored"
+	if data, err := os.ReadFile(path); err == nil {
+		if fc, err := config.Parse(path, data); err == nil {
+			c, file = fc, "used"
+		}
+	}
+	args := "used"
+	withArgs := c
+	if err := withArgs.ApplyCmdline(dropCmdlineKey(cmdline, "meshnode.token")); err == nil {
+		c = withArgs
+	} else {
+		args = fmt.Sprintf("ignored (%v)", err)
+	}
+	say("meshnode: init: enrolled box: %s %s, kernel arguments %s", path, file, args)
+	return c
+}
+
+// dropCmdlineKey returns cmdline without its key=... arguments.
+func dropCmdlineKey(cmdline, key string) string {
+	var keep []string
+	for _, f := range strings.Fields(cmdline) {
+		if k, _, _ := strings.Cut(f, "="); k != key {
+			keep = append(keep, f)
+		}
+	}
+	return strings.Join(keep, " ")
+}
+
+// enrolled reports whether the state directory holds an enrollment. The
+// node writes its ticket last when it is admitted
+// (identity.StateDir.SaveEnrollment), so a seed or other files without
+// it (a join cut short) still need the token.
+func enrolled(stateDir string) bool {
+	_, err := os.Lstat(identity.StateDir(stateDir).TicketPath())
+	return err == nil
 }
 
 func (p *prepared) bootConfig() BootConfig {
@@ -226,16 +292,84 @@ func (p *prepared) consumeToken() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	path := filepath.Join(BootMount, config.Path)
-	data, err := os.ReadFile(path)
+	removed, err := removeToken(path, time.Now())
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := writeFileSync(path, config.RemoveToken(data), 0o600); err != nil {
+		// Loud: a token left on the ESP is readable by anyone holding the
+		// disk (it is spent, but the operator must know).
+		say("meshnode: init: JOIN TOKEN NOT REMOVED: %v", err)
 		return err
 	}
 	p.cfg.Token = ""
-	say("meshnode: init: join token removed from %s", path)
+	if removed {
+		say("meshnode: init: join token removed from %s", path)
+	}
 	return nil
+}
+
+// removeToken rewrites the config.toml at path without its join token
+// (config.RemoveToken), atomically and durably, then reads the file back
+// and proves the token is gone (config.CheckNoToken). It reports whether
+// there was a token to remove.
+func removeToken(path string, now time.Time) (bool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	out, tokens, err := config.RemoveToken(path, data, now)
+	if err != nil {
+		return false, err
+	}
+	if bytes.Equal(out, data) {
+		return false, nil
+	}
+	// FAT does not clear the clusters of a replaced file, so after the
+	// rename the token would still be on the disk for anyone who reads its
+	// raw blocks. The old file is held open across the rename and then
+	// overwritten through that descriptor: its clusters stay allocated to
+	// it until the last close. The replacement itself stays atomic; a power
+	// cut before the scrub leaves only what there was without it.
+	old, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	defer old.Close()
+	if err := writeFileSync(path, out, 0o600); err != nil {
+		return false, fmt.Errorf("%s: writing it without the token: %w", path, err)
+	}
+	if err := scrub(old, len(data)); err != nil {
+		// The file no longer has the token; only its old blocks may.
+		say("meshnode: init: %s: could not clear the replaced file's blocks on the disk: %v", path, err)
+	}
+	back, err := readBack(path)
+	if err != nil {
+		return false, fmt.Errorf("%s: reading it back after removing the token: %w", path, err)
+	}
+	if err := config.CheckNoToken(path, back, tokens); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// scrub overwrites the first n bytes of f with zeros and syncs them to
+// the disk.
+func scrub(f *os.File, n int) error {
+	if _, err := f.WriteAt(make([]byte, n), 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// readBack reads path after asking the kernel to drop its cached pages, so
+// that (as far as a clean page cache allows) the check sees what reached
+// the disk rather than what was just written into memory.
+func readBack(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) // best effort: a hint
+	return io.ReadAll(f)
 }
 
 // runLoop calls run until it succeeds (returns nil: the node stopped on
@@ -257,12 +391,10 @@ func runLoop(ctx context.Context, run NodeRunner, bc BootConfig) {
 			say("meshnode: node: %v (retrying in %s)", err, d)
 		}
 		time.Sleep(d)
-		// A later boot of the same box must not join again: once the state
-		// directory has content the runner is told so.
-		if bc.FirstBoot {
-			if ents, _ := os.ReadDir(bc.StateDir); len(ents) > 0 {
-				bc.FirstBoot = false
-			}
+		// A later run must not join again: once the node is enrolled the
+		// runner is told so.
+		if bc.FirstBoot && enrolled(bc.StateDir) {
+			bc.FirstBoot = false
 		}
 	}
 }

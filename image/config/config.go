@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -50,7 +52,7 @@ func (n Network) UseDHCP() bool { return n.DHCP == nil || *n.DHCP }
 // Parse decodes config.toml. name is used in errors (file or device path).
 func Parse(name string, data []byte) (Config, error) {
 	var c Config
-	md, err := toml.Decode(string(data), &c)
+	md, err := toml.Decode(string(stripBOM(data)), &c)
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
@@ -115,9 +117,23 @@ func validName(s string) bool {
 	return true
 }
 
+// ErrCmdlineToken is the error for a meshnode.token= kernel argument. The
+// token is refused there rather than used and "removed": the command line
+// sits in the boot loader entries on the ESP (two slots, renamed by boot
+// counting, rewritten by updates) or in whatever loader or editor started
+// the kernel, the kernel prints it on the console, and every process can
+// read it in /proc/cmdline. PID 1 cannot find and clean all of that, so the
+// only token it accepts is the one in config.toml, which it rewrites
+// without the token after the join.
+var ErrCmdlineToken = errors.New("kernel argument meshnode.token= is refused: the kernel command line " +
+	"is stored in the boot loader entry, printed on the console and readable in /proc/cmdline, and " +
+	"cannot be cleaned reliably after the join; remove it and put the token in config.toml " +
+	"(meshnode image configure --token), which is rewritten without it after the join")
+
 // ApplyCmdline overlays meshnode.KEY=VALUE kernel arguments (name, join,
-// token, interface, dhcp, address, gateway, dns as a comma list) on c.
-// Unknown meshnode.* keys are an error so a typo in a test is loud.
+// interface, dhcp, address, gateway, dns as a comma list) on c. Unknown
+// meshnode.* keys are an error so a typo in a test is loud; a token is
+// refused (ErrCmdlineToken) and never copied into c.
 func (c *Config) ApplyCmdline(cmdline string) error {
 	for _, f := range strings.Fields(cmdline) {
 		k, v, ok := strings.Cut(f, "=")
@@ -130,7 +146,8 @@ func (c *Config) ApplyCmdline(cmdline string) error {
 		case "join":
 			c.Join = v
 		case "token":
-			c.Token = v
+			// Not echoed: the error goes to the console.
+			return ErrCmdlineToken
 		case "interface":
 			c.Network.Interface = v
 		case "dhcp":
@@ -216,22 +233,97 @@ func Encode(c Config) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// RemoveToken returns config.toml with the token line dropped, keeping
-// everything else (comments included) as the operator wrote it.
-func RemoveToken(data []byte) []byte {
-	var out []string
-	section := ""
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		t := strings.TrimSpace(line)
-		if strings.HasPrefix(t, "[") {
-			section = t
-		}
-		if section == "" && (strings.HasPrefix(t, "token=") || strings.HasPrefix(t, "token ") || strings.HasPrefix(t, "token\t")) {
-			continue
-		}
-		out = append(out, line)
+// bom is the UTF-8 byte order mark some Windows editors put at the start
+// of a file. TOML parsers skip it, but it also hides the first key from any
+// line-oriented look at the file, so it is stripped before anything else.
+const bom = "\ufeff"
+
+func stripBOM(data []byte) []byte { return bytes.TrimPrefix(data, []byte(bom)) }
+
+// RemoveToken returns config.toml without its join token, and the token
+// values it removed (none when data has no token key; data is then
+// returned as it is).
+//
+// The file is parsed and re-encoded, not edited line by line: a quoted key
+// ("token", 'token', "\u0074oken"), a multi-line value or a byte order mark
+// defeats any text edit and either keeps the token or leaves TOML that no
+// later boot can read. Parse matches keys to fields case-insensitively
+// (the TOML decoder does), so every top-level key that folds to "token" is
+// removed. Every other setting is kept with its type, including keys this
+// version does not know (a newer image may have written them). Comments are
+// not: the result starts with a header saying so and when the token was
+// removed. The result is decoded again and must hold exactly the old
+// settings minus the token, and not the token's text anywhere.
+func RemoveToken(name string, data []byte, now time.Time) (out []byte, removed []string, err error) {
+	var m map[string]any
+	if _, err := toml.Decode(string(stripBOM(data)), &m); err != nil {
+		return nil, nil, fmt.Errorf("%s: cannot remove the join token: %w", name, err)
 	}
-	return []byte(strings.Join(out, ""))
+	found := false
+	for k, v := range m {
+		if isTokenKey(k) {
+			found = true
+			if s, ok := v.(string); ok && s != "" { // any other type is invalid, but goes just the same
+				removed = append(removed, s)
+			}
+			delete(m, k)
+		}
+	}
+	if !found {
+		return data, nil, nil
+	}
+
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# meshnode first-boot configuration.\n"+
+		"# The join token was removed from this file after the join (%s);\n"+
+		"# the file was rewritten from its settings, so earlier comments are gone.\n"+
+		"# The node's identity lives on the \"meshnode-perm\" partition.\n\n",
+		now.UTC().Format(time.RFC3339))
+	enc := toml.NewEncoder(&b)
+	enc.Indent = ""
+	if err := enc.Encode(m); err != nil {
+		return nil, nil, fmt.Errorf("%s: cannot remove the join token: encoding the other settings: %w", name, err)
+	}
+	out = b.Bytes()
+
+	var back map[string]any
+	if _, err := toml.Decode(string(out), &back); err != nil {
+		return nil, nil, fmt.Errorf("%s: rewritten without the token, it does not parse: %w", name, err)
+	}
+	if !reflect.DeepEqual(back, m) {
+		return nil, nil, fmt.Errorf("%s: rewritten without the token, its other settings changed", name)
+	}
+	if err := CheckNoToken(name, out, removed); err != nil {
+		return nil, nil, err
+	}
+	return out, removed, nil
+}
+
+// isTokenKey reports whether a top-level key would decode into
+// Config.Token: the decoder falls back to strings.EqualFold, so "TOKEN"
+// and "toKen" (with U+212A KELVIN SIGN) count as well.
+func isTokenKey(k string) bool { return strings.EqualFold(k, "token") }
+
+// CheckNoToken proves that data, a config.toml after RemoveToken, holds no
+// join token: it parses, has no key that would decode as the token, and
+// contains the text of none of tokens (the values removed) anywhere,
+// comments included.
+func CheckNoToken(name string, data []byte, tokens []string) error {
+	var m map[string]any
+	if _, err := toml.Decode(string(stripBOM(data)), &m); err != nil {
+		return fmt.Errorf("%s: does not parse after removing the join token: %w", name, err)
+	}
+	for k := range m {
+		if isTokenKey(k) {
+			return fmt.Errorf("%s: still has a token after removing it", name)
+		}
+	}
+	for _, t := range tokens {
+		if t != "" && bytes.Contains(data, []byte(t)) {
+			return fmt.Errorf("%s: still contains the join token's text after removing it", name)
+		}
+	}
+	return nil
 }
 
 // quote renders s as a TOML basic string.

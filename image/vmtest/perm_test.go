@@ -108,3 +108,31 @@ func TestAppliancePermNotBlank(t *testing.T) {
 	}
 	v.absent(`creating the ext4 filesystem|^meshnode: ready`)
 }
+
+// TestApplianceEnrolledBadConfig: once the box is enrolled, config.toml is
+// not needed to come up. Garbage in it (a bad hand edit, or what an older
+// version's token removal left) is printed as a config error, and the box
+// comes up from perm with DHCP and the identity it had, instead of looping
+// in "config error" for ever.
+func TestApplianceEnrolledBadConfig(t *testing.T) {
+	requireImageTools(t)
+	im := testImage(t)
+	img := copyImage(t, im)
+	configured(t, img)
+	v := bootDirect(t, im, img)
+	v.expect(`^meshnode: init: join token removed`, bootDeadline)
+	id := v.expect(`^meshnode: ready name=edge-test overlay=(stub-[0-9a-f]+)`, time.Minute)[1]
+	v.expect(`^meshnode: init: slot a marked good`, time.Minute)
+	v.kill()
+
+	writeESP(t, img, config.Path, []byte("name = \"edge-test\"\njoin = [garbage\n"))
+	v = bootDirect(t, im, img)
+	v.expect(`^meshnode: config error: /boot/meshnode/config.toml: .*\(this box is enrolled: coming up from /perm/meshnode anyway\)`, bootDeadline)
+	v.expect(`^meshnode: init: enrolled box: /boot/meshnode/config.toml ignored, kernel arguments used`, time.Minute)
+	v.expect(`^meshnode: init: network eth0 10\.0\.2\.15/24 .*\(dhcp\)`, time.Minute)
+	v.expect(`^meshnode: init: ready name= slot=a first_boot=false`, time.Minute)
+	if got := v.expect(`^meshnode: ready name=edge-test overlay=(stub-[0-9a-f]+)`, time.Minute)[1]; got != id {
+		t.Errorf("identity %s after the bad config, %s before: not the one on perm", got, id)
+	}
+	v.absent(`^meshnode: fatal|retrying in|EXT4-fs error`)
+}

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -517,4 +518,74 @@ func TestApplianceNoToken(t *testing.T) {
 	v := bootDirect(t, im, img)
 	v.expect(`^meshnode: config error: .*first boot needs join and token \(run: meshnode image configure`, bootDeadline)
 	v.absent(`^meshnode: (fatal|ready|init: ready)`)
+}
+
+// TestApplianceCmdlineTokenRefused: a join token given as a kernel argument
+// is refused with a message saying why (the command line cannot be cleaned
+// after the join), and the box does not join with it. The token itself is
+// not repeated in meshnode's messages.
+func TestApplianceCmdlineTokenRefused(t *testing.T) {
+	requireImageTools(t)
+	im := testImage(t)
+	img := copyImage(t, im)
+	cfg, err := config.Encode(config.Config{Name: "edge-test", Join: "10.0.2.2:51821"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeESP(t, img, config.Path, cfg)
+	const token = "tok-vmtest-cmdline"
+	v := bootDirect(t, im, img, "meshnode.token="+token)
+	want := `^meshnode: config error: kernel argument meshnode\.token= is refused: .*cannot be cleaned reliably .*\(retrying in`
+	v.expect(want, bootDeadline)
+	v.expect(want, time.Minute) // and again: the box waits for the operator
+	v.absent(`^meshnode: (fatal|ready|init: ready)|token removed`)
+	v.absent(`^meshnode: .*` + token)
+}
+
+// TestApplianceTokenRemovedStructurally: a config.toml as an editor may
+// leave it (a byte order mark, a quoted key, the token as a multi-line
+// string) loses its token after the join, keeps its other settings and
+// still parses, and the disk holds no copy of it any more. The old
+// line-by-line edit kept this token.
+func TestApplianceTokenRemovedStructurally(t *testing.T) {
+	requireImageTools(t)
+	im := testImage(t)
+	img := copyImage(t, im)
+	const token = "tok-vmtest-bom-quoted"
+	cfg := "\ufeff'token' = \"\"\"\n" + token + "\"\"\"\n" +
+		"# hand-edited\n\"name\" = \"edge-test\"\njoin = \"10.0.2.2:51821\"\n\n[network]\ninterface = \"eth0\"\n"
+	if c, err := config.Parse("test", []byte(cfg)); err != nil || c.Token != token {
+		t.Fatalf("test config: %+v %v", c, err)
+	}
+	writeESP(t, img, config.Path, []byte(cfg))
+	v := bootDirect(t, im, img)
+	v.expect(`^meshnode: init: config name=edge-test join=10\.0\.2\.2:51821 token_set=true first_boot=true`, bootDeadline)
+	v.expect(`^meshnode: init: join token removed from /boot/meshnode/config.toml`, time.Minute)
+	v.expect(`^meshnode: ready name=edge-test overlay=stub-`, time.Minute)
+	v.expect(`^meshnode: init: slot a marked good`, time.Minute)
+	v.absent(`^meshnode: (fatal|config error)|JOIN TOKEN NOT REMOVED`)
+	v.kill()
+
+	got := readESP(t, img, config.Path)
+	if strings.Contains(got, token) {
+		t.Fatalf("token still in config.toml after the join:\n%s", got)
+	}
+	c, err := config.Parse("config.toml after the join", []byte(got))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, got)
+	}
+	if c.Token != "" || c.Name != "edge-test" || c.Join != "10.0.2.2:51821" || c.Network.Interface != "eth0" {
+		t.Errorf("settings after the join: %+v\n%s", c, got)
+	}
+	if !strings.Contains(got, "join token was removed") {
+		t.Errorf("no header saying the token was removed:\n%s", got)
+	}
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not in the file, and not in the freed blocks of the file it replaced.
+	if n := bytes.Count(raw, []byte(token)); n != 0 {
+		t.Errorf("the token is still on the disk image %d times (FAT does not clear freed clusters)", n)
+	}
 }

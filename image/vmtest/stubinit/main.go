@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/boot"
 )
 
@@ -24,16 +25,27 @@ func main() {
 }
 
 // run stands in for the node: on first boot it creates a random "identity"
-// on perm and consumes the token, then reports ready with an "overlay"
-// derived from that identity, so a second boot shows whether perm kept it.
+// and its name on perm, writes a "ticket" last (as the node does: PID 1
+// reads the ticket as "enrolled") and consumes the token, then reports
+// ready with an "overlay" derived from that identity, so a second boot
+// shows whether perm kept it. The name comes from perm, like the real
+// node's (from its ticket), so a box whose config.toml is unreadable still
+// reports it.
 func run(ctx context.Context, bc boot.BootConfig) error {
-	idFile := filepath.Join(bc.StateDir, "stub-identity")
+	dir := identity.StateDir(bc.StateDir)
+	idFile, nameFile := filepath.Join(bc.StateDir, "stub-identity"), filepath.Join(bc.StateDir, "stub-name")
 	if bc.FirstBoot {
 		id := make([]byte, 16)
 		if _, err := rand.Read(id); err != nil {
 			return err
 		}
 		if err := writeDurable(idFile, []byte(hex.EncodeToString(id))); err != nil {
+			return err
+		}
+		if err := writeDurable(nameFile, []byte(bc.Config.Name)); err != nil {
+			return err
+		}
+		if err := writeDurable(dir.TicketPath(), []byte("stub ticket\n")); err != nil {
 			return err
 		}
 		if err := bc.ConsumeToken(); err != nil {
@@ -44,7 +56,11 @@ func run(ctx context.Context, bc boot.BootConfig) error {
 	if err != nil {
 		return fmt.Errorf("stub identity: %w", err)
 	}
-	bc.Ready(bc.Config.Name, "stub-"+string(id))
+	name, err := os.ReadFile(nameFile)
+	if err != nil {
+		return fmt.Errorf("stub name: %w", err)
+	}
+	bc.Ready(string(name), "stub-"+string(id))
 	<-ctx.Done()
 	return ctx.Err()
 }
