@@ -157,7 +157,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		ServerName: m.Ticket.Name, StoreDir: n.cfg.StateDir.NATSDir(),
 		Host: m.Ticket.Addr.String(), ClientPort: n.cfg.NATSClientPort,
 		ClientTLS: identity.ServerTLS(tlsCert, m.Trust),
-		Authorize: n.authorizeClient,
+		Authorize: n.authorizeClient, Role: n.clientRole,
 		Cluster: natsnode.ClusterConfig{
 			Name: m.Trust.Mesh, Host: m.Ticket.Addr.String(), Port: n.cfg.NATSRoutePort,
 			Advertise:   net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSRoutePort)),
@@ -258,7 +258,7 @@ func (n *Node) reconcile() {
 func (n *Node) snapshot() Snapshot {
 	t := n.member.Ticket
 	s := Snapshot{
-		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort},
+		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles},
 		Revoked: n.revs, Endpoints: n.eps,
 	}
 	if n.disc != nil {
@@ -267,10 +267,14 @@ func (n *Node) snapshot() Snapshot {
 	return s
 }
 
-// authorizeClient and allowRoute are natsnode's predicates: the current
+// authorizeClient, clientRole and allowRoute are natsnode's predicates: the current
 // plan decides, without copying or sorting anything per connection.
 func (n *Node) authorizeClient(k identity.NodePublic) bool {
 	return n.plan.Load().AuthorizeClient(k)
+}
+
+func (n *Node) clientRole(k identity.NodePublic) natsnode.Role {
+	return n.plan.Load().ClientRole(k)
 }
 
 func (n *Node) allowRoute(remote netip.Addr, cert *x509.Certificate) bool {

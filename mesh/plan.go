@@ -37,6 +37,7 @@ type Self struct {
 	Node      identity.NodePublic
 	Addr      netip.Addr // overlay address
 	RoutePort int        // NATS route port, used as given
+	Roles     identity.Roles
 }
 
 // Revocations answers whether an identity is revoked.
@@ -62,11 +63,13 @@ type Plan struct {
 	// member in Members order.
 	Routes []natsnode.Member
 
-	self    identity.NodePublic
-	revoked Revocations
-	// clients is every identity NATS admits as a client besides self:
-	// every member in Members, in any state.
-	clients map[identity.NodePublic]bool
+	self      identity.NodePublic
+	selfRoles identity.Roles
+	revoked   Revocations
+	// clients is every identity NATS admits as a client besides self,
+	// with the roles of its CA-signed ticket: every member in Members, in
+	// any state.
+	clients map[identity.NodePublic]identity.Roles
 	// routeFrom maps the overlay address of each alive member (and of
 	// self) to the identity whose certificate must carry a route from it.
 	routeFrom map[netip.Addr]identity.NodePublic
@@ -77,8 +80,9 @@ type Plan struct {
 func NewPlan(s Snapshot) *Plan {
 	p := &Plan{
 		self:      s.Self.Node,
+		selfRoles: s.Self.Roles,
 		revoked:   s.Revoked,
-		clients:   make(map[identity.NodePublic]bool, len(s.Members)),
+		clients:   make(map[identity.NodePublic]identity.Roles, len(s.Members)),
 		routeFrom: make(map[netip.Addr]identity.NodePublic, len(s.Members)+1),
 		Routes:    []natsnode.Member{{ServerName: s.Self.Name, Addr: s.Self.Addr, RoutePort: s.Self.RoutePort}},
 	}
@@ -99,7 +103,7 @@ func NewPlan(s Snapshot) *Plan {
 
 	for _, m := range p.Members {
 		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))
-		p.clients[m.Node] = true
+		p.clients[m.Node] = m.Roles
 		if m.State != discovery.StateAlive {
 			continue
 		}
@@ -175,7 +179,28 @@ func (p *Plan) AuthorizeClient(k identity.NodePublic) bool {
 	if p == nil || p.isRevoked(k) {
 		return false
 	}
-	return k == p.self || p.clients[k]
+	_, member := p.clients[k]
+	return k == p.self || member
+}
+
+// ClientRole is the NATS role of a client that proved identity k: what
+// its CA-signed ticket says (discovery admitted the ticket; a member's
+// roles cannot be claimed, only issued). Admin tickets get RoleAdmin,
+// every other member (hubs included) RoleMember, and anyone
+// AuthorizeClient refuses RoleNone. The node's own clients (the CLI
+// connects with the node's key) get the node's role.
+func (p *Plan) ClientRole(k identity.NodePublic) natsnode.Role {
+	if !p.AuthorizeClient(k) {
+		return natsnode.RoleNone
+	}
+	roles := p.selfRoles
+	if k != p.self {
+		roles = p.clients[k]
+	}
+	if roles.Has(identity.RoleAdmin) {
+		return natsnode.RoleAdmin
+	}
+	return natsnode.RoleMember
 }
 
 // AllowRoute accepts an inbound NATS route only from the overlay address

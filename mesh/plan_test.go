@@ -280,6 +280,50 @@ func TestPlanAuthorizeClient(t *testing.T) {
 	}
 }
 
+// NATS roles come from the members' CA-signed tickets (discovery.Member
+// carries them); refused clients have none.
+func TestPlanClientRole(t *testing.T) {
+	tm := newTestMesh(t)
+	self, _ := tm.member("self", discovery.StateAlive)
+	admin, _ := tm.member("admin", discovery.StateAlive)
+	admin.Roles = identity.RoleAdmin | identity.RoleHub
+	hub, _ := tm.member("hub", discovery.StateAlive)
+	hub.Roles = identity.RoleHub
+	plain, _ := tm.member("plain", discovery.StateDead)
+	revokedAdmin, _ := tm.member("revoked-admin", discovery.StateAlive)
+	revokedAdmin.Roles = identity.RoleAdmin
+	stranger, _ := tm.member("stranger", discovery.StateAlive)
+
+	rev := revokedSet{}
+	snap := Snapshot{Self: selfOf(self, 6222), Members: []discovery.Member{admin, hub, plain, revokedAdmin}, Revoked: rev}
+	p := NewPlan(snap)
+	rev[revokedAdmin.Node] = true
+	for _, tc := range []struct {
+		name string
+		key  identity.NodePublic
+		want natsnode.Role
+	}{
+		{"self without the admin role", self.Node, natsnode.RoleMember},
+		{"admin", admin.Node, natsnode.RoleAdmin},
+		{"hub", hub.Node, natsnode.RoleMember},
+		{"dead plain member", plain.Node, natsnode.RoleMember},
+		{"admin revoked after the plan was built", revokedAdmin.Node, natsnode.RoleNone},
+		{"stranger", stranger.Node, natsnode.RoleNone},
+	} {
+		if got := p.ClientRole(tc.key); got != tc.want {
+			t.Errorf("%s: ClientRole = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	snap.Self.Roles = identity.RoleAdmin
+	if got := NewPlan(snap).ClientRole(self.Node); got != natsnode.RoleAdmin {
+		t.Errorf("admin self: ClientRole = %v, want admin", got)
+	}
+	var nilPlan *Plan
+	if got := nilPlan.ClientRole(self.Node); got != natsnode.RoleNone {
+		t.Errorf("nil plan: ClientRole = %v", got)
+	}
+}
+
 func TestPlanAllowRoute(t *testing.T) {
 	tm := newTestMesh(t)
 	self, certSelf := tm.member("self", discovery.StateAlive)

@@ -55,8 +55,28 @@ type clientAuth struct {
 	gate sync.RWMutex // write-held while ReloadOptions runs
 
 	mu       sync.Mutex
-	conns    map[uint64]identity.NodePublic // client id → proven identity
-	internal map[uint64]bool                // in-process internal users
+	conns    map[uint64]authConn // client id → proven identity and role
+	internal map[uint64]bool     // in-process internal users
+}
+
+// authConn is what a connection proved and the role it was given.
+type authConn struct {
+	node identity.NodePublic
+	role Role
+}
+
+// role is the role Config.Role gives node (RoleMember without a Role).
+func (s *Server) role(node identity.NodePublic) Role {
+	if s.cfg.Role == nil {
+		return RoleMember
+	}
+	return s.cfg.Role(node)
+}
+
+// admitted reports whether a connection that proved node with role may
+// stay: still authorized, with the role it was given.
+func (a *clientAuth) admitted(ac authConn) bool {
+	return a.s.cfg.Authorize(ac.node) && a.s.role(ac.node) == ac.role
 }
 
 func (a *clientAuth) Check(c server.ClientAuthentication) bool {
@@ -65,19 +85,20 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	}
 	id := c.GetID()
 	a.mu.Lock()
-	node, known := a.conns[id]
+	ac, known := a.conns[id]
 	internal := a.internal[id]
 	a.mu.Unlock()
 	switch {
 	case internal:
 		return true
 	case known:
-		// A reload re-checking an authenticated connection.
-		if a.s.cfg.Authorize(node) {
+		// A reload re-checking an authenticated connection. Its
+		// permissions stay as registered; a changed role closes it.
+		if a.admitted(ac) {
 			return true
 		}
 		a.forget(id)
-		a.s.log.Info("nats client closed: no longer a member", "node", node.ShortString(), "cid", id)
+		a.s.log.Info("nats client closed: no longer a member, or its role changed", "node", ac.node.ShortString(), "cid", id)
 		return false
 	}
 	if !a.gate.TryRLock() {
@@ -113,21 +134,28 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 		a.s.log.Info("nats client refused: signature over nonce does not verify", "nkey", opts.Nkey)
 		return false
 	}
-	node, err = identity.NodePublicFromNKey(opts.Nkey)
+	node, err := identity.NodePublicFromNKey(opts.Nkey)
 	if err != nil {
 		a.s.log.Info("nats client refused", "err", err)
 		return false
 	}
 	// Record before asking, so a revocation racing this connection is
-	// seen either here or by the Recheck that follows it.
+	// seen either here or by the Recheck that follows it. The role is
+	// asked first so that the record and the permissions agree.
+	ac = authConn{node: node, role: a.s.role(node)}
 	a.mu.Lock()
-	a.conns[id] = node
+	a.conns[id] = ac
 	a.mu.Unlock()
-	if !a.s.cfg.Authorize(node) {
+	if ac.role == RoleNone || !a.s.cfg.Authorize(node) {
 		a.forget(id)
-		a.s.log.Info("nats client refused: not a member", "node", node.ShortString(), "remote", addrString(c.RemoteAddress()))
+		a.s.log.Info("nats client refused: not a member", "node", node.ShortString(), "role", ac.role, "remote", addrString(c.RemoteAddress()))
 		return false
 	}
+	// Permissions are attached here or never: nats-server has no call to
+	// change a live connection's permissions from outside. No Account
+	// (every client shares the global account) and no Username (see the
+	// reload trap above).
+	c.RegisterUser(&server.User{Permissions: permissions(ac.role)})
 	opts.Nkey, opts.Sig = "", ""
 	return true
 }
@@ -159,13 +187,13 @@ func (a *clientAuth) forget(id uint64) {
 	a.mu.Unlock()
 }
 
-// recheck closes connections whose identity is no longer authorized and
-// forgets connections that are gone. It returns how many it closed.
+// recheck closes connections whose identity is no longer authorized (or
+// whose role changed) and forgets connections that are gone. It returns how many it closed.
 func (a *clientAuth) recheck(ns *server.Server) int {
 	a.mu.Lock()
-	snap := make(map[uint64]identity.NodePublic, len(a.conns))
-	for id, n := range a.conns {
-		snap[id] = n
+	snap := make(map[uint64]authConn, len(a.conns))
+	for id, ac := range a.conns {
+		snap[id] = ac
 	}
 	var gone []uint64
 	for id := range a.internal {
@@ -178,17 +206,17 @@ func (a *clientAuth) recheck(ns *server.Server) int {
 	}
 	a.mu.Unlock()
 	closed := 0
-	for id, node := range snap {
+	for id, ac := range snap {
 		if ns.GetClient(id) == nil {
 			a.forget(id)
 			continue
 		}
-		if a.s.cfg.Authorize(node) {
+		if a.admitted(ac) {
 			continue
 		}
 		if err := ns.DisconnectClientByID(id); err == nil {
 			closed++
-			a.s.log.Info("nats client closed: no longer a member", "node", node.ShortString(), "cid", id)
+			a.s.log.Info("nats client closed: no longer a member, or its role changed", "node", ac.node.ShortString(), "cid", id)
 		}
 		a.forget(id)
 	}
@@ -201,6 +229,40 @@ func (a *clientAuth) recheck(ns *server.Server) int {
 // already been verified when it runs.
 type routeAuth struct {
 	s *Server
+
+	mu sync.Mutex
+	// accepted remembers what each accepted route proved, by connection
+	// id, so that Recheck can ask AllowRoute again without a reload.
+	accepted map[uint64]acceptedRoute
+}
+
+type acceptedRoute struct {
+	remote netip.Addr
+	cert   *x509.Certificate
+}
+
+// stale asks AllowRoute again for every accepted route that is still up
+// (live: route connection id → solicited) and returns how many it now
+// refuses. Entries of routes that are gone are dropped.
+func (a *routeAuth) stale(live map[uint64]bool) int {
+	a.mu.Lock()
+	check := make([]acceptedRoute, 0, len(a.accepted))
+	for id, r := range a.accepted {
+		solicited, up := live[id]
+		if !up || solicited {
+			delete(a.accepted, id)
+			continue
+		}
+		check = append(check, r)
+	}
+	a.mu.Unlock()
+	n := 0
+	for _, r := range check {
+		if !a.s.cfg.Cluster.AllowRoute(r.remote, r.cert) {
+			n++
+		}
+	}
+	return n
 }
 
 func (a *routeAuth) Check(c server.ClientAuthentication) bool {
@@ -234,8 +296,14 @@ func (a *routeAuth) Check(c server.ClientAuthentication) bool {
 	if !remote.IsValid() || !cfg.AllowRoute(remote, cert) {
 		a.s.routeRefused.Add(1)
 		a.s.log.Warn("nats route refused: not a member address, or the certificate names another node", "remote", remote, "cert", certName(cert))
+		a.mu.Lock()
+		delete(a.accepted, c.GetID())
+		a.mu.Unlock()
 		return false
 	}
+	a.mu.Lock()
+	a.accepted[c.GetID()] = acceptedRoute{remote: remote, cert: cert}
+	a.mu.Unlock()
 	return true
 }
 

@@ -46,6 +46,12 @@ type Config struct {
 	// Authorize is asked on every client connection with the identity the
 	// client proved; false refuses it. Required.
 	Authorize func(identity.NodePublic) bool
+	// Role is asked for every client Authorize admits, and decides its
+	// permissions (see Role and memberDeny). It is asked again whenever
+	// the connection is rechecked: a connection whose role changed is
+	// closed, because nats-server sets permissions only when a connection
+	// authenticates. Nil makes every client a RoleMember.
+	Role func(identity.NodePublic) Role
 
 	Cluster   ClusterConfig
 	JetStream JetStreamConfig
@@ -84,7 +90,23 @@ type JetStreamConfig struct {
 	MaxMemory       int64
 	MaxStore        int64
 	BootstrapExpect int
+	// MaxStreams and MaxConsumers are the account limits of the one
+	// account every client shares (0 takes the defaults, -1 is
+	// unlimited). nats-server counts MaxConsumers per stream, not across
+	// the account (jsClusteredConsumerRequest counts one stream's
+	// consumers), and every limit is the account's, shared by all
+	// members: see docs/architecture.md for why there are no per-member
+	// limits.
+	MaxStreams   int
+	MaxConsumers int
 }
+
+// Account limit defaults: generous for a fleet's own services, small
+// enough that a runaway client cannot make thousands of assets.
+const (
+	DefaultMaxStreams   = 256
+	DefaultMaxConsumers = 256
+)
 
 func (c *Config) clustered() bool { return c.Cluster.Port != 0 }
 
@@ -118,6 +140,15 @@ func (c *Config) validate() error {
 		}
 		if js.BootstrapExpect == 0 {
 			js.BootstrapExpect = DefaultBootstrapExpect
+		}
+		if js.MaxStreams < -1 || js.MaxConsumers < -1 {
+			return fmt.Errorf("natsnode: JetStream account limits (max streams %d, max consumers %d) below -1", js.MaxStreams, js.MaxConsumers)
+		}
+		if js.MaxStreams == 0 {
+			js.MaxStreams = DefaultMaxStreams
+		}
+		if js.MaxConsumers == 0 {
+			js.MaxConsumers = DefaultMaxConsumers
 		}
 	}
 	if c.Logger == nil {

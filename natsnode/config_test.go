@@ -101,6 +101,10 @@ func TestConfigValidation(t *testing.T) {
 			c.StoreDir = "/x"
 			c.JetStream = JetStreamConfig{Enabled: true, MaxMemory: 1, MaxStore: 1, BootstrapExpect: -1}
 		}, "bootstrap_expect"},
+		{"JetStream account limits below -1", func(c *Config) {
+			c.StoreDir = "/x"
+			c.JetStream = JetStreamConfig{Enabled: true, MaxMemory: 1, MaxStore: 1, MaxConsumers: -2}
+		}, "account limits"},
 		{"partial TLS without a cluster", func(c *Config) {
 			c.Cluster = ClusterConfig{RouteTLS: &tls.Config{}}
 		}, "route TLS"},
@@ -125,7 +129,8 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.cfg.JetStream.BootstrapExpect != DefaultBootstrapExpect || s.cfg.ReloadDebounce != DefaultReloadDebounce ||
-		s.cfg.RecheckInterval != DefaultRecheckInterval || s.cfg.StartTimeout != DefaultStartTimeout || s.cfg.Logger == nil {
+		s.cfg.RecheckInterval != DefaultRecheckInterval || s.cfg.StartTimeout != DefaultStartTimeout || s.cfg.Logger == nil ||
+		s.cfg.JetStream.MaxStreams != DefaultMaxStreams || s.cfg.JetStream.MaxConsumers != DefaultMaxConsumers {
 		t.Fatalf("defaults not filled: %+v", s.cfg)
 	}
 	// No cluster: no route checks at all.

@@ -22,15 +22,21 @@
 //     route; the canonical URLs come from one function (routeURLs) and are
 //     applied with ReloadOptions, debounced, off the caller's goroutine.
 //   - Config.Authorize is asked on EVERY client connection, and again on
-//     every route reload. Recheck() closes open client connections whose
-//     identity is no longer authorized; the caller calls it on each
-//     membership change and a ticker calls it every RecheckInterval.
+//     every route reload. Config.Role then gives the connection its
+//     permissions (RoleAdmin: everything; RoleMember: the shared subject
+//     space and JetStream's data plane, see memberDeny). Recheck() closes
+//     open client connections whose identity is no longer authorized or
+//     whose role changed, and accepted routes AllowRoute now refuses; the
+//     caller calls it on each membership change and a ticker calls it
+//     every RecheckInterval.
 //   - Config.Cluster.AllowRoute is asked for every inbound route
 //     connection with the remote address and the verified certificate the
 //     route presented (mesh.Node wants both to name the same live member),
-//     and again for every accepted route on each route reload, so a
+//     and again for every accepted route on each reload and Recheck, so a
 //     member that leaves loses its routes at the next membership change
-//     (as well as when the caller removes its WireGuard peer).
+//     (as well as when the caller removes its WireGuard peer). Routes this
+//     server dialled are never re-checked by nats-server; removing their
+//     URL from the route set closes them.
 //   - RemovePeer(name) takes a server out of the JetStream meta group.
 //   - ConnectInProcess, ClientURL, Ready, Routes, Status and Shutdown serve
 //     the node.
@@ -54,6 +60,20 @@
 // which with custom authentication is all of them; clientAuth therefore
 // clears those fields once a connection is authenticated and re-checks it
 // by connection id (see clientAuth).
+//
+// Permissions. nats-server attaches permissions to a connection only when
+// it authenticates (clientAuth calls RegisterUser), so a role change
+// closes the connection. Every client shares the global account: per-member
+// accounts would split the subject space (JetStream assets belong to one
+// account, and a two-way import of ">" between accounts is a cycle
+// nats-server refuses). A deny match always wins over an allow
+// (TestTrapDenyBeatsNarrowerAllow), so a member allowed ">" cannot be
+// given back a part of a denied family such as "its own consumers":
+// members cannot create or delete consumers at all and use those admins
+// make. JetStream limits (MaxStreams, MaxConsumers) are therefore the
+// shared account's, and nats-server counts MaxConsumers per stream. Trap:
+// an account holds two copies of its JetStream limits and every reload
+// restores the configured one, so limitAccount sets both.
 //
 // JetStream bootstrap guard. Two groups that bootstrap the JetStream meta
 // group separately and later merge lose streams, so with an empty store the

@@ -17,11 +17,20 @@ import (
 // jsCluster starts n JetStream servers that all know each other.
 func jsCluster(t *testing.T, n, expect int) ([]*testNode, []Config) {
 	t.Helper()
+	return jsClusterWith(t, n, expect, nil)
+}
+
+// jsClusterWith is jsCluster with each config passed through edit first.
+func jsClusterWith(t *testing.T, n, expect int, edit func(*Config)) ([]*testNode, []Config) {
+	t.Helper()
 	cfgs := make([]Config, n)
 	ms := make([]Member, n)
 	for i := range cfgs {
 		cfgs[i] = baseConfig(t, fmt.Sprintf("js%d", i), nil)
 		withJetStream(t, &cfgs[i], expect)
+		if edit != nil {
+			edit(&cfgs[i])
+		}
 		ms[i] = Member{ServerName: cfgs[i].ServerName, Addr: loopback, RoutePort: cfgs[i].Cluster.Port}
 	}
 	nodes := make([]*testNode, n)

@@ -17,8 +17,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-
-	"github.com/meshnode/meshnode/identity"
 )
 
 // ErrNotRunning is returned while the server is not running: an empty
@@ -34,6 +32,10 @@ type Server struct {
 	clientAuth            *clientAuth
 	routeAuth             *routeAuth
 	routeRefused          atomic.Int64
+
+	// reloadMu serializes ReloadOptions calls (route changes and
+	// Recheck's re-authorization) with the bookkeeping around them.
+	reloadMu sync.Mutex
 
 	mu        sync.Mutex
 	ns        *server.Server // set once, under mu; read via srv()
@@ -77,8 +79,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.clustered() && cfg.JetStream.Enabled && cfg.JetStream.BootstrapExpect == 1 {
 		s.log.Warn("bootstrap_expect 1 in a cluster: nats-server elects no JetStream meta leader until a second member joins")
 	}
-	s.clientAuth = &clientAuth{s: s, conns: map[uint64]identity.NodePublic{}, internal: map[uint64]bool{}}
-	s.routeAuth = &routeAuth{s: s}
+	s.clientAuth = &clientAuth{s: s, conns: map[uint64]authConn{}, internal: map[uint64]bool{}}
+	s.routeAuth = &routeAuth{s: s, accepted: map[uint64]acceptedRoute{}}
 	s.self = s.selfMember()
 	return s, nil
 }
@@ -232,6 +234,11 @@ func (s *Server) startServer(ctx context.Context, all []Member) error {
 	if s.cfg.JetStream.Enabled && !ns.JetStreamEnabled() {
 		return fail(fmt.Errorf("natsnode: server %s: JetStream did not start", s.cfg.ServerName))
 	}
+	if s.cfg.JetStream.Enabled {
+		if err := s.limitAccount(ns); err != nil {
+			return fail(fmt.Errorf("natsnode: server %s: JetStream account limits: %w", s.cfg.ServerName, err))
+		}
+	}
 
 	s.mu.Lock()
 	if s.stopped {
@@ -256,6 +263,44 @@ func (s *Server) startFailed(err error) error {
 	s.startErr = err.Error()
 	s.mu.Unlock()
 	return err
+}
+
+// accountLimits are the JetStream limits of the shared account. Storage is
+// bounded by the server's MaxMemory/MaxStore (and by each stream's own
+// limits, which only admins set).
+func (s *Server) accountLimits() map[string]server.JetStreamAccountLimits {
+	js := s.cfg.JetStream
+	return map[string]server.JetStreamAccountLimits{"": {
+		MaxMemory: -1, MaxStore: -1,
+		MaxStreams: js.MaxStreams, MaxConsumers: js.MaxConsumers,
+		MaxAckPending: -1, MemoryMaxStreamBytes: -1, StoreMaxStreamBytes: -1,
+	}}
+}
+
+// limitAccount gives the global account its JetStream limits. Go-built
+// options cannot (an account's limits are unexported, set by the config
+// parser), and nats-server enables the global account unlimited.
+//
+// Trap: an account keeps two copies of its limits. UpdateJetStreamLimits
+// changes only the live one, and every reload puts the other back
+// (enableJetStreamAccounts → configJetStream → UpdateJetStreamLimits with
+// the account's configured copy), which would lift the limits on the first
+// route change; EnableJetStream on an enabled account sets only the
+// configured copy. So both, in this order; TestJetStreamAccountLimits
+// checks the limits after a reload.
+//
+// Only admins and in-process clients may create assets, and between
+// ReadyForConnections and this call the window is theirs alone.
+func (s *Server) limitAccount(ns *server.Server) error {
+	acc, limits := ns.GlobalAccount(), s.accountLimits()
+	if !acc.JetStreamEnabled() {
+		// EnableJetStream would then start the account from scratch.
+		return errors.New("JetStream not enabled for the global account")
+	}
+	if err := acc.EnableJetStream(limits, nil); err != nil {
+		return err
+	}
+	return acc.UpdateJetStreamLimits(limits)
 }
 
 // Ready is closed once the server accepts connections.
@@ -352,6 +397,27 @@ func (s *Server) apply() {
 	if same {
 		return
 	}
+	if s.reload() == nil {
+		s.log.Info("nats routes reloaded", "routes", len(want))
+	}
+}
+
+// reload applies the current member set with ReloadOptions. Every
+// ReloadOptions re-runs authorization: nats-server always counts the
+// "users" and "accounts" options as changed (reload.go diffOptions), so
+// reloadAuthorization asks clientAuth about every client and routeAuth
+// about every accepted route, and closes those refused. Recheck relies on
+// that to close routes; there is no other way to close a route.
+func (s *Server) reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.mu.Lock()
+	ns := s.ns
+	routes := routeURLs(s.withSelf(s.members), s.cfg.Cluster.RouteSecret)
+	s.mu.Unlock()
+	if ns == nil {
+		return ErrNotRunning
+	}
 	s.clientAuth.gate.Lock()
 	err := ns.ReloadOptions(s.options(routes))
 	s.clientAuth.gate.Unlock()
@@ -360,12 +426,12 @@ func (s *Server) apply() {
 	if err != nil {
 		s.reloadErr = err.Error()
 		s.dirty = true // retried on the next tick
-		s.log.Error("nats route reload failed", "err", err)
-		return
+		s.log.Error("nats reload failed", "err", err)
+		return err
 	}
 	s.reloadErr = ""
-	s.applied = want
-	s.log.Info("nats routes reloaded", "routes", len(want))
+	s.applied = urlStrings(routes)
+	return nil
 }
 
 func (s *Server) srv() *server.Server {
@@ -375,13 +441,42 @@ func (s *Server) srv() *server.Server {
 }
 
 // Recheck closes open client connections whose identity Authorize now
-// refuses. The caller calls it on every membership change.
+// refuses (or whose Role changed), and accepted routes AllowRoute now
+// refuses. It returns how many client connections it closed. The caller
+// calls it on every membership change.
+//
+// Routes: nats-server has no call that closes one route, but every reload
+// re-asks route authentication for every accepted route (see reload), so
+// when an accepted route is now refused Recheck reloads. Routes this
+// server dialled are not re-checked by nats-server (it has no credentials
+// of the remote to check); they close when their URL leaves the route set
+// (the routes option of a reload closes a removed URL's connection) or
+// when the remote's own recheck drops its side.
 func (s *Server) Recheck() int {
 	ns := s.srv()
 	if ns == nil {
 		return 0
 	}
-	return s.clientAuth.recheck(ns)
+	closed := s.clientAuth.recheck(ns)
+	if s.cfg.clustered() {
+		s.recheckRoutes(ns)
+	}
+	return closed
+}
+
+func (s *Server) recheckRoutes(ns *server.Server) {
+	rz, err := ns.Routez(nil)
+	if err != nil {
+		return
+	}
+	live := make(map[uint64]bool, len(rz.Routes))
+	for _, r := range rz.Routes {
+		live[r.Rid] = r.DidSolicit
+	}
+	if n := s.routeAuth.stale(live); n > 0 {
+		s.log.Info("closing routes no longer allowed", "routes", n)
+		_ = s.reload() // logged by reload
+	}
 }
 
 // ClientURL is the client listener URL.

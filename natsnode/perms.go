@@ -1,0 +1,105 @@
+package natsnode
+
+import (
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Role is what an authenticated client may do on the bus. It is decided
+// once per connection, when the connection authenticates: nats-server
+// attaches permissions to a connection only then (client.RegisterUser), so
+// a member whose role changes is disconnected (see clientAuth) and
+// reconnects with the new one.
+type Role uint8
+
+const (
+	// RoleNone is refused. The zero value, so a forgotten case refuses.
+	RoleNone Role = iota
+	// RoleMember may use the shared subject space and JetStream's data
+	// plane, but not administer JetStream or read the system account.
+	RoleMember
+	// RoleAdmin may do everything, like the node's own in-process
+	// connections.
+	RoleAdmin
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleMember:
+		return "member"
+	case RoleAdmin:
+		return "admin"
+	}
+	return "none"
+}
+
+// memberDeny is what an ordinary member may not publish. Everything else
+// is allowed: the mesh shares one subject space, and nats-server has no
+// "allow everything except $-subjects" other than allow-all plus a deny
+// list.
+//
+// Why a deny list, and why members cannot create consumers at all:
+// nats-server checks the allow list first and then the deny list, and a
+// deny match always refuses (client.go pubAllowedFullCheck), so a
+// connection allowed ">" can never be given back a part of a denied
+// family. "Create and delete only your own consumers" would need the
+// family $JS.API.CONSUMER.CREATE.> denied except for the member's own
+// names, which is not expressible; nor are partial-token wildcards such as
+// "NAME-*" (permissions match whole tokens). TestTrapDenyBeatsNarrowerAllow
+// pins this. Members therefore use consumers an admin (or a node's own
+// service) creates: they may read them and pull from and ack them.
+//
+// The JetStream families mirror nats-server's own dispatch table
+// (jetstream_api.go, the mutating "pairs" of setJetStreamExportSubs, plus
+// the cluster-wide META/SERVER/ACCOUNT requests); the read-only ones stay
+// open: $JS.API.INFO, STREAM.NAMES/LIST/INFO, STREAM.MSG.GET, DIRECT.GET,
+// CONSUMER.NAMES/LIST/INFO and CONSUMER.MSG.NEXT, and the data plane
+// ($JS.ACK.>, $JS.FC.>, stream subjects, _INBOX.>).
+var memberDeny = []string{
+	"$SYS.>",
+
+	server.JSApiStreamCreate,
+	server.JSApiStreamUpdate,
+	server.JSApiStreamDelete,
+	server.JSApiStreamPurge,
+	server.JSApiStreamSnapshot,
+	server.JSApiStreamRestore,
+	server.JSApiMsgDelete,
+	server.JSApiStreamCancelMove,
+	"$JS.API.STREAM.PEER.>",   // remove, evacuate
+	"$JS.API.STREAM.LEADER.>", // step down
+
+	"$JS.API.CONSUMER.CREATE.>", // new style (named, filtered) and legacy ephemeral
+	"$JS.API.CONSUMER.DURABLE.>",
+	"$JS.API.CONSUMER.DELETE.>",
+	"$JS.API.CONSUMER.PAUSE.>",
+	"$JS.API.CONSUMER.UNPIN.>",
+	"$JS.API.CONSUMER.RESET.>",
+	"$JS.API.CONSUMER.PEER.>",
+	"$JS.API.CONSUMER.LEADER.>",
+
+	"$JS.API.META.>",    // leader step down, rescue
+	"$JS.API.SERVER.>",  // remove, evacuate
+	"$JS.API.ACCOUNT.>", // purge, stream move
+
+	"$JS.SNAPSHOT.>", // snapshot acks and restore chunks
+}
+
+// memberSubDeny is what an ordinary member may not subscribe to: the
+// system account's subjects, and the JetStream API itself (a subscriber
+// there sees every request and could answer one before the server does).
+var memberSubDeny = []string{
+	"$SYS.>",
+	"$JS.API.>",
+}
+
+// permissions returns the nats-server permissions for role; nil means
+// unrestricted.
+func permissions(r Role) *server.Permissions {
+	if r != RoleMember {
+		return nil
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Deny: append([]string(nil), memberDeny...)},
+		Subscribe: &server.SubjectPermission{Deny: append([]string(nil), memberSubDeny...)},
+	}
+}
