@@ -112,6 +112,7 @@ type Device struct {
 	// connsTo lists local TCP connections to addresses (sockets.go);
 	// tests replace it.
 	connsTo func([]netip.Addr) ([]tcpConn, error)
+	probes  prober // outstanding liveness probes; see liveness.go
 
 	mu           sync.Mutex // serialises Apply; guards lastEndpoint
 	lastEndpoint map[wgtypes.Key]netip.AddrPort
