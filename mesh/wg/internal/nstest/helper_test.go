@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,15 +100,35 @@ type holder struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *json.Decoder
-	stderr *strings.Builder
+	stderr *syncBuffer
 	exited chan struct{}
+}
+
+// syncBuffer collects a helper's stderr. exec copies the pipe into it from
+// its own goroutine while the test may read it (a failure message, a log
+// line check), so both sides take mu.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // start runs a helper in ns holding interface iface. It returns the
 // helper and the error Open reported (nil when the device is up).
 func start(t *testing.T, ns *netns.NS, iface string, key wgtypes.Key, addr netip.Addr, prefix netip.Prefix) (*holder, error) {
 	t.Helper()
-	h := &holder{t: t, ns: ns, iface: iface, key: key, addr: addr, stderr: &strings.Builder{}, exited: make(chan struct{})}
+	h := &holder{t: t, ns: ns, iface: iface, key: key, addr: addr, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	h.cmd = ns.Command(os.Args[0], "-test.run=^$")
 	h.cmd.Env = append(os.Environ(),
 		"NSTEST_HELPER=1",
