@@ -23,14 +23,28 @@ import (
 // one JSON request per stdin line with one JSON reply per stdout line.
 
 type request struct {
-	Op    string    // apply, peers, close
-	Peers []wg.Peer `json:",omitempty"`
+	Op    string       // apply, peers, close; cutoff, stats; listen, dial, echo, block, await (tcp.go)
+	Peers []wg.Peer    `json:",omitempty"`
+	Addrs []netip.Addr `json:",omitempty"` // cutoff
+	// Addr is where listen listens and dial dials.
+	Addr netip.AddrPort `json:",omitempty"`
+	Conn int            `json:",omitempty"` // echo, block, await: a connection dial returned
+	// Wait bounds await.
+	Wait time.Duration `json:",omitempty"`
 }
 
 type reply struct {
 	Err     string         `json:",omitempty"`
 	Changes wg.Changes     `json:",omitempty"`
 	Peers   []wg.PeerStats `json:",omitempty"`
+	Stats   wg.CutOffStats `json:",omitempty"`
+	Conn    int            `json:",omitempty"`
+	// ConnErr is how a socket operation failed (errnoName), when that is
+	// the expected outcome rather than a helper error.
+	ConnErr string `json:",omitempty"`
+	// Elapsed is, for dial and await, how long after the last cutoff
+	// request the socket operation failed.
+	Elapsed time.Duration `json:",omitempty"`
 }
 
 func TestMain(m *testing.M) {
@@ -60,6 +74,7 @@ func helperMain() int {
 		return 1
 	}
 	enc.Encode(reply{})
+	tcp := newTCPState()
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(nil, 1<<20)
 	for in.Scan() {
@@ -75,6 +90,13 @@ func helperMain() int {
 			rep.Peers, err = dev.Peers()
 		case "close":
 			err = dev.Close()
+		case "cutoff":
+			tcp.cutAt = time.Now()
+			dev.SetCutOff(req.Addrs)
+		case "stats":
+			rep.Stats = dev.CutOffStats()
+		case "listen", "dial", "echo", "block", "await":
+			err = tcp.handle(req, &rep)
 		default:
 			err = fmt.Errorf("unknown op %q", req.Op)
 		}
@@ -199,6 +221,16 @@ func (h *holder) apply(peers ...wg.Peer) wg.Changes {
 		peers = []wg.Peer{}
 	}
 	return h.call(request{Op: "apply", Peers: peers}).Changes
+}
+
+func (h *holder) cutoff(addrs ...netip.Addr) {
+	h.t.Helper()
+	h.call(request{Op: "cutoff", Addrs: addrs})
+}
+
+func (h *holder) stats() wg.CutOffStats {
+	h.t.Helper()
+	return h.call(request{Op: "stats"}).Stats
 }
 
 func (h *holder) peers() []wg.PeerStats {
