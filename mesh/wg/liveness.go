@@ -19,6 +19,23 @@ import (
 // so "no handshake for a while" is what a healthy peer looks like too. What
 // WireGuard can say for certain is that it asked the peer for a handshake
 // and got none: ProbeDead asks, CutOffSet requires both that and gossip.
+//
+// mesh.Node is meant to call it at the end of every reconcile, after Apply
+// (revoked members are not in the plan, so they come from the revocation
+// set; their address derives from their key):
+//
+//	var dead []wgtypes.Key                    // members in state dead or left
+//	probes, _ := dev.ProbeDead(dead)
+//	stats, _ := dev.Peers()                   // LastHandshake per key
+//	hs := []wg.MemberHealth{...}              // one per member: Addr, GossipDead, LastHandshake, ProbeSent
+//	for _, r := range revs.List() {
+//		hs = append(hs, wg.MemberHealth{Addr: identity.OverlayAddr(prefix, r.Node), Revoked: true})
+//	}
+//	dev.SetCutOff(wg.CutOffSet(hs, time.Now()))
+//
+// A revocation is then cut off on the reconcile its gossip triggers; a dead
+// member on the first reconcile at least ProbeGrace after gossip declared
+// it dead (15-20 s with the 5 s tick).
 
 // ProbeGrace is how long a handshake that ProbeDead asked for may take
 // before the peer counts as not answering. wireguard-go retries an
