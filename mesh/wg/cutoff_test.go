@@ -130,8 +130,10 @@ func TestCutOffProbesOpenConnections(t *testing.T) {
 	<-done
 	a.dev.SetCutOff([]netip.Addr{b.addr})         // unchanged: no probe
 	a.dev.SetCutOff([]netip.Addr{b.addr, b.addr}) // the same set
-	go a.dev.SetCutOff([]netip.Addr{other, b.addr})
+	done = make(chan struct{})
+	go func() { a.dev.SetCutOff([]netip.Addr{other, b.addr}); close(done) }()
 	kernelReceive(t, a)
+	<-done // the counter is bumped after the write returns
 	if len(asked) != 2 || !slices.Equal(asked[0], []netip.Addr{b.addr}) || !slices.Equal(asked[1], []netip.Addr{other}) {
 		t.Fatalf("connections asked for %v", asked)
 	}
