@@ -1,7 +1,8 @@
 // Package wg owns the node's userspace WireGuard data plane: a kernel TUN
 // driven by wireguard-go, its UAPI socket (so `wg show` and wgctrl work), the
-// overlay address and mesh route on the interface, and reconciliation of the
-// peer set against what the live device holds.
+// overlay address and mesh route on the interface, reconciliation of the
+// peer set against what the live device holds, and the cut-off filter that
+// answers with TCP resets for peers that are dead or revoked (cutoff.go).
 //
 // It knows nothing of identities, gossip or NATS: callers hand it a private
 // key, addresses and the desired peers.
@@ -102,9 +103,16 @@ func containsAny(s, chars string) bool {
 type Device struct {
 	name string
 	pub  wgtypes.Key // this device's public key
+	addr netip.Addr  // this device's overlay address
 	log  *slog.Logger
 	dev  *device.Device
 	uapi net.Listener // nil for devices built in-process for tests
+
+	cut *cutoffTUN // the TUN as wireguard-go sees it; see cutoff.go
+	// connsTo lists local TCP connections to addresses (sockets.go);
+	// tests replace it.
+	connsTo func([]netip.Addr) ([]tcpConn, error)
+	probes  prober // outstanding liveness probes; see liveness.go
 
 	mu           sync.Mutex // serialises Apply; guards lastEndpoint
 	lastEndpoint map[wgtypes.Key]netip.AddrPort
@@ -168,10 +176,12 @@ func Open(cfg Config) (*Device, error) {
 	return d, nil
 }
 
-// newDevice starts wireguard-go on tdev/bind with the key and port from cfg.
-// It owns tdev from here on, also on error.
+// newDevice starts wireguard-go on tdev/bind with the key and port from cfg,
+// reading tdev through the cut-off filter. It owns tdev from here on, also
+// on error.
 func newDevice(tdev tun.Device, bind conn.Bind, cfg Config, log *slog.Logger) (*Device, error) {
-	dev := device.NewDevice(tdev, bind, wgLogger(log))
+	cut := newCutoffTUN(tdev)
+	dev := device.NewDevice(cut, bind, wgLogger(log))
 	if err := dev.IpcSet("private_key=" + hex.EncodeToString(cfg.PrivateKey[:]) + "\n"); err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("wg: interface %s: set private key: %w", cfg.Name, err)
@@ -187,8 +197,11 @@ func newDevice(tdev tun.Device, bind conn.Bind, cfg Config, log *slog.Logger) (*
 	return &Device{
 		name:         cfg.Name,
 		pub:          cfg.PrivateKey.PublicKey(),
+		addr:         cfg.Address,
 		log:          log,
 		dev:          dev,
+		cut:          cut,
+		connsTo:      connsTo,
 		lastEndpoint: make(map[wgtypes.Key]netip.AddrPort),
 		closing:      make(chan struct{}),
 	}, nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,14 +23,28 @@ import (
 // one JSON request per stdin line with one JSON reply per stdout line.
 
 type request struct {
-	Op    string    // apply, peers, close
-	Peers []wg.Peer `json:",omitempty"`
+	Op    string       // apply, peers, close; cutoff, stats; listen, dial, echo, block, await (tcp.go)
+	Peers []wg.Peer    `json:",omitempty"`
+	Addrs []netip.Addr `json:",omitempty"` // cutoff
+	// Addr is where listen listens and dial dials.
+	Addr netip.AddrPort `json:",omitempty"`
+	Conn int            `json:",omitempty"` // echo, block, await: a connection dial returned
+	// Wait bounds await.
+	Wait time.Duration `json:",omitempty"`
 }
 
 type reply struct {
 	Err     string         `json:",omitempty"`
 	Changes wg.Changes     `json:",omitempty"`
 	Peers   []wg.PeerStats `json:",omitempty"`
+	Stats   wg.CutOffStats `json:",omitempty"`
+	Conn    int            `json:",omitempty"`
+	// ConnErr is how a socket operation failed (errnoName), when that is
+	// the expected outcome rather than a helper error.
+	ConnErr string `json:",omitempty"`
+	// Elapsed is, for dial and await, how long after the last cutoff
+	// request the socket operation failed.
+	Elapsed time.Duration `json:",omitempty"`
 }
 
 func TestMain(m *testing.M) {
@@ -59,6 +74,7 @@ func helperMain() int {
 		return 1
 	}
 	enc.Encode(reply{})
+	tcp := newTCPState()
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(nil, 1<<20)
 	for in.Scan() {
@@ -74,6 +90,13 @@ func helperMain() int {
 			rep.Peers, err = dev.Peers()
 		case "close":
 			err = dev.Close()
+		case "cutoff":
+			tcp.cutAt = time.Now()
+			dev.SetCutOff(req.Addrs)
+		case "stats":
+			rep.Stats = dev.CutOffStats()
+		case "listen", "dial", "echo", "block", "await":
+			err = tcp.handle(req, &rep)
 		default:
 			err = fmt.Errorf("unknown op %q", req.Op)
 		}
@@ -99,15 +122,35 @@ type holder struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *json.Decoder
-	stderr *strings.Builder
+	stderr *syncBuffer
 	exited chan struct{}
+}
+
+// syncBuffer collects a helper's stderr. exec copies the pipe into it from
+// its own goroutine while the test may read it (a failure message, a log
+// line check), so both sides take mu.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // start runs a helper in ns holding interface iface. It returns the
 // helper and the error Open reported (nil when the device is up).
 func start(t *testing.T, ns *netns.NS, iface string, key wgtypes.Key, addr netip.Addr, prefix netip.Prefix) (*holder, error) {
 	t.Helper()
-	h := &holder{t: t, ns: ns, iface: iface, key: key, addr: addr, stderr: &strings.Builder{}, exited: make(chan struct{})}
+	h := &holder{t: t, ns: ns, iface: iface, key: key, addr: addr, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	h.cmd = ns.Command(os.Args[0], "-test.run=^$")
 	h.cmd.Env = append(os.Environ(),
 		"NSTEST_HELPER=1",
@@ -178,6 +221,16 @@ func (h *holder) apply(peers ...wg.Peer) wg.Changes {
 		peers = []wg.Peer{}
 	}
 	return h.call(request{Op: "apply", Peers: peers}).Changes
+}
+
+func (h *holder) cutoff(addrs ...netip.Addr) {
+	h.t.Helper()
+	h.call(request{Op: "cutoff", Addrs: addrs})
+}
+
+func (h *holder) stats() wg.CutOffStats {
+	h.t.Helper()
+	return h.call(request{Op: "stats"}).Stats
 }
 
 func (h *holder) peers() []wg.PeerStats {
