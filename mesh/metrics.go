@@ -45,6 +45,10 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 			}
 		}
 	}
+	if n.dev != nil {
+		cs := n.dev.CutOffStats()
+		s.WireGuard.CutOff, s.WireGuard.CutOffResets = cs.Addrs, cs.Resets
+	}
 	for _, mem := range n.plan.Load().Members {
 		s.Members[apiState(mem.State).String()]++
 		p, ok := peers[mem.WireGuard.Key()]

@@ -246,6 +246,7 @@ func (n *Node) reconcile() {
 	if _, err := n.dev.Apply(p.Peers); err != nil {
 		n.log.Error("apply WireGuard peers", "err", err)
 	}
+	n.applyCutOff(p, time.Now())
 	if n.nats != nil {
 		n.nats.SetMembers(p.Routes)
 		n.nats.Recheck()

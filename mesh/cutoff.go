@@ -1,0 +1,56 @@
+package mesh
+
+import (
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshnode/meshnode/discovery"
+	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh/wg"
+)
+
+// applyCutOff tells the WireGuard device which overlay addresses to answer
+// with TCP resets: every revoked member, and every member gossip declares
+// dead or left whose WireGuard peer did not answer a handshake asked for at
+// least wg.ProbeGrace ago (wg.CutOffSet: two signals, so a false "dead" from
+// gossip alone never resets a live member's connections). Local clients of
+// a member that died, NATS routes this node dialed to it among them, fail
+// at once instead of waiting for their own keepalives (minutes).
+//
+// Called at the end of every reconcile, under reconcileMu.
+func (n *Node) applyCutOff(p *Plan, now time.Time) {
+	var dead []wgtypes.Key
+	for _, m := range p.Members {
+		if gossipDead(m.State) {
+			dead = append(dead, m.WireGuard.Key())
+		}
+	}
+	probes, err := n.dev.ProbeDead(dead)
+	if err != nil {
+		n.log.Warn("probe dead members over WireGuard", "err", err)
+	}
+	handshakes := map[wgtypes.Key]time.Time{}
+	if peers, err := n.dev.Peers(); err == nil {
+		for _, ps := range peers {
+			handshakes[ps.PublicKey] = ps.LastHandshake
+		}
+	}
+	health := make([]wg.MemberHealth, 0, len(p.Members))
+	for _, m := range p.Members {
+		k := m.WireGuard.Key()
+		health = append(health, wg.MemberHealth{
+			Addr: m.Addr, GossipDead: gossipDead(m.State),
+			LastHandshake: handshakes[k], ProbeSent: probes[k],
+		})
+	}
+	// Revoked members are not in the plan; their address follows from
+	// their key.
+	prefix := n.member.Trust.Prefix()
+	for _, r := range n.revs.List() {
+		health = append(health, wg.MemberHealth{Addr: identity.OverlayAddr(prefix, r.Node), Revoked: true})
+	}
+	n.dev.SetCutOff(wg.CutOffSet(health, now))
+}
+
+func gossipDead(s discovery.State) bool { return s == discovery.StateDead || s == discovery.StateLeft }
