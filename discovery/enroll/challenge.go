@@ -1,71 +1,99 @@
 package enroll
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"net/http"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/golang-lru/simplelru"
+
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
+// A hello challenge is stateless until it is used, so no caller can fill a
+// table of outstanding challenges and lock honest members out:
+//
+//	expiry   u64  unix seconds, big-endian
+//	nonce    [8]  random
+//	mac      [16] HMAC-SHA256(server key, "meshnode challenge v1" || prefix || expiry || nonce)[:16]
+//
+// prefix is the requester's source prefix (sourcePrefix): a challenge is
+// good only from where it was asked for. The server key is random per
+// process: a restart invalidates outstanding challenges, which costs a
+// member one more round trip. Single use is enforced after the hello's
+// signature checked out (take), so only members can fill the used set,
+// and it is bounded.
 const (
-	challengeTTL  = time.Minute
-	maxChallenges = 1024
-	// One address may hold only a few outstanding challenges, so a single
-	// caller cannot take every slot and lock out honest members.
-	maxChallengesPerAddr = 16
+	challengeDomain = "meshnode challenge v1"
+	challengeTTL    = defaults.ChallengeTTL
+	// maxUsedChallenges bounds the used set; a member would have to send
+	// this many valid hellos within a TTL to evict one and replay it, and
+	// a replayed hello only re-introduces that same member.
+	maxUsedChallenges = 4096
 )
 
-// challengeTable holds the hello challenges this server issued and that
-// are not used yet. A challenge is good once, for challengeTTL: a hello
-// signature cannot be replayed.
 type challengeTable struct {
-	mu     sync.Mutex
-	issued map[string]issuedChallenge
-}
+	key [32]byte
 
-// issuedChallenge is an outstanding challenge: who asked, until when.
-type issuedChallenge struct {
-	from    netip.Addr
-	expires time.Time
+	mu   sync.Mutex
+	used *simplelru.LRU // string(challenge) → expiry, for valid hellos only
 }
 
 func newChallengeTable() *challengeTable {
-	return &challengeTable{issued: map[string]issuedChallenge{}}
+	c := &challengeTable{}
+	if _, err := rand.Read(c.key[:]); err != nil {
+		panic("enroll: challenge key: " + err.Error()) // crypto/rand does not fail on Linux
+	}
+	c.used, _ = simplelru.NewLRU(maxUsedChallenges, nil)
+	return c
 }
 
-// issue makes a fresh challenge for from, forgetting expired ones.
+func (c *challengeTable) mac(from netip.Addr, body []byte) []byte {
+	h := hmac.New(sha256.New, c.key[:])
+	h.Write([]byte(challengeDomain))
+	p := sourcePrefix(from)
+	b, _ := p.MarshalBinary()
+	h.Write(b)
+	h.Write(body)
+	return h.Sum(nil)[:16]
+}
+
+// issue makes a fresh challenge for from. It keeps no state.
 func (c *challengeTable) issue(from netip.Addr, now time.Time) ([]byte, *apiError) {
-	ch := make([]byte, challengeSize)
-	if _, err := rand.Read(ch); err != nil {
+	ch := make([]byte, 0, challengeSize)
+	ch = binary.BigEndian.AppendUint64(ch, uint64(now.Add(challengeTTL).Unix()))
+	nonce := make([]byte, 8)
+	if _, err := rand.Read(nonce); err != nil {
 		return nil, fail(http.StatusInternalServerError, CodeInternalError, "challenge: %v", err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	mine := 0
-	for k, ic := range c.issued {
-		switch {
-		case now.After(ic.expires):
-			delete(c.issued, k)
-		case ic.from == from:
-			mine++
-		}
-	}
-	if mine >= maxChallengesPerAddr {
-		return nil, fail(http.StatusTooManyRequests, CodeRateLimited, "%s holds %d unused challenges; use or let them expire (%s)", from, mine, challengeTTL)
-	}
-	if len(c.issued) >= maxChallenges {
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "too many outstanding challenges")
-	}
-	c.issued[string(ch)] = issuedChallenge{from: from, expires: now.Add(challengeTTL)}
-	return ch, nil
+	ch = append(ch, nonce...)
+	return append(ch, c.mac(from, ch)...), nil
 }
 
-// take uses up a challenge this server issued and that is fresh.
-func (c *challengeTable) take(ch []byte, now time.Time) bool {
+// take uses up a challenge this server issued to from's prefix and that is
+// fresh. The caller has checked the hello's signature over it.
+func (c *challengeTable) take(ch []byte, from netip.Addr, now time.Time) bool {
+	if len(ch) != challengeSize {
+		return false
+	}
+	body, mac := ch[:16], ch[16:]
+	if !hmac.Equal(mac, c.mac(from, body)) {
+		return false
+	}
+	expiry := time.Unix(int64(binary.BigEndian.Uint64(body[:8])), 0)
+	if now.After(expiry) {
+		return false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ic, ok := c.issued[string(ch)]
-	delete(c.issued, string(ch))
-	return ok && !now.After(ic.expires)
+	if c.used.Contains(string(ch)) {
+		return false
+	}
+	c.used.Add(string(ch), expiry)
+	return true
 }

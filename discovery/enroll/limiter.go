@@ -4,21 +4,25 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/golang-lru/simplelru"
+	"golang.org/x/time/rate"
+
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// maxFailureTrack bounds the addresses the limiter remembers, so that a
-// flood from many addresses cannot grow it without limit.
-const maxFailureTrack = 10000
-
-// limiter counts refused requests per source address: max refusals within
-// window make that address wait out the window. Refusals are what guessing
-// tokens or names produces; granted requests are not counted.
+// limiter counts refused requests per source prefix and endpoint-wide.
+// max refusals within window make a prefix wait out the window; refusals
+// beyond the endpoint-wide token bucket make every source wait. Only
+// refusals are counted: granted requests cost nothing, so a member's
+// hellos never lock it out.
 type limiter struct {
 	max    int
 	window time.Duration
+	global *rate.Limiter // refusals endpoint-wide; locks itself
 
 	mu       sync.Mutex
-	failures map[netip.Addr]*failures
+	prefixes *simplelru.LRU // netip.Prefix → *failures, least recently seen evicted
 }
 
 type failures struct {
@@ -27,19 +31,43 @@ type failures struct {
 }
 
 func newLimiter(max int, window time.Duration) *limiter {
-	return &limiter{max: max, window: window, failures: map[netip.Addr]*failures{}}
+	lru, err := simplelru.NewLRU(defaults.EnrollTrackedPrefixes, nil)
+	if err != nil {
+		panic(err) // only for a size < 1
+	}
+	return &limiter{
+		max: max, window: window, prefixes: lru,
+		global: rate.NewLimiter(rate.Limit(defaults.EnrollRefusalRate), defaults.EnrollRefusalBurst),
+	}
 }
 
-// limited reports whether a must wait before it is answered again.
+// sourcePrefix is the unit a limit applies to: an IPv6 /64 (one
+// subscriber or LAN; an attacker holds all of it or none), an IPv4 address.
+func sourcePrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	p, _ := a.Prefix(64)
+	return p
+}
+
+// limited reports whether a request from a must wait: its prefix used up
+// its refusals, or the endpoint did.
 func (l *limiter) limited(a netip.Addr, now time.Time) bool {
+	if l.global.TokensAt(now) < 1 {
+		return true
+	}
+	p := sourcePrefix(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f := l.failures[a]
-	if f == nil {
+	v, ok := l.prefixes.Get(p)
+	if !ok {
 		return false
 	}
+	f := v.(*failures)
 	if now.Sub(f.first) > l.window {
-		delete(l.failures, a)
+		l.prefixes.Remove(p)
 		return false
 	}
 	return f.n >= l.max
@@ -47,22 +75,17 @@ func (l *limiter) limited(a netip.Addr, now time.Time) bool {
 
 // failed counts a refusal of a.
 func (l *limiter) failed(a netip.Addr, now time.Time) {
+	l.global.AllowN(now, 1)
+	p := sourcePrefix(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.failures) >= maxFailureTrack {
-		for k, f := range l.failures {
-			if now.Sub(f.first) > l.window {
-				delete(l.failures, k)
-			}
-		}
-		if len(l.failures) >= maxFailureTrack {
-			clear(l.failures)
-		}
+	var f *failures
+	if v, ok := l.prefixes.Get(p); ok {
+		f = v.(*failures)
 	}
-	f := l.failures[a]
 	if f == nil || now.Sub(f.first) > l.window {
 		f = &failures{first: now}
-		l.failures[a] = f
+		l.prefixes.Add(p, f)
 	}
 	f.n++
 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 )
@@ -71,7 +73,8 @@ type Server struct {
 	tls        *tls.Config
 	lim        *limiter
 	challenges *challengeTable
-	admitMu    sync.Mutex // one admission at a time: names stay unique
+	admitMu    sync.Mutex    // one admission at a time: names stay unique
+	refusalLog *rate.Limiter // samples refusal log lines; locks itself
 	stats      stats
 
 	srvMu  sync.Mutex
@@ -118,6 +121,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		tls:        identity.ServerTLS(cert, m.Trust),
 		lim:        newLimiter(cfg.MaxFailures, cfg.FailureWindow),
 		challenges: newChallengeTable(),
+		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
 	}, nil
 }
 
@@ -141,7 +145,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srv = srv
 	s.srvMu.Unlock()
-	err := srv.ServeTLS(ln, "", "")
+	err := srv.ServeTLS(limitConns(ln), "", "")
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -189,9 +193,12 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := s.cfg.now()
 		from := remoteAddr(r)
-		if s.lim.limited(from, now) {
+		if s.lim.limited(from, now) && !s.carriesValidToken(w, r, now) {
 			s.stats.limit()
 			w.Header().Set("Retry-After", fmt.Sprint(int(s.lim.window.Seconds())))
+			// The connection goes too: a limited caller does not get to
+			// keep a TLS session open for its next guess.
+			w.Header().Set("Connection", "close")
 			writeError(w, fail(http.StatusTooManyRequests, CodeRateLimited, "too many refused requests from %s; try again later", from))
 			return
 		}
@@ -221,7 +228,9 @@ func (s *Server) Handler() http.Handler {
 			if aerr.status < 500 && aerr.code != CodeNoCA {
 				s.lim.failed(from, now)
 			}
-			s.log.Info("enrollment request refused", "from", from, "path", r.URL.Path, "code", aerr.code, "err", aerr.msg)
+			if s.refusalLog.Allow() {
+				s.log.Info("enrollment request refused", "from", from, "path", r.URL.Path, "code", aerr.code, "err", truncate(aerr.msg))
+			}
 			writeError(w, aerr)
 			return
 		}
@@ -371,7 +380,7 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request, now time.Time) (a
 	if !t.Node.Verify(req.signed(), req.Signature) {
 		return nil, fail(http.StatusBadRequest, CodeBadSignature, "hello is not signed by the ticket's identity %s", t.Node.ShortString())
 	}
-	if !s.challenges.take(req.Challenge, now) {
+	if !s.challenges.take(req.Challenge, remoteAddr(r), now) {
 		return nil, fail(http.StatusForbidden, CodeBadChallenge, "challenge unknown, used or expired: ask for a fresh one")
 	}
 	if s.cfg.Revocations.IsRevoked(t.Node) {

@@ -83,3 +83,29 @@ const (
 	// (`--ttl`).
 	InviteTTL = time.Hour
 )
+
+// The enrollment endpoint's limits (underlay TCP, open to anyone who can
+// reach the box). Refusals are what guessing tokens produces; they are
+// counted per source prefix (an IPv6 /64 is one subscriber, an IPv4
+// address one host) and mesh-wide, and a request with a valid token is
+// answered even from a prefix others abused.
+const (
+	// EnrollMaxFailures refusals per prefix within EnrollFailureWindow make
+	// that prefix wait out the window.
+	EnrollMaxFailures   = 10
+	EnrollFailureWindow = time.Minute
+	// EnrollTrackedPrefixes bounds the per-prefix table (least recently
+	// seen evicted first).
+	EnrollTrackedPrefixes = 4096
+	// EnrollRefusalRate and EnrollRefusalBurst are the endpoint-wide token
+	// bucket of refusals: beyond it every request without a valid token is
+	// answered 429, whatever its source.
+	EnrollRefusalRate  = 20 // per second
+	EnrollRefusalBurst = 100
+	// EnrollMaxConnsPerAddr and EnrollMaxConns cap open TCP connections
+	// (an idle TLS connection holds about 35 KB).
+	EnrollMaxConnsPerAddr = 8
+	EnrollMaxConns        = 256
+	// ChallengeTTL is how long a hello challenge is good for.
+	ChallengeTTL = time.Minute
+)
