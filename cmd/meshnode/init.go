@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 func runInit(ctx context.Context, args []string) error {
@@ -15,6 +16,8 @@ func runInit(ctx context.Context, args []string) error {
 	name := fs.String("name", "", "this node's name (DNS label)")
 	meshName := fs.String("mesh", "mesh", "the mesh's name (DNS label)")
 	hub := fs.Bool("hub", false, "this node is reachable and relays for phones")
+	validity := fs.Duration("member-validity", defaults.MemberValidity,
+		"lifetime of the mesh's tickets and node certificates (at least 1m); members renew at 2/3 of it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -32,7 +35,11 @@ func runInit(ctx context.Context, args []string) error {
 	if *hub {
 		roles |= identity.RoleHub
 	}
-	m, err := cfg.StateDir.InitMesh(*meshName, *name, roles, time.Now())
+	if err := identity.CheckMemberValidity(*validity); err != nil || *validity <= 0 {
+		return fmt.Errorf("--member-validity %s: want at least %s", *validity, identity.MinMemberValidity)
+	}
+	cfg.MemberValidity = *validity
+	m, err := cfg.StateDir.InitMesh(*meshName, *name, roles, *validity, time.Now())
 	if err != nil {
 		return err
 	}
