@@ -184,11 +184,24 @@ func TestEnrollHappyPath(t *testing.T) {
 	if st, ok := stateOf(f.d, "newbie"); !ok || st != discovery.StateUnknown {
 		t.Fatalf("newcomer in the admitting table: %v %v", st, ok)
 	}
-	// The same identity cannot use the same token again.
-	_, err = Join(context.Background(), f.addr, tok, id, "newbie", eps)
+	// The same identity asking again under the same name (it lost the
+	// answer) gets the same admission; anyone else finds the token used.
+	again, err := Join(context.Background(), f.addr, tok, id, "newbie", eps)
+	if err != nil {
+		t.Fatalf("same identity, same token again: %v", err)
+	}
+	if at, _ := identity.ParseTicket(again.Enrollment.Ticket); at == nil || at.Name != "newbie" || at.Node != id.Public() || at.Roles != identity.RoleHub {
+		t.Fatalf("second admission differs: %+v", at)
+	}
 	var ee *Error
-	if !errors.As(err, &ee) || ee.Status != http.StatusGone || ee.Code != CodeTokenUsed {
-		t.Fatalf("reused token: %v", err)
+	for _, tc := range []struct {
+		id   *identity.Identity
+		name string
+	}{{newIdentity(t), "newbie"}, {newIdentity(t), "other"}, {id, "renamed"}} {
+		_, err = Join(context.Background(), f.addr, tok, tc.id, tc.name, eps)
+		if !errors.As(err, &ee) || ee.Status != http.StatusGone || ee.Code != CodeTokenUsed {
+			t.Fatalf("used token, %s as %q: %v", tc.id.Public().ShortString(), tc.name, err)
+		}
 	}
 }
 
