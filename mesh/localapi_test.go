@@ -34,6 +34,10 @@ func (f *fakeBackend) Invite(ttl time.Duration, roles identity.Roles) (string, e
 
 func (f *fakeBackend) Leave() error { f.left = true; return nil }
 
+func (f *fakeBackend) Renew(context.Context) (*RenewResult, error) {
+	return &RenewResult{From: "self", TicketExpires: time.Unix(1e9, 0).UTC()}, nil
+}
+
 func TestLocalAPI(t *testing.T) {
 	dir := identity.StateDir(shortTempDir(t))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -466,9 +466,12 @@ type Status struct {
 	RoutesUp       int   // distinct remote servers with a route
 	RoutesExpected int   // members other than self
 	RoutesRefused  int64 // inbound routes refused since start
-	Clients        int
-	JetStream      JetStreamStatus
-	ReloadError    string
+	// RouteIDs are the connection ids of the open route connections,
+	// sorted: a route dropped and reconnected gets a new one.
+	RouteIDs    []uint64
+	Clients     int
+	JetStream   JetStreamStatus
+	ReloadError string
 }
 
 // JetStreamStatus reports the bootstrap guard and the meta group.
@@ -529,8 +532,10 @@ func (s *Server) Status() Status {
 		ids := map[string]bool{}
 		for _, r := range rz.Routes {
 			ids[r.RemoteID] = true
+			st.RouteIDs = append(st.RouteIDs, r.Rid)
 		}
 		st.RoutesUp = len(ids)
+		slices.Sort(st.RouteIDs)
 	}
 	if st.JetStream.Enabled {
 		if jsz, err := ns.Jsz(nil); err == nil && jsz.Meta != nil {

@@ -93,3 +93,12 @@ func (c *Client) Invite(ctx context.Context, ttl time.Duration, roles identity.R
 func (c *Client) Leave(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, PathLeave, struct{}{}, nil)
 }
+
+// Renew asks the daemon to renew its ticket and node certificate now.
+func (c *Client) Renew(ctx context.Context) (*RenewResponse, error) {
+	var r RenewResponse
+	if err := c.do(ctx, http.MethodPost, PathRenew, struct{}{}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

@@ -11,7 +11,15 @@ const (
 	PathStatus = "/v1/status" // GET: Status
 	PathInvite = "/v1/invite" // POST InviteRequest: InviteResponse
 	PathLeave  = "/v1/leave"  // POST {}: {}
+	PathRenew  = "/v1/renew"  // POST {}: RenewResponse
 )
+
+// RenewResponse says what a forced renewal produced.
+type RenewResponse struct {
+	From          string    `json:"from"`
+	TicketExpires time.Time `json:"ticket_expires"`
+	CertExpires   time.Time `json:"cert_expires"`
+}
 
 // InviteRequest asks the daemon for a join token.
 type InviteRequest struct {
