@@ -61,7 +61,7 @@ func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture
 		Member:      self,
 		Members:     d,
 		Revocations: revs,
-		Mesh:        MeshParams{GossipPort: 7999, BootstrapExpect: 3},
+		Mesh:        MeshParams{GossipPort: 7999, BootstrapExpect: 3, MemberValiditySeconds: 600},
 		OnAdmit:     func(m discovery.Member) { f.mu.Lock(); f.admitted = append(f.admitted, m); f.mu.Unlock() },
 		Logger:      testLogger(t, "enroll"),
 		MaxFailures: maxFailures,
@@ -423,6 +423,9 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 	hb, _ := json.Marshal(hr)
 	f.Add(hb)
 	f.Add([]byte(`{"version":1}`))
+	rr := renewRequest{Version: 1, Ticket: []byte{1, 2}, Challenge: make([]byte, 32), Signature: make([]byte, 64)}
+	rb, _ := json.Marshal(rr)
+	f.Add(rb)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if req, aerr := decodeJoinRequest(b); aerr == nil {
 			if !req.Node.Verify(req.signed(), req.Signature) || discovery.CheckEndpoints(req.Endpoints) != nil || identity.ValidateName(req.Name) != nil {
@@ -430,6 +433,13 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 			}
 		} else if aerr.status < 400 || aerr.status > 499 || aerr.code == "" {
 			t.Fatalf("refusal is not a precise 4xx: %+v", aerr)
+		}
+		if req, tk, aerr := decodeRenewRequest(b); aerr == nil {
+			if len(req.Challenge) != challengeSize || len(req.Signature) != 64 || tk == nil || discovery.CheckEndpoints(req.Endpoints) != nil {
+				t.Fatalf("accepted an invalid renew request: %+v", req)
+			}
+		} else if aerr.status < 400 || aerr.status > 499 || aerr.code == "" {
+			t.Fatalf("renew refusal is not a precise 4xx: %+v", aerr)
 		}
 		if req, tk, aerr := decodeHelloRequest(b); aerr == nil {
 			if len(req.Challenge) != challengeSize || tk == nil || discovery.CheckEndpoints(req.Endpoints) != nil {
