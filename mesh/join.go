@@ -48,9 +48,10 @@ type JoinResult struct {
 //
 // Only ErrUnreachable, ErrRateLimited and ErrUnavailable are worth retrying
 // unchanged (Retryable). Every other failure is final: the token, the name,
-// the peer or the state directory must change first. That includes an
-// answer that does not verify or a state directory that cannot be written
-// after the admission, since the admitting node has spent the token by then.
+// the peer or the state directory must change first. A token the admitting
+// node spent on this identity and name is not spent for them: after a lost
+// answer, or a state directory that could not be written, the same join
+// (same seed, which Join keeps, same token, same name) is admitted again.
 var (
 	// ErrAlreadyEnrolled: the state directory holds a membership already.
 	ErrAlreadyEnrolled = errors.New("already enrolled")
@@ -171,7 +172,8 @@ func Join(ctx context.Context, cfg Config, req JoinRequest) (*JoinResult, error)
 		cfg.MemberValidity = v
 	}
 
-	// Admitted: from here on the token is spent, so a failure says so.
+	// Admitted: the token is spent for everyone but this identity, so a
+	// failure says how to retry.
 	stored := func(err error) error {
 		return &joinError{peer: peer, err: fmt.Errorf("admitted, but storing the membership failed (retry with the same token once fixed): %w", err)}
 	}
