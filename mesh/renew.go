@@ -67,11 +67,14 @@ type renewer struct {
 // current is the node's membership as of its last renewal.
 func (n *Node) current() *identity.Member { return n.cur.Load() }
 
-// degraded says why the node cannot be a full member, or "".
+// degraded says why the node cannot be a full member, or "". The node
+// judges its own ticket by its own clock, without the ClockSkew that
+// members allow each other: it is degraded from the second the ticket ends
+// (its certificate, which TLS checks without skew, ends with it).
 func (n *Node) degraded(now time.Time) string {
 	m := n.current()
 	switch {
-	case m.Ticket.Expired(now):
+	case now.After(m.Ticket.NotAfter):
 		return fmt.Sprintf("ticket expired at %s: members refuse this node until it renews from an admin", m.Ticket.NotAfter.UTC().Format(time.RFC3339))
 	case now.After(m.Cert.Cert.NotAfter):
 		return fmt.Sprintf("node certificate expired at %s: members refuse its NATS routes until it renews from an admin", m.Cert.Cert.NotAfter.UTC().Format(time.RFC3339))

@@ -96,7 +96,9 @@ func (n *Node) Status() api.Status {
 			ServerName: m.Ticket.Name,
 			ClientURL:  "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSClientPort)),
 			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
-			RouteIDs: ns.RouteIDs,
+		}
+		for _, r := range ns.Routes {
+			st.NATS.Routes = append(st.NATS.Routes, api.RouteConn{ID: r.ID, Remote: r.Remote, Start: r.Start})
 		}
 		if ns.JetStream.Waiting {
 			st.Problems = append(st.Problems, fmt.Sprintf("NATS waits for %d of %d members before JetStream bootstrap", ns.JetStream.Known, ns.JetStream.Expect))

@@ -50,6 +50,7 @@ func runInit(ctx context.Context, args []string) error {
 	fmt.Printf("name:          %s\n", m.Ticket.Name)
 	fmt.Printf("overlay:       %s (mesh %s)\n", m.Ticket.Addr, m.Trust.Prefix())
 	fmt.Printf("wireguard key: %s\n", m.ID.WireGuardPublic())
+	fmt.Printf("validity:      members %s (renewed at 2/3), CA until %s\n", *validity, m.Trust.Cert.NotAfter.Format("2006-01-02"))
 	fmt.Printf("state:         %s\n", cfg.StateDir)
 	fmt.Printf("next:          meshnode up --state %s\n", cfg.StateDir)
 	return nil

@@ -72,8 +72,15 @@ type NATSStatus struct {
 	ClientURL      string `json:"client_url"`
 	RoutesUp       int    `json:"routes_up"`
 	RoutesExpected int    `json:"routes_expected"`
-	// RouteIDs are the server's open route connections (nats-server
-	// connection ids): unchanged ids mean no route was dropped.
-	RouteIDs  []uint64 `json:"route_ids,omitempty"`
-	JetStream string   `json:"jetstream"`
+	// Routes are the server's open route connections: the same ids over
+	// time mean no route was dropped.
+	Routes    []RouteConn `json:"routes,omitempty"`
+	JetStream string      `json:"jetstream"`
+}
+
+// RouteConn is one open NATS route connection.
+type RouteConn struct {
+	ID     uint64    `json:"id"` // nats-server's connection id
+	Remote string    `json:"remote"`
+	Start  time.Time `json:"start"`
 }
