@@ -164,7 +164,9 @@ func (n *Node) renewLocked(ctx context.Context) (*RenewResult, error) {
 		if v := r.Mesh.MemberValidity(); v > 0 && v != n.cfg.MemberValidity && identity.CheckMemberValidity(v) == nil {
 			n.log.Info("adopting the mesh's member validity", "member_validity", v, "was", n.cfg.MemberValidity)
 			n.cfg.MemberValidity = v
-			if err := SaveConfig(n.cfg); err != nil {
+			// Only this setting goes to meshnode.toml: n.cfg also holds
+			// command-line flags, which must not become file settings.
+			if err := saveMemberValidity(n.cfg.StateDir, v); err != nil {
 				n.log.Warn("member validity not saved", "err", err)
 			}
 		}
@@ -288,4 +290,15 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// saveMemberValidity records the mesh's member validity in meshnode.toml,
+// leaving the file's other settings as they are.
+func saveMemberValidity(dir identity.StateDir, v time.Duration) error {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return err
+	}
+	cfg.MemberValidity = v
+	return SaveConfig(cfg)
 }
