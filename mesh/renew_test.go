@@ -72,3 +72,37 @@ func TestRenewBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestNewExpiredStartsDegraded: a state directory whose ticket ran out
+// still makes a node (it must run to renew), and its status names the
+// degraded state; an admin renews itself from its own CA.
+func TestNewExpiredStartsDegraded(t *testing.T) {
+	dir := identity.StateDir(t.TempDir())
+	if _, err := dir.InitMesh("old", "alpha", 0, time.Minute, time.Now().Add(-10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{StateDir: dir, MemberValidity: 3 * time.Minute}
+	n, err := New(cfg, nil)
+	if err != nil {
+		t.Fatalf("New with an expired ticket: %v", err)
+	}
+	st := n.Status()
+	if st.Degraded == "" || st.Healthy {
+		t.Fatalf("expired node: degraded %q, healthy %v", st.Degraded, st.Healthy)
+	}
+	res, err := n.Renew(t.Context())
+	if err != nil {
+		t.Fatalf("admin renewing from its own CA: %v", err)
+	}
+	if res.From != "self" || time.Until(res.TicketExpires) < 2*time.Minute {
+		t.Fatalf("renewal %+v", res)
+	}
+	st = n.Status()
+	if st.Degraded != "" || st.Renewal.Count != 1 || st.Renewal.Last.IsZero() || !st.TicketExpires.Equal(res.TicketExpires) {
+		t.Fatalf("after renewal: degraded %q, renewal %+v, ticket expires %s", st.Degraded, st.Renewal, st.TicketExpires)
+	}
+	m, err := dir.LoadMember(time.Now())
+	if err != nil || m.Expired(time.Now()) || !m.Ticket.NotAfter.Equal(res.TicketExpires) {
+		t.Fatalf("renewal not stored: %v", err)
+	}
+}
