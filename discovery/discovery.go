@@ -62,6 +62,11 @@ type Config struct {
 	Fast bool
 	// Retention is how long dead or unseen members are kept (default 72h).
 	Retention time.Duration
+	// NeverSeen is how long a member known only from an enrollment (Admit:
+	// a join, hello or renewal) is kept while gossip never sees it alive
+	// (default defaults.NeverSeenTimeout). A newcomer that was admitted
+	// but never came up must not stay a WireGuard peer for Retention.
+	NeverSeen time.Duration
 	Logger    *slog.Logger
 
 	// drop, when set (tests only), blocks gossip to and from an address
@@ -131,7 +136,9 @@ func New(cfg Config) (*Discovery, error) {
 		return nil, errors.New("discovery: Config.Member needs ID, Trust and Ticket")
 	}
 	now := time.Now()
-	if err := m.ID.CheckOwn(m.Ticket, m.Trust, now); err != nil {
+	// An expired own ticket is accepted: the node starts degraded to renew
+	// it, and members refuse its meta until it has (SetTicket).
+	if err := m.ID.CheckOwnSignature(m.Ticket, m.Trust); err != nil {
 		return nil, fmt.Errorf("discovery: own %w", err)
 	}
 	if cfg.Logger == nil {
@@ -151,6 +158,9 @@ func New(cfg Config) (*Discovery, error) {
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
+	}
+	if cfg.NeverSeen <= 0 {
+		cfg.NeverSeen = defaults.NeverSeenTimeout
 	}
 	if cfg.Revocations == nil {
 		cfg.Revocations = identity.NewRevocationSet(m.Trust)
@@ -436,6 +446,70 @@ func (d *Discovery) SetLocal(endpoints []netip.AddrPort, routes []netip.Prefix) 
 		d.log.Info("meta update still spreading", "err", err)
 	}
 	return nil
+}
+
+// SetTicket replaces this node's ticket (a renewal): the meta is re-signed
+// with it and pushed to the mesh, so that members see the new expiry. The
+// ticket must be valid now and name this node's identity, name and keys.
+func (d *Discovery) SetTicket(t *identity.Ticket) error {
+	if err := d.id.CheckOwn(t, d.trust, time.Now()); err != nil {
+		return fmt.Errorf("discovery: new %w", err)
+	}
+	if t.Name != d.self {
+		return fmt.Errorf("discovery: new ticket names %q, this node is %q", t.Name, d.self)
+	}
+	if err := d.resign(func(m *meta) { m.ticket = t }); err != nil {
+		return err
+	}
+	d.notify()
+	d.mu.Lock()
+	ml, closed := d.ml, d.closed
+	d.mu.Unlock()
+	if ml == nil || closed {
+		return nil
+	}
+	if err := ml.UpdateNode(d.updateTimeout()); err != nil {
+		d.log.Info("meta update still spreading", "err", err)
+	}
+	return nil
+}
+
+// Learn adds members from another member's signed table (a renewal
+// answer) that this node does not know, or knows with an older ticket, as
+// not yet seen: a node that was away long enough to forget its peers gets
+// them back to peer with and rejoin. Revoked, expired and self entries are
+// ignored; members gossip sees are left as they are.
+func (d *Discovery) Learn(members []Member) {
+	now := time.Now()
+	changed := false
+	d.mu.Lock()
+	for _, k := range members {
+		if k.Name == d.self || k.Node == d.id.Public() || d.revs.IsRevoked(k.Node) || k.ticket == nil {
+			continue
+		}
+		t, err := identity.ParseTicket(k.ticket)
+		if err != nil || t.Verify(d.trust, now) != nil {
+			continue
+		}
+		if old := d.table[k.Name]; old != nil {
+			ot, err := identity.ParseTicket(old.ticket)
+			if old.State == StateAlive || (err == nil && old.Node == k.Node && !ot.NotAfter.Before(t.NotAfter)) {
+				continue
+			}
+		}
+		m := k.clone()
+		m.Self = false
+		if m.State == StateAlive {
+			m.State = StateUnknown
+		}
+		m.LastChange = now
+		d.table[m.Name] = &m
+		changed = true
+	}
+	d.mu.Unlock()
+	if changed {
+		d.notify()
+	}
 }
 
 func (d *Discovery) updateTimeout() time.Duration {
@@ -742,7 +816,11 @@ func (d *Discovery) sweep(now time.Time) {
 		if t, err := identity.ParseTicket(m.ticket); err != nil || now.Add(-identity.ClockSkew).After(t.NotAfter) {
 			expired = true
 		}
-		if expired || (m.State != StateAlive && now.Sub(m.LastChange) > d.cfg.Retention) {
+		// Known only from an enrollment and never seen by gossip since:
+		// the newcomer never came up (or lost the answer and will come
+		// back through the endpoint, which admits it again).
+		neverSeen := m.meta == nil && m.State != StateAlive && now.Sub(m.LastChange) > d.cfg.NeverSeen
+		if expired || neverSeen || (m.State != StateAlive && now.Sub(m.LastChange) > d.cfg.Retention) {
 			gone = append(gone, name)
 			delete(d.table, name)
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshnode/meshnode/mesh/defaults"
@@ -61,6 +62,18 @@ func (ca *CA) IssueNodeCert(name string, node NodePublic, now time.Time, validit
 // ParseNodeCert decodes a node certificate and verifies it against the mesh
 // CA at time now.
 func ParseNodeCert(pemBytes []byte, trust *Trust, now time.Time) (*NodeCert, error) {
+	return parseNodeCert(pemBytes, trust, now, false)
+}
+
+// ParseNodeCertExpired is ParseNodeCert that also accepts a certificate
+// whose time ran out (it is then verified as of its last valid second):
+// a node loads its own expired certificate only to know that it must
+// renew, never to present it as valid.
+func ParseNodeCertExpired(pemBytes []byte, trust *Trust, now time.Time) (*NodeCert, error) {
+	return parseNodeCert(pemBytes, trust, now, true)
+}
+
+func parseNodeCert(pemBytes []byte, trust *Trust, now time.Time, allowExpired bool) (*NodeCert, error) {
 	c, err := parseOnePEMCert(pemBytes)
 	if err != nil {
 		return nil, err
@@ -73,6 +86,9 @@ func ParseNodeCert(pemBytes []byte, trust *Trust, now time.Time) (*NodeCert, err
 	// key.
 	if c.IsCA {
 		return nil, fmt.Errorf("node certificate %q: is a CA certificate", c.Subject.CommonName)
+	}
+	if allowExpired && now.After(c.NotAfter) {
+		now = c.NotAfter
 	}
 	if _, err := c.Verify(x509.VerifyOptions{
 		Roots:       trust.Pool(),
@@ -162,5 +178,53 @@ func ClientTLS(trust *Trust, cert *tls.Certificate) *tls.Config {
 	if cert != nil {
 		c.Certificates = []tls.Certificate{*cert}
 	}
+	return c
+}
+
+// CertHolder is the node's current TLS certificate, swapped in place when
+// the node renews: TLS configs made from it ask it on every handshake
+// (GetCertificate, GetClientCertificate), so new connections present the
+// new certificate while established ones, NATS routes above all, are left
+// alone. Those callbacks survive tls.Config.Clone, which nats-server does
+// before each handshake it dials.
+type CertHolder struct {
+	p atomic.Pointer[tls.Certificate]
+}
+
+// NewCertHolder holds cert.
+func NewCertHolder(cert tls.Certificate) *CertHolder {
+	h := new(CertHolder)
+	h.Set(cert)
+	return h
+}
+
+// Set makes cert the one presented from the next handshake on.
+func (h *CertHolder) Set(cert tls.Certificate) { h.p.Store(&cert) }
+
+// Get is the current certificate.
+func (h *CertHolder) Get() *tls.Certificate { return h.p.Load() }
+
+func (h *CertHolder) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return h.p.Load(), nil
+}
+
+func (h *CertHolder) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return h.p.Load(), nil
+}
+
+// ServerTLS is the package-level ServerTLS presenting the held
+// certificate.
+func (h *CertHolder) ServerTLS(trust *Trust) *tls.Config {
+	c := ServerTLS(tls.Certificate{}, trust)
+	c.Certificates, c.GetCertificate = nil, h.getCertificate
+	return c
+}
+
+// RouteTLS is the package-level RouteTLS presenting the held certificate
+// on both ends of a route.
+func (h *CertHolder) RouteTLS(trust *Trust) *tls.Config {
+	c := RouteTLS(tls.Certificate{}, trust)
+	c.Certificates = nil
+	c.GetCertificate, c.GetClientCertificate = h.getCertificate, h.getClientCertificate
 	return c
 }

@@ -104,6 +104,21 @@ func NewRouteSecret() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
+// Expires is when the first of the ticket and the node certificate runs
+// out: the membership's end unless it is renewed.
+func (m *Member) Expires() time.Time {
+	if m.Cert.Cert.NotAfter.Before(m.Ticket.NotAfter) {
+		return m.Cert.Cert.NotAfter
+	}
+	return m.Ticket.NotAfter
+}
+
+// Expired reports whether the ticket or the node certificate ran out at
+// now: the node can then only renew (members refuse its meta and routes).
+func (m *Member) Expired(now time.Time) bool {
+	return m.Ticket.Expired(now) || now.After(m.Cert.Cert.NotAfter)
+}
+
 // SaveEnrollment verifies an enrollment for id and writes it. It refuses to
 // replace an existing ticket: joining twice is an error, not a reset.
 func (d StateDir) SaveEnrollment(id *Identity, e *Enrollment, now time.Time) (*Member, error) {
@@ -134,6 +149,13 @@ func (d StateDir) SaveEnrollment(id *Identity, e *Enrollment, now time.Time) (*M
 }
 
 func checkEnrollment(id *Identity, e *Enrollment, now time.Time) (*Member, error) {
+	return checkEnrollmentAt(id, e, now, false)
+}
+
+// checkEnrollmentAt is checkEnrollment that, with allowExpired, accepts a
+// ticket and certificate whose time ran out (still CA-signed and this
+// identity's).
+func checkEnrollmentAt(id *Identity, e *Enrollment, now time.Time, allowExpired bool) (*Member, error) {
 	trust, err := ParseTrust(e.CACertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
@@ -142,10 +164,23 @@ func checkEnrollment(id *Identity, e *Enrollment, now time.Time) (*Member, error
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
 	}
-	if err := id.CheckOwn(t, trust, now); err != nil {
+	check, parseCert := id.CheckOwn, ParseNodeCert
+	if allowExpired {
+		check = func(t *Ticket, trust *Trust, now time.Time) error {
+			if err := id.CheckOwnSignature(t, trust); err != nil {
+				return err
+			}
+			if now.Add(ClockSkew).Before(t.NotBefore) {
+				return fmt.Errorf("ticket for %q: not valid before %s", t.Name, t.NotBefore.UTC().Format(time.RFC3339))
+			}
+			return nil
+		}
+		parseCert = ParseNodeCertExpired
+	}
+	if err := check(t, trust, now); err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
 	}
-	nc, err := ParseNodeCert(e.NodeCertPEM, trust, now)
+	nc, err := parseCert(e.NodeCertPEM, trust, now)
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
 	}
@@ -161,6 +196,10 @@ func checkEnrollment(id *Identity, e *Enrollment, now time.Time) (*Member, error
 // LoadMember loads an enrolled node's identity, trust, ticket, certificate
 // and route secret, plus the CA when its key is present. Every missing or
 // bad file is an error naming it.
+//
+// A ticket or certificate that has expired is loaded all the same (check
+// Member.Expired): a node that was off across its expiry must still start
+// so that it can renew. Everything else about them must verify.
 func (d StateDir) LoadMember(now time.Time) (*Member, error) {
 	seed, err := LoadSeed(d.SeedPath())
 	if err != nil {
@@ -183,7 +222,7 @@ func (d StateDir) LoadMember(now time.Time) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := checkEnrollment(id, &Enrollment{CACertPEM: caPEM, Ticket: tb, NodeCertPEM: certPEM, RouteSecret: secret}, now)
+	m, err := checkEnrollmentAt(id, &Enrollment{CACertPEM: caPEM, Ticket: tb, NodeCertPEM: certPEM, RouteSecret: secret}, now, true)
 	if err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", d, err)
 	}
@@ -213,15 +252,43 @@ func readSecret(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
+// SaveRenewal verifies a renewed ticket and node certificate for m (same
+// CA, same identity, same name) and replaces the stored ones atomically,
+// certificate first: a crash in between leaves a new certificate with the
+// old ticket, both valid. It returns the member with the new credentials;
+// m is not changed.
+func (d StateDir) SaveRenewal(m *Member, ticket, certPEM []byte, now time.Time) (*Member, error) {
+	e := &Enrollment{CACertPEM: m.Trust.PEM, Ticket: ticket, NodeCertPEM: certPEM, RouteSecret: m.RouteSecret}
+	nm, err := checkEnrollment(m.ID, e, now)
+	if err != nil {
+		return nil, fmt.Errorf("renewal: %w", err)
+	}
+	if nm.Ticket.Name != m.Ticket.Name {
+		return nil, fmt.Errorf("renewal: ticket names %q, this node is %q", nm.Ticket.Name, m.Ticket.Name)
+	}
+	if err := WriteFileAtomic(d.NodeCertPath(), certPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("renewal: %w", err)
+	}
+	if err := WriteFileAtomic(d.TicketPath(), ticket, 0o644); err != nil {
+		return nil, fmt.Errorf("renewal: %w", err)
+	}
+	nm.CA = m.CA
+	return nm, nil
+}
+
 // InitMesh creates a new mesh in an empty state directory: seed, CA, route
-// secret, and this node's own admin ticket and certificate. It refuses a
-// directory that already holds an identity.
-func (d StateDir) InitMesh(mesh, name string, roles Roles, now time.Time) (*Member, error) {
+// secret, and this node's own admin ticket and certificate, valid for
+// validity (the mesh's member validity; 0 means TicketValidity). It
+// refuses a directory that already holds an identity.
+func (d StateDir) InitMesh(mesh, name string, roles Roles, validity time.Duration, now time.Time) (*Member, error) {
 	if err := ValidateName(mesh); err != nil {
 		return nil, fmt.Errorf("--mesh: %w", err)
 	}
 	if err := ValidateName(name); err != nil {
 		return nil, fmt.Errorf("--name: %w", err)
+	}
+	if err := CheckMemberValidity(validity); err != nil {
+		return nil, fmt.Errorf("--member-validity: %w", err)
 	}
 	if err := d.Ensure(); err != nil {
 		return nil, err
@@ -241,7 +308,7 @@ func (d StateDir) InitMesh(mesh, name string, roles Roles, now time.Time) (*Memb
 	if err := ca.Save(d.CAKeyPath(), d.CACertPath()); err != nil {
 		return nil, err
 	}
-	e, err := ca.Enroll(name, id.Public(), id.WireGuardPublic(), roles|RoleAdmin, now)
+	e, err := ca.EnrollFor(name, id.Public(), id.WireGuardPublic(), roles|RoleAdmin, now, validity)
 	if err != nil {
 		return nil, err
 	}
@@ -260,14 +327,41 @@ func (d StateDir) InitMesh(mesh, name string, roles Roles, now time.Time) (*Memb
 // before it runs out.
 const TicketValidity = NodeCertValidity
 
-// Enroll issues the ticket and certificate for a newcomer. The route secret
-// is left for the caller, who holds it.
+// MinMemberValidity is the shortest member validity a mesh may have: short
+// enough for tests to watch renewals, long enough that a node renewing at
+// two thirds of it is not renewing all the time.
+const MinMemberValidity = time.Minute
+
+// CheckMemberValidity refuses a member validity below MinMemberValidity
+// (0 is allowed: it means TicketValidity).
+func CheckMemberValidity(v time.Duration) error {
+	if v != 0 && v < MinMemberValidity {
+		return fmt.Errorf("member validity %s: want at least %s", v, MinMemberValidity)
+	}
+	return nil
+}
+
+// Enroll issues the ticket and certificate for a newcomer, valid for
+// TicketValidity. The route secret is left for the caller, who holds it.
 func (ca *CA) Enroll(name string, node NodePublic, wg WireGuardPublic, roles Roles, now time.Time) (*Enrollment, error) {
-	t, err := ca.IssueTicket(name, node, wg, roles, now, TicketValidity)
+	return ca.EnrollFor(name, node, wg, roles, now, 0)
+}
+
+// EnrollFor is Enroll with the mesh's member validity (0: TicketValidity).
+// The ticket and the certificate get the same lifetime, so that a node
+// renews both at once.
+func (ca *CA) EnrollFor(name string, node NodePublic, wg WireGuardPublic, roles Roles, now time.Time, validity time.Duration) (*Enrollment, error) {
+	if validity == 0 {
+		validity = TicketValidity
+	}
+	if err := CheckMemberValidity(validity); err != nil {
+		return nil, err
+	}
+	t, err := ca.IssueTicket(name, node, wg, roles, now, validity)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := ca.IssueNodeCert(name, node, now, NodeCertValidity)
+	nc, err := ca.IssueNodeCert(name, node, now, validity)
 	if err != nil {
 		return nil, err
 	}

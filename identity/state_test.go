@@ -23,7 +23,7 @@ func TestInitMeshLoadMember(t *testing.T) {
 	if d.HasIdentity() {
 		t.Fatal("HasIdentity in an empty directory")
 	}
-	m, err := d.InitMesh("acme", "alpha", RoleHub, t0)
+	m, err := d.InitMesh("acme", "alpha", RoleHub, 0, t0)
 	if err != nil {
 		t.Fatalf("InitMesh: %v", err)
 	}
@@ -87,12 +87,12 @@ func TestInitMeshLoadMember(t *testing.T) {
 
 func TestInitMeshRefusesSecondTime(t *testing.T) {
 	d := stateDir(t)
-	if _, err := d.InitMesh("acme", "alpha", 0, t0); err != nil {
+	if _, err := d.InitMesh("acme", "alpha", 0, 0, t0); err != nil {
 		t.Fatal(err)
 	}
 	before := snapshot(t, string(d))
 	for _, args := range [][2]string{{"acme", "alpha"}, {"other", "beta"}} {
-		_, err := d.InitMesh(args[0], args[1], 0, t0.Add(time.Hour))
+		_, err := d.InitMesh(args[0], args[1], 0, 0, t0.Add(time.Hour))
 		wantErr(t, err, d.SeedPath(), "already exists")
 		if after := snapshot(t, string(d)); !equalMaps(before, after) {
 			t.Fatalf("a refused InitMesh changed the state directory")
@@ -107,7 +107,7 @@ func TestInitMeshBadNames(t *testing.T) {
 		{"", "alpha", "--mesh"},
 	} {
 		d := stateDir(t)
-		_, err := d.InitMesh(tc.mesh, tc.name, 0, t0)
+		_, err := d.InitMesh(tc.mesh, tc.name, 0, 0, t0)
 		wantErr(t, err, tc.want)
 		if _, err := os.Stat(string(d)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("InitMesh(%q, %q) created the directory before validating", tc.mesh, tc.name)
@@ -131,7 +131,7 @@ func joiner(t *testing.T) (StateDir, *Identity) {
 
 func TestSaveEnrollment(t *testing.T) {
 	admin := stateDir(t)
-	am, err := admin.InitMesh("acme", "alpha", 0, t0)
+	am, err := admin.InitMesh("acme", "alpha", 0, 0, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestSaveEnrollment(t *testing.T) {
 
 func TestSaveEnrollmentRejects(t *testing.T) {
 	admin := stateDir(t)
-	am, err := admin.InitMesh("acme", "alpha", 0, t0)
+	am, err := admin.InitMesh("acme", "alpha", 0, 0, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestLoadMemberErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := stateDir(t)
-			if _, err := d.InitMesh("acme", "alpha", 0, t0); err != nil {
+			if _, err := d.InitMesh("acme", "alpha", 0, 0, t0); err != nil {
 				t.Fatal(err)
 			}
 			path := tc.mutate(d)
@@ -275,7 +275,7 @@ func TestLoadMemberErrors(t *testing.T) {
 
 	// Without the CA key the node is a plain member, not an error.
 	d := stateDir(t)
-	if _, err := d.InitMesh("acme", "alpha", 0, t0); err != nil {
+	if _, err := d.InitMesh("acme", "alpha", 0, 0, t0); err != nil {
 		t.Fatal(err)
 	}
 	os.Remove(d.CAKeyPath())

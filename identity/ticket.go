@@ -210,17 +210,39 @@ func ParseTicket(b []byte) (*Ticket, error) {
 // Verify checks the CA signature, the validity window (allowing ClockSkew)
 // and that the overlay address is the one derived from the identity key.
 func (t *Ticket) Verify(trust *Trust, now time.Time) error {
+	if err := t.VerifySignature(trust); err != nil {
+		return err
+	}
+	if now.Add(ClockSkew).Before(t.NotBefore) {
+		return fmt.Errorf("ticket for %q: not valid before %s", t.Name, t.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if t.Expired(now) {
+		return fmt.Errorf("ticket for %q: %w at %s", t.Name, ErrExpired, t.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ErrExpired is wrapped by the errors of tickets and node certificates
+// whose time ran out, so that a node can tell "renew me" from "not ours".
+var ErrExpired = errors.New("expired")
+
+// Expired reports whether the ticket's time ran out at now, allowing
+// ClockSkew.
+func (t *Ticket) Expired(now time.Time) bool { return now.Add(-ClockSkew).After(t.NotAfter) }
+
+// Lifetime is the span the CA issued the ticket for.
+func (t *Ticket) Lifetime() time.Duration { return t.NotAfter.Sub(t.NotBefore) }
+
+// VerifySignature is Verify without the validity window: the ticket was
+// issued by the mesh CA for the address derived from its identity key,
+// whenever that was. Renewal accepts an expired ticket on this check (and
+// its own grace period); everything else uses Verify.
+func (t *Ticket) VerifySignature(trust *Trust) error {
 	if t.CAKeyID != trust.Public.KeyID() {
 		return fmt.Errorf("ticket for %q: issued by another CA (key id %x, mesh %q has %x)", t.Name, t.CAKeyID, trust.Mesh, trust.Public.KeyID())
 	}
 	if !trust.verify(t.signedBytes(), t.Signature[:]) {
 		return fmt.Errorf("ticket for %q: bad CA signature", t.Name)
-	}
-	if now.Add(ClockSkew).Before(t.NotBefore) {
-		return fmt.Errorf("ticket for %q: not valid before %s", t.Name, t.NotBefore.UTC().Format(time.RFC3339))
-	}
-	if now.Add(-ClockSkew).After(t.NotAfter) {
-		return fmt.Errorf("ticket for %q: expired at %s", t.Name, t.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if want := OverlayAddr(trust.Prefix(), t.Node); t.Addr != want {
 		return fmt.Errorf("ticket for %q: address %s is not the one derived from its identity key (%s)", t.Name, t.Addr, want)
@@ -234,6 +256,19 @@ func (id *Identity) CheckOwn(t *Ticket, trust *Trust, now time.Time) error {
 	if err := t.Verify(trust, now); err != nil {
 		return err
 	}
+	return id.checkOwnKeys(t)
+}
+
+// CheckOwnSignature is CheckOwn without the validity window: a node's
+// check of its own ticket when an expired one is still worth renewing.
+func (id *Identity) CheckOwnSignature(t *Ticket, trust *Trust) error {
+	if err := t.VerifySignature(trust); err != nil {
+		return err
+	}
+	return id.checkOwnKeys(t)
+}
+
+func (id *Identity) checkOwnKeys(t *Ticket) error {
 	if t.Node != id.Public() {
 		return fmt.Errorf("ticket for %q names identity %s, not this node's %s", t.Name, t.Node.ShortString(), id.Public().ShortString())
 	}

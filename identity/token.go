@@ -86,6 +86,13 @@ type inviteRecord struct {
 	Expires time.Time `json:"expires"`
 	UsedAt  time.Time `json:"used_at,omitzero"`
 	UsedBy  string    `json:"used_by,omitempty"`
+	// UsedNode and UsedName are the admission the token was redeemed for
+	// (RedeemFor): the same identity asking again under the same name is
+	// given the same admission, so that a join whose answer was lost can
+	// be retried. Records redeemed before these fields existed have none
+	// and stay plainly used.
+	UsedNode NodePublic `json:"used_node,omitzero"`
+	UsedName string     `json:"used_name,omitempty"`
 }
 
 // roleBits is Roles as the invites file has always stored them, a JSON
@@ -160,6 +167,79 @@ func (s *Invites) Redeem(token, usedBy string, now time.Time) (Roles, error) {
 		return recs, nil
 	}, now)
 	return roles, err
+}
+
+// CheckFor is Check for the admission of node under name: a token that
+// RedeemFor already spent on exactly that admission is good for it again
+// (see RedeemFor); for anyone else it is used.
+func (s *Invites) CheckFor(token string, node NodePublic, name string, now time.Time) (Roles, error) {
+	var roles Roles
+	err := s.update(func(recs []inviteRecord) ([]inviteRecord, error) {
+		i, err := s.findFor(recs, token, node, name, now)
+		if err != nil {
+			return nil, err
+		}
+		roles = Roles(recs[i].Roles)
+		return nil, nil
+	}, now)
+	return roles, err
+}
+
+// RedeemFor uses a token up for the admission of node under name. Asked
+// again for the same node and name it succeeds again with the same roles
+// and changes nothing: redeeming is idempotent for the identity that
+// redeemed it, so a join whose answer was lost (a timeout, a reset, a crash
+// between sending and receiving) can be retried with the same token and
+// seed. Only that identity can ask: the join request is signed by it. The
+// replay is possible for as long as the record is kept (forgetAfter after
+// the first use), even past the token's own expiry, because the first use
+// was in time. Any other identity or name gets ErrTokenUsed.
+func (s *Invites) RedeemFor(token string, node NodePublic, name string, now time.Time) (Roles, error) {
+	var roles Roles
+	err := s.update(func(recs []inviteRecord) ([]inviteRecord, error) {
+		i, err := s.findFor(recs, token, node, name, now)
+		if err != nil {
+			return nil, err
+		}
+		roles = Roles(recs[i].Roles)
+		if !recs[i].UsedAt.IsZero() {
+			return nil, nil // the same admission again: nothing to write
+		}
+		recs[i].UsedAt, recs[i].UsedBy = now.UTC(), name+" "+node.ShortString()
+		recs[i].UsedNode, recs[i].UsedName = node, name
+		return recs, nil
+	}, now)
+	return roles, err
+}
+
+// findFor is find that lets through a record already redeemed for node
+// under name.
+func (s *Invites) findFor(recs []inviteRecord, token string, node NodePublic, name string, now time.Time) (int, error) {
+	i, err := s.find(recs, token, now)
+	if !errors.Is(err, ErrTokenUsed) {
+		return i, err
+	}
+	j := s.index(recs, token)
+	if j >= 0 && !node.IsZero() && recs[j].UsedNode == node && recs[j].UsedName == name {
+		return j, nil
+	}
+	return 0, err
+}
+
+// index is the position of token's record, or -1; the token parsed
+// already (find ran first).
+func (s *Invites) index(recs []inviteRecord, token string) int {
+	iv, err := ParseInvite(token)
+	if err != nil {
+		return -1
+	}
+	h := secretHash(iv.Secret)
+	for i, r := range recs {
+		if subtle.ConstantTimeCompare([]byte(r.Hash), []byte(h)) == 1 {
+			return i
+		}
+	}
+	return -1
 }
 
 func (s *Invites) find(recs []inviteRecord, token string, now time.Time) (int, error) {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strconv"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -40,6 +41,15 @@ type Config struct {
 	JetStreamMaxMemory int64  `toml:"jetstream_max_memory,omitempty,omitzero"`
 	JetStreamMaxStore  int64  `toml:"jetstream_max_store,omitempty,omitzero"`
 	LogLevel           string `toml:"log_level,omitempty,omitzero"`
+	// MemberValidity is the mesh's lifetime of tickets and node
+	// certificates: set by `meshnode init --member-validity`, adopted by
+	// joiners from the join answer, and used by admins for every ticket
+	// they issue or renew. Members renew at two thirds of it.
+	MemberValidity time.Duration `toml:"member_validity,omitempty,omitzero"`
+	// NeverSeenTimeout is how long a member admitted through the
+	// enrollment endpoint stays in the member table (and a WireGuard peer)
+	// without gossip ever seeing it alive.
+	NeverSeenTimeout time.Duration `toml:"never_seen_timeout,omitempty,omitzero"`
 
 	// MetricsAddr, when set, is a TCP address (e.g. 127.0.0.1:9101 or
 	// [overlay]:9101) where GET /metrics serves the Prometheus text; the
@@ -91,6 +101,12 @@ func (c Config) withDefaults() Config {
 	if c.LogLevel == "" {
 		c.LogLevel = defaults.LogLevel
 	}
+	if c.MemberValidity == 0 {
+		c.MemberValidity = defaults.MemberValidity
+	}
+	if c.NeverSeenTimeout == 0 {
+		c.NeverSeenTimeout = defaults.NeverSeenTimeout
+	}
 	return c
 }
 
@@ -116,6 +132,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.Interface) > 15 {
 		return fmt.Errorf("interface %q: longer than 15 characters", c.Interface)
+	}
+	if err := identity.CheckMemberValidity(c.MemberValidity); err != nil {
+		return fmt.Errorf("member_validity: %w", err)
+	}
+	if c.NeverSeenTimeout < 0 {
+		return fmt.Errorf("never_seen_timeout %s: want a positive duration", c.NeverSeenTimeout)
 	}
 	if _, err := c.ParseEndpoints(); err != nil {
 		return err

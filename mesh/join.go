@@ -48,9 +48,10 @@ type JoinResult struct {
 //
 // Only ErrUnreachable, ErrRateLimited and ErrUnavailable are worth retrying
 // unchanged (Retryable). Every other failure is final: the token, the name,
-// the peer or the state directory must change first. That includes an
-// answer that does not verify or a state directory that cannot be written
-// after the admission, since the admitting node has spent the token by then.
+// the peer or the state directory must change first. A token the admitting
+// node spent on this identity and name is not spent for them: after a lost
+// answer, or a state directory that could not be written, the same join
+// (same seed, which Join keeps, same token, same name) is admitted again.
 var (
 	// ErrAlreadyEnrolled: the state directory holds a membership already.
 	ErrAlreadyEnrolled = errors.New("already enrolled")
@@ -99,11 +100,13 @@ var joinTimeout = 30 * time.Second
 // Join enrolls cfg.StateDir through the member at req.Peer and stores the
 // membership: seed, CA certificate, ticket, node certificate, route secret,
 // the admitting node's member table, and cfg with the mesh's gossip port
-// and bootstrap_expect adopted. Nothing is written unless the peer admits
-// this node and its answer verifies, so a refused join leaves the state
-// directory as it was. An identity made earlier in the directory (an
-// appliance's first boot, a retried join) is reused; otherwise the new
-// seed lives in memory until the admission.
+// bootstrap_expect and member validity adopted. The seed is written before
+// the peer is asked, and nothing else unless the peer admits this node and
+// its answer verifies: a join whose answer was lost (a timeout, a reset, a
+// crash between sending and receiving) is retried with the same seed and
+// the same token, and the admitting node, which redeemed the token for
+// this identity, admits it again. A seed already in the directory (an
+// appliance's first boot, a retried join) is reused.
 func Join(ctx context.Context, cfg Config, req JoinRequest) (*JoinResult, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -125,20 +128,20 @@ func Join(ctx context.Context, cfg Config, req JoinRequest) (*JoinResult, error)
 	}
 	peer := withDefaultPort(req.Peer, defaults.EnrollPort)
 
-	var seed identity.Seed
-	haveSeed := dir.HasIdentity()
-	if haveSeed {
-		s, err := identity.LoadSeed(dir.SeedPath())
-		if err != nil {
+	// The seed goes to disk before the request does: once the peer may
+	// have redeemed the token for this identity, only this identity can
+	// get the admission again.
+	if err := dir.Ensure(); err != nil {
+		return nil, err
+	}
+	if !dir.HasIdentity() {
+		if _, err := identity.CreateSeed(dir.SeedPath()); err != nil {
 			return nil, err
 		}
-		seed = s
-	} else {
-		s, err := identity.NewSeed()
-		if err != nil {
-			return nil, err
-		}
-		seed = s
+	}
+	seed, err := identity.LoadSeed(dir.SeedPath())
+	if err != nil {
+		return nil, err
 	}
 	id := identity.FromSeed(seed)
 	eps, err := cfg.ParseEndpoints()
@@ -165,18 +168,14 @@ func Join(ctx context.Context, cfg Config, req JoinRequest) (*JoinResult, error)
 	if e := res.Mesh.BootstrapExpect; e > 0 && !req.KeepBootstrapExpect {
 		cfg.BootstrapExpect = e
 	}
+	if v := res.Mesh.MemberValidity(); identity.CheckMemberValidity(v) == nil && v > 0 {
+		cfg.MemberValidity = v
+	}
 
-	// Admitted: from here on the token is spent, so a failure says so.
+	// Admitted: the token is spent for everyone but this identity, so a
+	// failure says how to retry.
 	stored := func(err error) error {
-		return &joinError{peer: peer, err: fmt.Errorf("admitted, but storing the membership failed (mint a new token once fixed): %w", err)}
-	}
-	if err := dir.Ensure(); err != nil {
-		return nil, stored(err)
-	}
-	if !haveSeed {
-		if err := identity.SaveSeed(dir.SeedPath(), seed); err != nil {
-			return nil, stored(err)
-		}
+		return &joinError{peer: peer, err: fmt.Errorf("admitted, but storing the membership failed (retry with the same token once fixed): %w", err)}
 	}
 	m, err := dir.SaveEnrollment(id, res.Enrollment, time.Now())
 	if err != nil {

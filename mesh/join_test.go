@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,10 +151,19 @@ func joinConfig(t *testing.T) Config {
 }
 
 // stateEmpty fails unless a refused join left dir as it was (absent).
+// stateEmpty checks that a failed join left nothing but the seed, which
+// the joiner keeps from before it asks (so that a retry is the same
+// identity) and reuses on the next join.
 func stateEmpty(t *testing.T, cfg Config) {
 	t.Helper()
-	if entries, err := os.ReadDir(string(cfg.StateDir)); !os.IsNotExist(err) {
-		t.Fatalf("a refused join wrote into the state directory: %v %v", entries, err)
+	entries, err := os.ReadDir(string(cfg.StateDir))
+	if os.IsNotExist(err) {
+		return
+	}
+	for _, e := range entries {
+		if e.Name() != "identity.seed" {
+			t.Fatalf("a refused join wrote %s into the state directory (%v)", e.Name(), entries)
+		}
 	}
 }
 
@@ -295,5 +306,110 @@ func TestWithDefaultPort(t *testing.T) {
 		if got := withDefaultPort(in, 51821); got != want {
 			t.Errorf("withDefaultPort(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// answerDropper is a TCP proxy in front of an enrollment endpoint that
+// relays both ways until answered() says the endpoint has acted on the
+// request; the next bytes from the endpoint (its answer) are dropped and
+// the client's connection is reset. That is a join whose answer was lost
+// after the admitting node admitted it.
+type answerDropper struct {
+	ln       net.Listener
+	target   string
+	answered func() bool
+	drops    atomic.Int32 // connections still to cut
+}
+
+func newAnswerDropper(t *testing.T, target string, answered func() bool) *answerDropper {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &answerDropper{ln: ln, target: target, answered: answered}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c, p.drops.Add(-1) >= 0)
+		}
+	}()
+	return p
+}
+
+func (p *answerDropper) serve(c net.Conn, drop bool) {
+	defer c.Close()
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite() }()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := s.Read(buf)
+		if n > 0 {
+			if drop && p.answered() {
+				c.(*net.TCPConn).SetLinger(0) // a reset, not a clean close
+				return
+			}
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestJoinAnswerLost: the admitting node admits the newcomer and redeems
+// its token, but the answer never arrives (the connection is reset). The
+// join fails as retryable, keeps its seed, and the retry with the same
+// token gets the same admission instead of "token used"; a second
+// identity with that token is still refused.
+func TestJoinAnswerLost(t *testing.T) {
+	f := newJoinFixture(t)
+	tok := f.token(t)
+	redeemed := func() bool {
+		_, err := f.inv.Check(tok, time.Now())
+		return errors.Is(err, identity.ErrTokenUsed)
+	}
+	proxy := newAnswerDropper(t, f.addr, redeemed)
+	proxy.drops.Store(1)
+	cfg := joinConfig(t)
+	req := JoinRequest{Peer: proxy.ln.Addr().String(), Token: tok, Name: "newbie"}
+	_, err := Join(context.Background(), cfg, req)
+	if !errors.Is(err, ErrUnreachable) || !Retryable(err) {
+		t.Fatalf("lost answer: got %v, want ErrUnreachable, retryable", err)
+	}
+	if !redeemed() {
+		t.Fatal("the endpoint did not redeem the token: the answer was not lost after the admission")
+	}
+	stateEmpty(t, cfg) // nothing but the seed
+	seed, err := identity.LoadSeed(cfg.StateDir.SeedPath())
+	if err != nil {
+		t.Fatalf("the seed was not kept across the lost answer: %v", err)
+	}
+
+	res, err := Join(context.Background(), cfg, req)
+	if err != nil {
+		t.Fatalf("retry with the same token and identity: %v", err)
+	}
+	m, err := cfg.StateDir.LoadMember(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID.Public() != identity.FromSeed(seed).Public() || res.Name != "newbie" {
+		t.Fatalf("retry enrolled %s as %q, want the kept identity as newbie", m.ID.Public().ShortString(), res.Name)
+	}
+
+	// Another identity with the spent token: refused as before.
+	other := joinConfig(t)
+	if _, err := Join(context.Background(), other, JoinRequest{Peer: f.addr, Token: tok, Name: "newbie"}); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("another identity with the used token: %v, want ErrTokenUsed", err)
 	}
 }

@@ -23,6 +23,7 @@ type apiBackend interface {
 	Invite(ttl time.Duration, roles identity.Roles) (string, error)
 	Leave() error
 	WriteMetrics(w io.Writer)
+	Renew(ctx context.Context) (*RenewResult, error)
 }
 
 // serveAPI serves the local API on a unix socket at path (0600) until ctx
@@ -65,6 +66,14 @@ func serveAPI(ctx context.Context, path string, b apiBackend, log *slog.Logger) 
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
 	mux.Handle("GET "+api.PathMetrics, metricsHandler(b))
+	mux.HandleFunc("POST "+api.PathRenew, func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.Renew(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusBadGateway, api.ErrorResponse{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, api.RenewResponse{From: res.From, TicketExpires: res.TicketExpires, CertExpires: res.CertExpires})
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -38,6 +38,10 @@ func (f *fakeBackend) WriteMetrics(w io.Writer) {
 	io.WriteString(w, "# TYPE meshnode_members gauge\nmeshnode_members{state=\"alive\"} 1\n")
 }
 
+func (f *fakeBackend) Renew(context.Context) (*RenewResult, error) {
+	return &RenewResult{From: "self", TicketExpires: time.Unix(1e9, 0).UTC()}, nil
+}
+
 func TestLocalAPI(t *testing.T) {
 	dir := identity.StateDir(shortTempDir(t))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -20,7 +20,7 @@ func (n *Node) WriteMetrics(w io.Writer) {
 }
 
 func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
-	m := n.member
+	m := n.current() // the ticket and certificate as last renewed
 	s := &metrics.Snapshot{
 		Version: Version, GoVersion: runtime.Version(),
 		Members: map[string]int{}, Peers: map[string]int{},
@@ -33,6 +33,9 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 	// answer), every member of the plan by state, and the revoked.
 	s.Members["alive"] = 1
 	s.Members["revoked"] = n.revs.Len()
+	n.renew.mu.Lock()
+	s.LastRenewal = n.renew.last
+	n.renew.mu.Unlock()
 
 	var peers map[wgtypes.Key]wg.PeerStats
 	if n.dev != nil {

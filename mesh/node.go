@@ -49,6 +49,14 @@ type Node struct {
 	// enrollStats reads the enrollment endpoint's counters for metrics;
 	// set by serveEnrollment before the servers that scrape start.
 	enrollStats func() metrics.Enroll
+	// cur is the membership as last renewed (member is the one loaded at
+	// start: its identity, name, address and trust never change).
+	cur atomic.Pointer[identity.Member]
+	// tlsCert is the certificate NATS presents (routes and clients); a
+	// renewal swaps it for new handshakes.
+	tlsCert   *identity.CertHolder
+	enrollSrv atomic.Pointer[enroll.Server]
+	renew     renewer
 }
 
 // New loads an enrolled node from its state directory. It changes nothing
@@ -79,9 +87,26 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if len(eps) == 0 {
 		eps = LocalEndpoints(cfg.ListenPort, cfg.Interface)
 	}
+	tlsCert, err := m.ID.TLSCertificate(m.Cert)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
 		ready: make(chan struct{}), leave: make(chan struct{}),
+		tlsCert: identity.NewCertHolder(tlsCert),
+	}
+	n.cur.Store(m)
+	n.renew.now = make(chan struct{}, 1)
+	// Where the admins were when this node last ran, expired tickets and
+	// all: a node that was off across its expiry renews from them.
+	if admins, err := discovery.KnownAdmins(cfg.StateDir.MembersPath(), m.Trust, revs); err == nil {
+		n.renew.admins = admins
+	} else {
+		n.log.Warn("member table unreadable: renewal will only find admins through gossip", "err", err)
+	}
+	if why := n.degraded(time.Now()); why != "" {
+		n.log.Warn("starting degraded: renewing before anything else", "why", why)
 	}
 	// Until the first reconcile the plan knows this node alone: whatever
 	// asks early is refused unless it is this node.
@@ -131,7 +156,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
 		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
-		Fast: n.cfg.FastTimers, Logger: n.log,
+		Fast: n.cfg.FastTimers, NeverSeen: n.cfg.NeverSeenTimeout, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -149,19 +174,17 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		n.disc.Shutdown()
 	})
 
-	tlsCert, err := m.ID.TLSCertificate(m.Cert)
-	if err != nil {
-		return err
-	}
+	// Both TLS configs ask tlsCert on every handshake: a renewal reaches
+	// new routes and clients without a reload, and open ones stay up.
 	n.nats, err = natsnode.New(natsnode.Config{
 		ServerName: m.Ticket.Name, StoreDir: n.cfg.StateDir.NATSDir(),
 		Host: m.Ticket.Addr.String(), ClientPort: n.cfg.NATSClientPort,
-		ClientTLS: identity.ServerTLS(tlsCert, m.Trust),
+		ClientTLS: n.tlsCert.ServerTLS(m.Trust),
 		Authorize: n.authorizeClient, Role: n.clientRole,
 		Cluster: natsnode.ClusterConfig{
 			Name: m.Trust.Mesh, Host: m.Ticket.Addr.String(), Port: n.cfg.NATSRoutePort,
 			Advertise:   net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSRoutePort)),
-			RouteSecret: m.RouteSecret, RouteTLS: identity.RouteTLS(tlsCert, m.Trust),
+			RouteSecret: m.RouteSecret, RouteTLS: n.tlsCert.RouteTLS(m.Trust),
 			AllowRoute: n.allowRoute,
 		},
 		JetStream: natsnode.JetStreamConfig{
@@ -200,6 +223,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		cleanups = append(cleanups, stopMetrics)
 	}
+	var renewWG sync.WaitGroup
+	renewWG.Add(1)
+	go func() { defer renewWG.Done(); n.renewLoop(ctx) }()
+	cleanups = append(cleanups, func() { cancel(); renewWG.Wait() })
 
 	n.log.Info("node up", "addr", m.Ticket.Addr, "interface", n.cfg.Interface, "port", n.cfg.ListenPort, "endpoints", n.eps)
 	close(n.ready)
@@ -257,7 +284,7 @@ func (n *Node) reconcile() {
 // copied once here, not on every NATS connection; before discovery exists
 // the snapshot holds this node alone.
 func (n *Node) snapshot() Snapshot {
-	t := n.member.Ticket
+	t := n.current().Ticket
 	s := Snapshot{
 		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles},
 		Revoked: n.revs, Endpoints: n.eps,
@@ -336,7 +363,8 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	}
 	srv, err := enroll.NewServer(enroll.ServerConfig{
 		Member: n.member, Invites: invites, Members: n.disc, Revocations: n.revs,
-		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect},
+		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect,
+			MemberValiditySeconds: int64(n.cfg.MemberValidity / time.Second)},
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.
 		OnAdmit: func(m discovery.Member) {
@@ -348,6 +376,11 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	// The node may have renewed between New and here.
+	if err := srv.SetCertificate(n.current().Cert); err != nil {
+		return nil, err
+	}
+	n.enrollSrv.Store(srv)
 	ln, err := net.Listen("tcp", n.cfg.EnrollAddr)
 	if err != nil {
 		return nil, fmt.Errorf("enrollment endpoint --enroll-addr %s: %w", n.cfg.EnrollAddr, err)

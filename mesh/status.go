@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/mesh/api"
+	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/natsnode"
 )
 
@@ -22,7 +23,7 @@ const handshakeFresh = 3 * time.Minute
 // Status reports the node, its members and NATS routes, and whether all is
 // well; Problems names what is not.
 func (n *Node) Status() api.Status {
-	m := n.member
+	m := n.current()
 	now := time.Now()
 	st := api.Status{
 		Name: m.Ticket.Name, Mesh: m.Trust.Mesh, Addr: m.Ticket.Addr,
@@ -32,8 +33,27 @@ func (n *Node) Status() api.Status {
 		// nil when empty: the JSON has always said null, not [].
 		Endpoints: append([]netip.AddrPort(nil), n.eps...),
 	}
-	if exp := m.Cert.Cert.NotAfter.Sub(now); exp < 30*24*time.Hour {
-		st.Problems = append(st.Problems, fmt.Sprintf("node certificate expires in %s", exp.Round(time.Hour)))
+	st.CAExpires = m.Trust.Cert.NotAfter
+	if left := st.CAExpires.Sub(now); left < defaults.CAWarnBefore {
+		st.Problems = append(st.Problems, fmt.Sprintf("mesh CA certificate expires in %s (at %s): it is not renewed automatically",
+			left.Round(time.Hour), st.CAExpires.UTC().Format(time.RFC3339)))
+	}
+	n.renew.mu.Lock()
+	st.Renewal = api.RenewalStatus{
+		Last: n.renew.last, Count: n.renew.count, Issued: m.Ticket.NotBefore, Next: n.renew.next,
+		MemberValidity: n.cfg.MemberValidity,
+	}
+	renewErr := n.renew.lastErr
+	n.renew.mu.Unlock()
+	if renewErr != nil {
+		st.Renewal.Error = renewErr.Error()
+	}
+	if st.Degraded = n.degraded(now); st.Degraded != "" {
+		st.Problems = append(st.Problems, "degraded: "+st.Degraded)
+	} else if renewErr != nil && now.After(renewAt(m)) {
+		// Renewal is overdue only once two thirds have passed; a failure
+		// before expiry is a warning worth showing.
+		st.Problems = append(st.Problems, "renewal failing (expires "+m.Expires().UTC().Format(time.RFC3339)+"): "+st.Renewal.Error)
 	}
 	stats := map[wgtypes.Key]wgStat{}
 	if n.dev != nil {
@@ -76,6 +96,9 @@ func (n *Node) Status() api.Status {
 			ServerName: m.Ticket.Name,
 			ClientURL:  "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSClientPort)),
 			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
+		}
+		for _, r := range ns.Routes {
+			st.NATS.Routes = append(st.NATS.Routes, api.RouteConn{ID: r.ID, Remote: r.Remote, Start: r.Start})
 		}
 		if ns.JetStream.Waiting {
 			st.Problems = append(st.Problems, fmt.Sprintf("NATS waits for %d of %d members before JetStream bootstrap", ns.JetStream.Known, ns.JetStream.Expect))

@@ -1,6 +1,7 @@
 package natsnode
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -561,9 +562,19 @@ type Status struct {
 	RoutesUp       int   // distinct remote servers with a route
 	RoutesExpected int   // members other than self
 	RoutesRefused  int64 // inbound routes refused since start
-	Clients        int
-	JetStream      JetStreamStatus
-	ReloadError    string
+	// Routes are the open route connections, by connection id: a route
+	// dropped and reconnected comes back under a new id.
+	Routes      []RouteConn
+	Clients     int
+	JetStream   JetStreamStatus
+	ReloadError string
+}
+
+// RouteConn is one open route connection.
+type RouteConn struct {
+	ID     uint64    // nats-server's connection id
+	Remote string    // the remote server's name
+	Start  time.Time // when the connection was made
 }
 
 // JetStreamStatus reports the bootstrap guard and the meta group.
@@ -624,8 +635,10 @@ func (s *Server) Status() Status {
 		ids := map[string]bool{}
 		for _, r := range rz.Routes {
 			ids[r.RemoteID] = true
+			st.Routes = append(st.Routes, RouteConn{ID: r.Rid, Remote: r.RemoteName, Start: r.Start})
 		}
 		st.RoutesUp = len(ids)
+		slices.SortFunc(st.Routes, func(a, b RouteConn) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	if st.JetStream.Enabled {
 		if jsz, err := ns.Jsz(nil); err == nil && jsz.Meta != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
 func runInit(ctx context.Context, args []string) error {
@@ -15,6 +16,8 @@ func runInit(ctx context.Context, args []string) error {
 	name := fs.String("name", "", "this node's name (DNS label)")
 	meshName := fs.String("mesh", "mesh", "the mesh's name (DNS label)")
 	hub := fs.Bool("hub", false, "this node is reachable and relays for phones")
+	validity := fs.Duration("member-validity", defaults.MemberValidity,
+		"lifetime of the mesh's tickets and node certificates (at least 1m); members renew at 2/3 of it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -32,7 +35,11 @@ func runInit(ctx context.Context, args []string) error {
 	if *hub {
 		roles |= identity.RoleHub
 	}
-	m, err := cfg.StateDir.InitMesh(*meshName, *name, roles, time.Now())
+	if err := identity.CheckMemberValidity(*validity); err != nil || *validity <= 0 {
+		return fmt.Errorf("--member-validity %s: want at least %s", *validity, identity.MinMemberValidity)
+	}
+	cfg.MemberValidity = *validity
+	m, err := cfg.StateDir.InitMesh(*meshName, *name, roles, *validity, time.Now())
 	if err != nil {
 		return err
 	}
@@ -43,6 +50,7 @@ func runInit(ctx context.Context, args []string) error {
 	fmt.Printf("name:          %s\n", m.Ticket.Name)
 	fmt.Printf("overlay:       %s (mesh %s)\n", m.Ticket.Addr, m.Trust.Prefix())
 	fmt.Printf("wireguard key: %s\n", m.ID.WireGuardPublic())
+	fmt.Printf("validity:      members %s (renewed at 2/3), CA until %s\n", *validity, m.Trust.Cert.NotAfter.Format("2006-01-02"))
 	fmt.Printf("state:         %s\n", cfg.StateDir)
 	fmt.Printf("next:          meshnode up --state %s\n", cfg.StateDir)
 	return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -50,6 +51,20 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 	fmt.Fprintf(w, "%s  %s  mesh %s  roles %s  %s :%d  cert expires %s (%s)\n",
 		st.Name, st.Addr, st.Mesh, st.Roles, st.Interface, st.ListenPort,
 		st.CertExpires.Format("2006-01-02"), ageString(st.CertExpires.Sub(now)))
+	renewed := "never in this run"
+	if !st.Renewal.Last.IsZero() {
+		renewed = fmt.Sprintf("%s ago (%d in this run)", ageString(now.Sub(st.Renewal.Last)), st.Renewal.Count)
+	}
+	if !st.TicketExpires.IsZero() {
+		fmt.Fprintf(w, "ticket expires %s (%s), last renewal %s, next %s\n",
+			st.TicketExpires.Format(time.RFC3339), ageString(st.TicketExpires.Sub(now)), renewed, nextString(st.Renewal.Next, now))
+	}
+	if !st.CAExpires.IsZero() {
+		fmt.Fprintf(w, "mesh CA expires %s (%s)\n", st.CAExpires.Format("2006-01-02"), ageString(st.CAExpires.Sub(now)))
+	}
+	if st.Degraded != "" {
+		fmt.Fprintf(w, "DEGRADED: %s\n", st.Degraded)
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tOVERLAY\tSTATE\tPATH\tHANDSHAKE\tTX\tRX")
 	for _, m := range st.Members {
@@ -72,6 +87,10 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 
 func ageString(d time.Duration) string {
 	switch {
+	case d == math.MinInt64:
+		// A zero time subtracted from now saturates here, and -d would
+		// be d again: recursing forever.
+		return "-" + ageString(math.MaxInt64)
 	case d < 0:
 		return "-" + ageString(-d)
 	case d < time.Minute:
@@ -96,4 +115,11 @@ func bytesString(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func nextString(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return "in " + ageString(t.Sub(now))
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/meshnode/meshnode/identity"
 )
 
 // carriesValidToken lets a join with a token this node would accept through
@@ -26,12 +28,15 @@ func (s *Server) carriesValidToken(w http.ResponseWriter, r *http.Request, now t
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	var req struct {
-		Token string `json:"token"`
+		Token string              `json:"token"`
+		Name  string              `json:"name"`
+		Node  identity.NodePublic `json:"node"`
 	}
 	if json.Unmarshal(body, &req) != nil || req.Token == "" {
 		return false
 	}
-	_, err := s.cfg.Invites.Check(req.Token, now)
+	// CheckFor: a retry after a lost answer is as good as a fresh token.
+	_, err := s.cfg.Invites.CheckFor(req.Token, req.Node, req.Name, now)
 	return err == nil
 }
 

@@ -275,3 +275,58 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	return nil
 }
+
+// Renewal is a renewed ticket and node certificate, verified against the
+// member that asked, and the mesh settings of the admin that issued them.
+type Renewal struct {
+	Ticket      []byte
+	NodeCertPEM []byte
+	Mesh        MeshParams
+	// Members are the admin's member table, verified against the mesh CA
+	// (discovery.Discovery.Learn takes them).
+	Members []discovery.Member
+}
+
+// Renew asks the admin's enrollment endpoint at peer for a fresh ticket
+// and node certificate for m, proving m's identity over a challenge. m's
+// ticket may have expired (within RenewGrace). The answer is verified: CA
+// signature, valid now, this identity, WireGuard key and name.
+func Renew(ctx context.Context, peer string, m *identity.Member, endpoints []netip.AddrPort) (*Renewal, error) {
+	if err := discovery.CheckEndpoints(endpoints); err != nil {
+		return nil, err
+	}
+	c := newClient(peer, verifyAgainst(m.Trust.Pool()))
+	var ch challengeResponse
+	if err := c.do(ctx, http.MethodGet, "/v1/challenge", nil, &ch); err != nil {
+		return nil, err
+	}
+	req := renewRequest{Version: version, Ticket: m.Ticket.Marshal(), Endpoints: endpoints, Challenge: ch.Challenge}
+	req.Signature = m.ID.Sign(req.signed())
+	var resp renewResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/renew", req, &resp); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	t, err := identity.ParseTicket(resp.Ticket)
+	if err != nil {
+		return nil, fmt.Errorf("renewal from %s: %w", c.peer, err)
+	}
+	if err := m.ID.CheckOwn(t, m.Trust, now); err != nil {
+		return nil, fmt.Errorf("renewal from %s: %w", c.peer, err)
+	}
+	if t.Name != m.Ticket.Name {
+		return nil, fmt.Errorf("renewal from %s: ticket names %q, this node is %q", c.peer, t.Name, m.Ticket.Name)
+	}
+	nc, err := identity.ParseNodeCert([]byte(resp.NodeCert), m.Trust, now)
+	if err != nil {
+		return nil, fmt.Errorf("renewal from %s: %w", c.peer, err)
+	}
+	if nc.Node() != m.ID.Public() {
+		return nil, fmt.Errorf("renewal from %s: node certificate names another identity", c.peer)
+	}
+	members, err := discovery.DecodeRecords(resp.Members, m.Trust, now)
+	if err != nil {
+		return nil, fmt.Errorf("renewal from %s: %w", c.peer, err)
+	}
+	return &Renewal{Ticket: resp.Ticket, NodeCertPEM: []byte(resp.NodeCert), Mesh: resp.Mesh, Members: members}, nil
+}

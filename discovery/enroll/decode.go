@@ -101,3 +101,29 @@ func decodeHelloRequest(b []byte) (*helloRequest, *identity.Ticket, *apiError) {
 	}
 	return &req, t, nil
 }
+
+// decodeRenewRequest parses a renew request and its ticket; as for hello
+// the caller checks the signatures, and also how long ago the ticket
+// expired.
+func decodeRenewRequest(b []byte) (*renewRequest, *identity.Ticket, *apiError) {
+	var req renewRequest
+	if err := decodeStrict(b, &req); err != nil {
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "renew request: %v", err)
+	}
+	switch {
+	case req.Version != version:
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "renew request version %d, this node speaks %d", req.Version, version)
+	case len(req.Challenge) != challengeSize:
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "renew request: challenge is %d bytes, want %d", len(req.Challenge), challengeSize)
+	case len(req.Signature) != ed25519.SignatureSize:
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "renew request: signature is %d bytes, want %d", len(req.Signature), ed25519.SignatureSize)
+	}
+	if err := discovery.CheckEndpoints(req.Endpoints); err != nil {
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "renew request: %v", err)
+	}
+	t, err := identity.ParseTicket(req.Ticket)
+	if err != nil {
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "renew request: %v", err)
+	}
+	return &req, t, nil
+}

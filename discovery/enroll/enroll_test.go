@@ -60,7 +60,7 @@ func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture
 		Member:      self,
 		Members:     d,
 		Revocations: revs,
-		Mesh:        MeshParams{GossipPort: 7999, BootstrapExpect: 3},
+		Mesh:        MeshParams{GossipPort: 7999, BootstrapExpect: 3, MemberValiditySeconds: 600},
 		OnAdmit:     func(m discovery.Member) { f.mu.Lock(); f.admitted = append(f.admitted, m); f.mu.Unlock() },
 		Logger:      testLogger(t, "enroll"),
 		MaxFailures: maxFailures,
@@ -183,11 +183,24 @@ func TestEnrollHappyPath(t *testing.T) {
 	if st, ok := stateOf(f.d, "newbie"); !ok || st != discovery.StateUnknown {
 		t.Fatalf("newcomer in the admitting table: %v %v", st, ok)
 	}
-	// The same identity cannot use the same token again.
-	_, err = Join(context.Background(), f.addr, tok, id, "newbie", eps)
+	// The same identity asking again under the same name (it lost the
+	// answer) gets the same admission; anyone else finds the token used.
+	again, err := Join(context.Background(), f.addr, tok, id, "newbie", eps)
+	if err != nil {
+		t.Fatalf("same identity, same token again: %v", err)
+	}
+	if at, _ := identity.ParseTicket(again.Enrollment.Ticket); at == nil || at.Name != "newbie" || at.Node != id.Public() || at.Roles != identity.RoleHub {
+		t.Fatalf("second admission differs: %+v", at)
+	}
 	var ee *Error
-	if !errors.As(err, &ee) || ee.Status != http.StatusGone || ee.Code != CodeTokenUsed {
-		t.Fatalf("reused token: %v", err)
+	for _, tc := range []struct {
+		id   *identity.Identity
+		name string
+	}{{newIdentity(t), "newbie"}, {newIdentity(t), "other"}, {id, "renamed"}} {
+		_, err = Join(context.Background(), f.addr, tok, tc.id, tc.name, eps)
+		if !errors.As(err, &ee) || ee.Status != http.StatusGone || ee.Code != CodeTokenUsed {
+			t.Fatalf("used token, %s as %q: %v", tc.id.Public().ShortString(), tc.name, err)
+		}
 	}
 }
 
@@ -421,6 +434,9 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 	hb, _ := json.Marshal(hr)
 	f.Add(hb)
 	f.Add([]byte(`{"version":1}`))
+	rr := renewRequest{Version: 1, Ticket: []byte{1, 2}, Challenge: make([]byte, 32), Signature: make([]byte, 64)}
+	rb, _ := json.Marshal(rr)
+	f.Add(rb)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if req, aerr := decodeJoinRequest(b); aerr == nil {
 			if !req.Node.Verify(req.signed(), req.Signature) || discovery.CheckEndpoints(req.Endpoints) != nil || identity.ValidateName(req.Name) != nil {
@@ -428,6 +444,13 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 			}
 		} else if aerr.status < 400 || aerr.status > 499 || aerr.code == "" {
 			t.Fatalf("refusal is not a precise 4xx: %+v", aerr)
+		}
+		if req, tk, aerr := decodeRenewRequest(b); aerr == nil {
+			if len(req.Challenge) != challengeSize || len(req.Signature) != 64 || tk == nil || discovery.CheckEndpoints(req.Endpoints) != nil {
+				t.Fatalf("accepted an invalid renew request: %+v", req)
+			}
+		} else if aerr.status < 400 || aerr.status > 499 || aerr.code == "" {
+			t.Fatalf("renew refusal is not a precise 4xx: %+v", aerr)
 		}
 		if req, tk, aerr := decodeHelloRequest(b); aerr == nil {
 			if len(req.Challenge) != challengeSize || tk == nil || discovery.CheckEndpoints(req.Endpoints) != nil {

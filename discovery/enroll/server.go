@@ -43,7 +43,8 @@ type ServerConfig struct {
 	// answers hello.
 	Member *identity.Member
 	// Mesh is handed to every newcomer: the settings it must share with
-	// the rest of the mesh (the node's own, so they cannot drift).
+	// the rest of the mesh (the node's own, so they cannot drift). Its
+	// member validity is also what this node issues and renews with.
 	Mesh MeshParams
 	// Invites is the token store; required when Member.CA is set.
 	Invites *identity.Invites
@@ -64,12 +65,17 @@ type ServerConfig struct {
 	FailureWindow time.Duration
 
 	now func() time.Time // tests
+	// answered, when set (tests), runs after an answer was written and
+	// before it is flushed: a test can drop the connection there to lose
+	// the answer on the way back.
+	answered func(path string, w http.ResponseWriter)
 }
 
 // Server is the enrollment endpoint.
 type Server struct {
 	cfg        ServerConfig
 	log        *slog.Logger
+	cert       *identity.CertHolder
 	tls        *tls.Config
 	lim        *limiter
 	challenges *challengeTable
@@ -109,20 +115,43 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
-	cert, err := m.ID.TLSCertificate(m.Cert)
+	cert, err := chainCert(m.ID, m.Cert, m.Trust)
 	if err != nil {
-		return nil, fmt.Errorf("enrollment: %w", err)
+		return nil, err
 	}
-	// The CA certificate rides along: a newcomer pins it by fingerprint.
-	cert.Certificate = append(cert.Certificate, m.Trust.Cert.Raw)
+	holder := identity.NewCertHolder(cert)
 	return &Server{
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "enroll"),
-		tls:        identity.ServerTLS(cert, m.Trust),
+		cert:       holder,
+		tls:        holder.ServerTLS(m.Trust),
 		lim:        newLimiter(cfg.MaxFailures, cfg.FailureWindow),
 		challenges: newChallengeTable(),
 		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
 	}, nil
+}
+
+// chainCert is the node certificate with the CA certificate riding along:
+// a newcomer pins the CA by fingerprint.
+func chainCert(id *identity.Identity, nc *identity.NodeCert, trust *identity.Trust) (tls.Certificate, error) {
+	cert, err := id.TLSCertificate(nc)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("enrollment: %w", err)
+	}
+	cert.Certificate = append(cert.Certificate, trust.Cert.Raw)
+	return cert, nil
+}
+
+// SetCertificate presents nc (a renewed node certificate) from the next
+// TLS handshake on; connections already open keep theirs.
+func (s *Server) SetCertificate(nc *identity.NodeCert) error {
+	m := s.cfg.Member
+	cert, err := chainCert(m.ID, nc, m.Trust)
+	if err != nil {
+		return err
+	}
+	s.cert.Set(cert)
+	return nil
 }
 
 // Serve answers enrollment requests on ln (TLS is added here) until Close.
@@ -209,12 +238,14 @@ func (s *Server) Handler() http.Handler {
 			out, aerr = s.join(w, r, now)
 		case r.URL.Path == "/v1/hello" && r.Method == http.MethodPost:
 			out, aerr = s.hello(w, r, now)
+		case r.URL.Path == "/v1/renew" && r.Method == http.MethodPost:
+			out, aerr = s.renew(w, r, now)
 		case r.URL.Path == "/v1/challenge" && r.Method == http.MethodGet:
 			var ch []byte
 			if ch, aerr = s.challenges.issue(from, now); aerr == nil {
 				out = challengeResponse{Challenge: ch}
 			}
-		case r.URL.Path == "/v1/join" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/challenge":
+		case r.URL.Path == "/v1/join" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/renew" || r.URL.Path == "/v1/challenge":
 			aerr = fail(http.StatusMethodNotAllowed, CodeMethod, "%s is not allowed on %s", r.Method, r.URL.Path)
 		default:
 			aerr = fail(http.StatusNotFound, CodeNotFound, "no such endpoint %s", r.URL.Path)
@@ -236,6 +267,9 @@ func (s *Server) Handler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
+		if s.cfg.answered != nil {
+			s.cfg.answered(r.URL.Path, w)
+		}
 	})
 }
 
@@ -286,6 +320,15 @@ func (s *Server) adminHint() *adminHint {
 	return &adminHint{Name: best.Name, Endpoints: best.Endpoints}
 }
 
+// noCA is the refusal of a node without the CA key, naming an admin.
+func (s *Server) noCA(what string) *apiError {
+	e := fail(http.StatusMisdirectedRequest, CodeNoCA, "this node (%s) does not hold the mesh CA and cannot %s", s.cfg.Member.Ticket.Name, what)
+	if e.admin = s.adminHint(); e.admin != nil {
+		e.msg += fmt.Sprintf("; ask admin member %q", e.admin.Name)
+	}
+	return e
+}
+
 func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (any, *apiError) {
 	body, aerr := readBody(w, r)
 	if aerr != nil {
@@ -297,17 +340,16 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	}
 	ca := s.cfg.Member.CA
 	if ca == nil {
-		e := fail(http.StatusMisdirectedRequest, CodeNoCA, "this node (%s) does not hold the mesh CA and cannot admit members", s.cfg.Member.Ticket.Name)
-		if e.admin = s.adminHint(); e.admin != nil {
-			e.msg += fmt.Sprintf("; join through admin member %q", e.admin.Name)
-		}
-		return nil, e
+		return nil, s.noCA("admit members")
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
 	// Everything is checked before anything changes: only Redeem and
-	// what follows it leave a trace.
-	roles, err := s.cfg.Invites.Check(req.Token, now)
+	// what follows it leave a trace. A token already redeemed for this
+	// very identity and name passes: the newcomer lost our answer and
+	// asks again, and gets the same admission (fresh credentials for the
+	// same name, identity and roles).
+	roles, err := s.cfg.Invites.CheckFor(req.Token, req.Node, req.Name, now)
 	if err != nil {
 		return nil, tokenError(err)
 	}
@@ -317,7 +359,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if s.cfg.Members.NameTaken(req.Name, req.Node) {
 		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is taken by another member", req.Name)
 	}
-	e, err := ca.Enroll(req.Name, req.Node, req.WireGuard, roles, now)
+	e, err := ca.EnrollFor(req.Name, req.Node, req.WireGuard, roles, now, s.cfg.Mesh.MemberValidity())
 	if err != nil {
 		return nil, fail(http.StatusInternalServerError, CodeInternalError, "issue: %v", err)
 	}
@@ -338,7 +380,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if resp.Members, aerr = s.records(req.Node); aerr != nil {
 		return nil, aerr
 	}
-	if _, err := s.cfg.Invites.Redeem(req.Token, req.Name+" "+req.Node.ShortString(), now); err != nil {
+	if _, err := s.cfg.Invites.RedeemFor(req.Token, req.Node, req.Name, now); err != nil {
 		return nil, tokenError(err)
 	}
 	m := s.cfg.Members.Admit(t, req.Endpoints)
@@ -401,4 +443,82 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request, now time.Time) (a
 		return nil, aerr
 	}
 	return helloResponse{Members: members}, nil
+}
+
+// RenewGrace is how long after its ticket expired a member may still renew
+// it by itself: as long again as the ticket's own lifetime (a year in a
+// mesh of year-long tickets, 3 minutes in a test mesh of 3-minute ones).
+//
+// Renewal proves the identity key and a CA-signed ticket; what it cannot
+// prove is that the operator still wants the box. Revocation is the
+// answer for a box known to be gone, but boxes also get forgotten in a
+// drawer or stolen unnoticed: without a bound, any old disk would let
+// itself back in forever. One lifetime lets a node that was off for up to
+// a whole renewal period come back on its own (an appliance stored for a
+// season, a lab VM paused over a long test), scales with the mesh's own
+// choice of lifetime, and past it the operator decides with a new token.
+func RenewGrace(t *identity.Ticket) time.Duration { return t.Lifetime() }
+
+// renew issues a fresh ticket and node certificate to a member that
+// proves its identity over a challenge, with its current ticket, even an
+// expired one within RenewGrace. Name, identity, WireGuard key and roles
+// are the ticket's; the lifetime is the mesh's. The member is re-added to
+// the table (like hello) so that a node whose expired ticket made members
+// forget it becomes a WireGuard peer again and gossip can reach it.
+func (s *Server) renew(w http.ResponseWriter, r *http.Request, now time.Time) (any, *apiError) {
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	req, t, aerr := decodeRenewRequest(body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	ca := s.cfg.Member.CA
+	if ca == nil {
+		return nil, s.noCA("renew members")
+	}
+	if err := t.VerifySignature(s.cfg.Member.Trust); err != nil {
+		return nil, fail(http.StatusForbidden, CodeBadTicket, "%v", err)
+	}
+	if now.Add(identity.ClockSkew).Before(t.NotBefore) {
+		return nil, fail(http.StatusForbidden, CodeBadTicket, "ticket for %q is not valid before %s", t.Name, t.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if grace := RenewGrace(t); now.After(t.NotAfter.Add(grace)) {
+		return nil, fail(http.StatusForbidden, CodeRenewTooLate, "ticket for %q expired at %s, more than %s ago: join again with a new token",
+			t.Name, t.NotAfter.UTC().Format(time.RFC3339), grace)
+	}
+	if !t.Node.Verify(req.signed(), req.Signature) {
+		return nil, fail(http.StatusBadRequest, CodeBadSignature, "renew request is not signed by the ticket's identity %s", t.Node.ShortString())
+	}
+	if !s.challenges.take(req.Challenge, remoteAddr(r), now) {
+		return nil, fail(http.StatusForbidden, CodeBadChallenge, "challenge unknown, used or expired: ask for a fresh one")
+	}
+	if s.cfg.Revocations.IsRevoked(t.Node) {
+		return nil, fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", t.Node.ShortString())
+	}
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+	if s.cfg.Members.NameTaken(t.Name, t.Node) {
+		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is held by another member", t.Name)
+	}
+	e, err := ca.EnrollFor(t.Name, t.Node, t.WireGuard, t.Roles, now, s.cfg.Mesh.MemberValidity())
+	if err != nil {
+		return nil, fail(http.StatusInternalServerError, CodeInternalError, "issue: %v", err)
+	}
+	nt, err := identity.ParseTicket(e.Ticket)
+	if err != nil {
+		return nil, fail(http.StatusInternalServerError, CodeInternalError, "issue: %v", err)
+	}
+	m := s.cfg.Members.Admit(nt, req.Endpoints)
+	if s.cfg.OnAdmit != nil {
+		s.cfg.OnAdmit(m)
+	}
+	s.log.Info("member renewed", "name", t.Name, "node", t.Node.ShortString(), "expired", t.Expired(now),
+		"not_after", nt.NotAfter, "from", remoteAddr(r))
+	members, aerr := s.records(t.Node)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return renewResponse{Ticket: e.Ticket, NodeCert: string(e.NodeCertPEM), Mesh: s.cfg.Mesh, Members: members}, nil
 }

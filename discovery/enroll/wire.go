@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/netip"
+	"time"
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/defaults"
@@ -15,6 +16,8 @@ import (
 //	POST /v1/join       a newcomer with a one-time token asks to be admitted
 //	GET  /v1/challenge  a fresh challenge for hello
 //	POST /v1/hello      a known member re-introduces itself (signed challenge)
+//	POST /v1/renew      a member asks an admin for a fresh ticket and node
+//	                    certificate (signed challenge, like hello)
 //
 // The version is explicit three times: in the path, in every request's
 // "version" field, and in the domain of every signature. Requests are
@@ -28,6 +31,7 @@ const (
 
 	joinDomain  = "meshnode join v1"
 	helloDomain = "meshnode hello v1"
+	renewDomain = "meshnode renew v1"
 	version     = 1
 
 	maxRequestBody  = 16 << 10
@@ -91,6 +95,41 @@ func (r *helloRequest) signed() []byte {
 	return appendEndpoints(b, r.Endpoints)
 }
 
+// renewRequest is what a member sends to an admin to renew its ticket and
+// node certificate. Ticket is its current one, which may have expired (up
+// to RenewGrace ago): the CA signature and the identity's signature over a
+// fresh challenge are what admit it, not the ticket's time.
+type renewRequest struct {
+	Version   int              `json:"version"`
+	Ticket    []byte           `json:"ticket"`
+	Endpoints []netip.AddrPort `json:"endpoints"`
+	Challenge []byte           `json:"challenge"`
+	Signature []byte           `json:"signature"`
+}
+
+// signed is "meshnode renew v1" || challenge [32] | ticket_len u8 |
+// ticket | n u8 | n × (addr [16] | port u16): hello's layout under its own
+// domain, so that neither signature can stand for the other.
+func (r *renewRequest) signed() []byte {
+	b := []byte(renewDomain)
+	b = append(b, r.Challenge...)
+	b = append(b, byte(len(r.Ticket)))
+	b = append(b, r.Ticket...)
+	return appendEndpoints(b, r.Endpoints)
+}
+
+// renewResponse carries the renewed credentials and the mesh's settings
+// as the admin knows them (a renewing member adopts the member validity).
+type renewResponse struct {
+	Ticket   []byte     `json:"ticket"`
+	NodeCert string     `json:"node_cert"`
+	Mesh     MeshParams `json:"mesh"`
+	// Members are the admin's signed member records, the caller excluded:
+	// a node that was away long enough to forget its peers learns them
+	// again.
+	Members json.RawMessage `json:"members"`
+}
+
 // MeshParams are the mesh-wide settings a newcomer adopts. The mesh's name
 // and prefix are not among them: they follow from the CA certificate the
 // answer carries, and a second copy could only disagree with it. Neither is
@@ -104,6 +143,16 @@ type MeshParams struct {
 	// newcomer waits for the same number of members as the rest (0: not
 	// set by the admitting node).
 	BootstrapExpect int `json:"bootstrap_expect,omitempty"`
+	// MemberValiditySeconds is the lifetime of the mesh's tickets and
+	// node certificates, so that every member knows when it must renew
+	// and an admitted admin issues with the mesh's setting (0: not sent
+	// by an earlier build; the default applies).
+	MemberValiditySeconds int64 `json:"member_validity_s,omitempty"`
+}
+
+// MemberValidity is MemberValiditySeconds as a duration (0 when unset).
+func (p MeshParams) MemberValidity() time.Duration {
+	return time.Duration(p.MemberValiditySeconds) * time.Second
 }
 
 type joinResponse struct {
@@ -152,6 +201,7 @@ const (
 	CodeNameTaken     = "name-taken"
 	CodeBadTicket     = "bad-ticket"
 	CodeBadChallenge  = "bad-challenge"
+	CodeRenewTooLate  = "renew-too-late"
 	CodeRateLimited   = "rate-limited"
 	CodeMethod        = "method-not-allowed"
 	CodeNotFound      = "not-found"

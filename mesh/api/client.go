@@ -118,3 +118,12 @@ func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
 	defer resp.Body.Close()
 	return io.ReadAll(io.LimitReader(resp.Body, maxMetrics))
 }
+
+// Renew asks the daemon to renew its ticket and node certificate now.
+func (c *Client) Renew(ctx context.Context) (*RenewResponse, error) {
+	var r RenewResponse
+	if err := c.do(ctx, http.MethodPost, PathRenew, struct{}{}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

@@ -20,8 +20,17 @@ type Status struct {
 	Endpoints     []netip.AddrPort         `json:"endpoints"`
 	CertExpires   time.Time                `json:"cert_expires"`
 	TicketExpires time.Time                `json:"ticket_expires"`
-	Members       []MemberStatus           `json:"members"`
-	NATS          NATSStatus               `json:"nats"`
+	// CAExpires is when the mesh CA certificate runs out; it is not
+	// renewed automatically, so status warns a year ahead.
+	CAExpires time.Time `json:"ca_expires,omitzero"`
+	// Renewal is the state of the automatic renewal of ticket and
+	// certificate.
+	Renewal RenewalStatus `json:"renewal,omitzero"`
+	// Degraded, when set, says why this node is not a full member (its
+	// ticket or certificate expired): it runs only to renew.
+	Degraded string         `json:"degraded,omitempty"`
+	Members  []MemberStatus `json:"members"`
+	NATS     NATSStatus     `json:"nats"`
 	// Healthy is false when any member is not alive, a live member has no
 	// recent handshake, or NATS routes are missing; Problems says which.
 	Healthy  bool     `json:"healthy"`
@@ -40,11 +49,38 @@ type MemberStatus struct {
 	TxBytes       int64          `json:"tx_bytes"`
 }
 
+// RenewalStatus is the automatic renewal of the node's credentials.
+type RenewalStatus struct {
+	// Last is the last successful renewal in this run (zero: none yet);
+	// Count counts them.
+	Last  time.Time `json:"last,omitzero"`
+	Count int       `json:"count"`
+	// Issued is when the current ticket was issued (its start), which
+	// survives restarts.
+	Issued time.Time `json:"issued,omitzero"`
+	// Next is when the node tries next.
+	Next time.Time `json:"next,omitzero"`
+	// Error is the last attempt's failure, while it keeps failing.
+	Error string `json:"error,omitempty"`
+	// MemberValidity is the mesh's lifetime of tickets and certificates.
+	MemberValidity time.Duration `json:"member_validity,omitempty"`
+}
+
 // NATSStatus summarises the embedded NATS server.
 type NATSStatus struct {
 	ServerName     string `json:"server_name"`
 	ClientURL      string `json:"client_url"`
 	RoutesUp       int    `json:"routes_up"`
 	RoutesExpected int    `json:"routes_expected"`
-	JetStream      string `json:"jetstream"`
+	// Routes are the server's open route connections: the same ids over
+	// time mean no route was dropped.
+	Routes    []RouteConn `json:"routes,omitempty"`
+	JetStream string      `json:"jetstream"`
+}
+
+// RouteConn is one open NATS route connection.
+type RouteConn struct {
+	ID     uint64    `json:"id"` // nats-server's connection id
+	Remote string    `json:"remote"`
+	Start  time.Time `json:"start"`
 }

@@ -13,8 +13,16 @@ const (
 	PathLeave  = "/v1/leave"  // POST {}: {}
 	// PathMetrics is the Prometheus text format (not JSON), the same as
 	// the optional --metrics-addr listener serves at /metrics.
-	PathMetrics = "/metrics" // GET: text/plain; version=0.0.4
+	PathMetrics = "/metrics"  // GET: text/plain; version=0.0.4
+	PathRenew   = "/v1/renew" // POST {}: RenewResponse
 )
+
+// RenewResponse says what a forced renewal produced.
+type RenewResponse struct {
+	From          string    `json:"from"`
+	TicketExpires time.Time `json:"ticket_expires"`
+	CertExpires   time.Time `json:"cert_expires"`
+}
 
 // InviteRequest asks the daemon for a join token.
 type InviteRequest struct {

@@ -79,6 +79,18 @@ const (
 	CAValidity = 10 * 365 * 24 * time.Hour
 	// NodeCertValidity is a node certificate's (and ticket's) lifetime.
 	NodeCertValidity = 365 * 24 * time.Hour
+	// MemberValidity is a mesh's default member validity (`meshnode init
+	// --member-validity`): the lifetime of the tickets and certificates
+	// its admins issue.
+	MemberValidity = NodeCertValidity
+	// CAWarnBefore is how long before the mesh CA expires status starts
+	// warning: the CA is not renewed automatically.
+	CAWarnBefore = 365 * 24 * time.Hour
+	// NeverSeenTimeout is how long a member admitted by an enrollment
+	// endpoint is kept (and peered with) while gossip has never seen it
+	// alive: a join whose newcomer never came up must not stay a
+	// WireGuard peer for MemberRetention.
+	NeverSeenTimeout = 10 * time.Minute
 	// InviteTTL is how long a join token from `meshnode invite` is valid
 	// (`--ttl`).
 	InviteTTL = time.Hour
