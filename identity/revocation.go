@@ -238,6 +238,14 @@ func (s *RevocationSet) IsRevoked(node NodePublic) bool {
 	return ok
 }
 
+// Get returns the record held for node.
+func (s *RevocationSet) Get(node NodePublic) (*Revocation, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.byKey[node]
+	return r, ok
+}
+
 // List returns every revocation, ordered by key.
 func (s *RevocationSet) List() []*Revocation {
 	s.mu.RLock()
