@@ -456,6 +456,28 @@ func (s *Server) RemovePeer(serverName string) error {
 	return nil
 }
 
+// MetaGroup reports the JetStream meta group as this server sees it: the
+// leader's server name and every peer's (leader included, offline peers
+// too). It fails while JetStream is not running or no leader is known.
+func (s *Server) MetaGroup() (leader string, peers []string, err error) {
+	ns := s.srv()
+	if ns == nil {
+		return "", nil, ErrNotRunning
+	}
+	jsz, err := ns.Jsz(nil)
+	if err != nil {
+		return "", nil, fmt.Errorf("natsnode: meta group: %w", err)
+	}
+	if jsz.Meta == nil || jsz.Meta.Leader == "" {
+		return "", nil, errors.New("natsnode: meta group: no leader known")
+	}
+	peers = append(peers, jsz.Meta.Leader)
+	for _, p := range jsz.Meta.Replicas {
+		peers = append(peers, p.Name)
+	}
+	return jsz.Meta.Leader, peers, nil
+}
+
 // Status is what `meshnode status` shows about NATS.
 type Status struct {
 	ServerName     string
