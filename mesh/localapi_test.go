@@ -16,8 +16,9 @@ import (
 )
 
 type fakeBackend struct {
-	left   bool
-	minted []identity.Roles
+	left    bool
+	minted  []identity.Roles
+	revoked []string
 }
 
 func (f *fakeBackend) Status() api.Status {
@@ -33,6 +34,14 @@ func (f *fakeBackend) Invite(ttl time.Duration, roles identity.Roles) (string, e
 }
 
 func (f *fakeBackend) Leave() error { f.left = true; return nil }
+
+func (f *fakeBackend) Revoke(target, reason string) (api.Revoked, error) {
+	if target == "alpha" {
+		return api.Revoked{}, errors.New("alpha is this node: an admin does not revoke itself")
+	}
+	f.revoked = append(f.revoked, target)
+	return api.Revoked{Name: target, Issuer: "alpha", Reason: reason}, nil
+}
 
 func TestLocalAPI(t *testing.T) {
 	dir := identity.StateDir(shortTempDir(t))
@@ -69,6 +78,13 @@ func TestLocalAPI(t *testing.T) {
 	}
 	if _, err := c.Invite(ctx, 0, 0); err == nil || !strings.Contains(err.Error(), "ttl") {
 		t.Fatalf("invite with ttl 0: got %v, want the backend's error", err)
+	}
+	rev, err := c.Revoke(ctx, "beta", "stolen")
+	if err != nil || rev.Name != "beta" || rev.Issuer != "alpha" || rev.Reason != "stolen" || len(fb.revoked) != 1 {
+		t.Fatalf("revoke: %+v %v revoked=%v", rev, err, fb.revoked)
+	}
+	if _, err := c.Revoke(ctx, "alpha", ""); err == nil || !strings.Contains(err.Error(), "this node") {
+		t.Fatalf("revoke self: got %v, want the backend's error", err)
 	}
 	if err := c.Leave(ctx); err != nil || !fb.left {
 		t.Fatalf("leave: %v left=%v", err, fb.left)

@@ -36,6 +36,8 @@ type Node struct {
 	eps   []netip.AddrPort
 	ready chan struct{}
 	leave chan struct{}
+	// evictKick wakes evictLoop (revoked members out of JetStream).
+	evictKick chan struct{}
 
 	reconcileMu sync.Mutex // one reconcile at a time (loop and enrollment)
 	leaveOne    sync.Once
@@ -64,8 +66,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if revs.IsRevoked(m.ID.Public()) {
-		return nil, fmt.Errorf("this node (%s) has been revoked from mesh %q", m.Ticket.Name, m.Trust.Mesh)
+	if r, ok := revs.Get(m.ID.Public()); ok {
+		return nil, &RevokedError{Name: m.Ticket.Name, Revocation: r}
 	}
 	eps, err := cfg.ParseEndpoints()
 	if err != nil {
@@ -76,7 +78,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
-		ready: make(chan struct{}), leave: make(chan struct{}),
+		ready: make(chan struct{}), leave: make(chan struct{}), evictKick: make(chan struct{}, 1),
 	}
 	// Until the first reconcile the plan knows this node alone: whatever
 	// asks early is refused unless it is this node.
@@ -138,6 +140,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, func() {
+		// A revoked node has no one to say goodbye to: every member
+		// blocks its gossip.
+		if n.selfRevoked() != nil {
+			n.disc.Shutdown()
+			return
+		}
 		if err := n.disc.Leave(2 * time.Second); err != nil {
 			n.log.Warn("leave gossip", "err", err)
 		}
@@ -175,6 +183,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, n.nats.Shutdown)
+	go n.evictLoop(ctx)
 
 	stopEnroll, err := n.serveEnrollment(ctx)
 	if err != nil {
@@ -206,6 +215,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		case <-tick.C:
 			n.reconcile()
 		}
+		if rev := n.selfRevoked(); rev != nil {
+			// Gossip told us (every member sends a revoked member its
+			// record before blocking it). The mesh refuses this node
+			// everywhere already; stopping says so clearly instead of
+			// running on alone.
+			r := rev.Revocation
+			n.log.Error("this node has been revoked from the mesh: stopping", "by", r.Issuer, "at", r.Time, "reason", r.Reason)
+			return rev
+		}
 	}
 }
 
@@ -233,10 +251,18 @@ func (n *Node) reconcile() {
 	if _, err := n.dev.Apply(p.Peers); err != nil {
 		n.log.Error("apply WireGuard peers", "err", err)
 	}
+	// TUNRESET: the one place revoked members' connections are cut off
+	// at the TUN (mesh/wg Device.SetCutOff, branch tunreset). Until that
+	// lands the device has no such method and this does nothing; after,
+	// call n.dev.SetCutOff(p.CutOff) directly.
+	if c, ok := any(n.dev).(interface{ SetCutOff([]netip.Addr) }); ok {
+		c.SetCutOff(p.CutOff)
+	}
 	if n.nats != nil {
 		n.nats.SetMembers(p.Routes)
 		n.nats.Recheck()
 	}
+	n.kickEvict()
 }
 
 // snapshot gathers what a plan is computed from. Discovery's table is
@@ -245,8 +271,11 @@ func (n *Node) reconcile() {
 func (n *Node) snapshot() Snapshot {
 	t := n.member.Ticket
 	s := Snapshot{
-		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort},
+		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, Prefix: n.member.Trust.Prefix(), RoutePort: n.cfg.NATSRoutePort},
 		Revoked: n.revs, Endpoints: n.eps,
+	}
+	for _, r := range n.revs.List() {
+		s.RevokedNodes = append(s.RevokedNodes, r.Node)
 	}
 	if n.disc != nil {
 		s.Members = n.disc.Members()

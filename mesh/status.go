@@ -1,10 +1,13 @@
 package mesh
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -70,6 +73,17 @@ func (n *Node) Status() api.Status {
 			st.Members = append(st.Members, ms)
 		}
 	}
+	// Revoked members are listed apart, and are no problem: gone on
+	// purpose, for good.
+	self := m.ID.Public()
+	for _, r := range n.revs.List() {
+		if r.Node != self {
+			st.Revoked = append(st.Revoked, revokedEntry(r, m.Trust, false))
+		}
+	}
+	slices.SortFunc(st.Revoked, func(a, b api.Revoked) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), a.Time.Compare(b.Time))
+	})
 	if n.nats != nil {
 		ns := n.nats.Status()
 		st.NATS = api.NATSStatus{

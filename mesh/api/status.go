@@ -21,7 +21,10 @@ type Status struct {
 	CertExpires   time.Time                `json:"cert_expires"`
 	TicketExpires time.Time                `json:"ticket_expires"`
 	Members       []MemberStatus           `json:"members"`
-	NATS          NATSStatus               `json:"nats"`
+	// Revoked lists revoked members apart from Members: a revoked member
+	// is neither dead nor a problem, it is gone on purpose.
+	Revoked []Revoked  `json:"revoked,omitempty"`
+	NATS    NATSStatus `json:"nats"`
 	// Healthy is false when any member is not alive, a live member has no
 	// recent handshake, or NATS routes are missing; Problems says which.
 	Healthy  bool     `json:"healthy"`
