@@ -89,7 +89,7 @@ func (n *Node) Status() api.Status {
 		st.NATS = api.NATSStatus{
 			ServerName: m.Ticket.Name,
 			ClientURL:  "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSClientPort)),
-			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
+			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, Routes: ns.RouteNames, JetStream: jetStreamString(ns.JetStream),
 		}
 		if ns.JetStream.Waiting {
 			st.Problems = append(st.Problems, fmt.Sprintf("NATS waits for %d of %d members before JetStream bootstrap", ns.JetStream.Known, ns.JetStream.Expect))

@@ -491,6 +491,9 @@ type Status struct {
 	Clients        int
 	JetStream      JetStreamStatus
 	ReloadError    string
+
+	// RouteNames names the servers a route is up to, sorted.
+	RouteNames []string
 }
 
 // JetStreamStatus reports the bootstrap guard and the meta group.
@@ -551,8 +554,12 @@ func (s *Server) Status() Status {
 		ids := map[string]bool{}
 		for _, r := range rz.Routes {
 			ids[r.RemoteID] = true
+			if r.RemoteName != "" && !slices.Contains(st.RouteNames, r.RemoteName) {
+				st.RouteNames = append(st.RouteNames, r.RemoteName)
+			}
 		}
 		st.RoutesUp = len(ids)
+		slices.Sort(st.RouteNames)
 	}
 	if st.JetStream.Enabled {
 		if jsz, err := ns.Jsz(nil); err == nil && jsz.Meta != nil {

@@ -50,4 +50,8 @@ type NATSStatus struct {
 	RoutesUp       int    `json:"routes_up"`
 	RoutesExpected int    `json:"routes_expected"`
 	JetStream      string `json:"jetstream"`
+
+	// Routes names the servers a route is up to (what nats-server's
+	// Routez reports), sorted.
+	Routes []string `json:"routes,omitempty"`
 }
