@@ -97,6 +97,9 @@ type Discovery struct {
 	dirty   chan struct{}
 	revIn   chan []*identity.Revocation
 	queue   *memberlist.TransmitLimitedQueue
+	// created is when New ran: members recorded as left before it are
+	// rejoined like the others (see rejoinTargets).
+	created time.Time
 
 	ml       *memberlist.Memberlist
 	closed   bool // Shutdown ran: memberlist must not be called again
@@ -177,6 +180,7 @@ func New(cfg Config) (*Discovery, error) {
 		changes:    make(chan struct{}, 1),
 		dirty:      make(chan struct{}, 1),
 		revIn:      make(chan []*identity.Revocation, 64),
+		created:    time.Now(),
 	}
 	d.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(d.alive.Load()) },
@@ -849,7 +853,11 @@ func (d *Discovery) rejoinTargets() []string {
 	defer d.mu.Unlock()
 	var out []string
 	for _, m := range d.table {
-		if m.Self || m.State == StateAlive || m.State == StateLeft {
+		// A member seen leaving during this run is not chased. One the
+		// persisted table says had left is: when a whole mesh stops at
+		// once, two members can each record the other as left, and if
+		// neither then rejoined the other they would stay split for good.
+		if m.Self || m.State == StateAlive || (m.State == StateLeft && m.LastChange.After(d.created)) {
 			continue
 		}
 		if a, ok := d.joinAddr(m); ok {
