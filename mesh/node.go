@@ -183,7 +183,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, n.nats.Shutdown)
-	go n.evictLoop(ctx)
+	evictCtx, stopEvict := context.WithCancel(ctx)
+	evictDone := make(chan struct{})
+	go func() { defer close(evictDone); n.evictLoop(evictCtx) }()
+	// Stopped before NATS is: it asks the server.
+	cleanups = append(cleanups, func() { stopEvict(); <-evictDone })
 
 	stopEnroll, err := n.serveEnrollment(ctx)
 	if err != nil {
