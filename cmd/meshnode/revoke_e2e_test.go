@@ -101,6 +101,21 @@ func TestRevoke(t *testing.T) {
 		return logSays(subLog, "subscribed e2e.watch")
 	})
 
+	// Only an admin revokes, and not itself; a name must be a member's.
+	bystander := others[1] // others[0] is alpha
+	for _, c := range []struct {
+		on         *meshlab.Node
+		args, want string
+	}{
+		{bystander, victim.Name, "does not hold the mesh CA"},
+		{alpha, "alpha", "alpha is this node"},
+		{alpha, "nobody", `no member named "nobody"`},
+	} {
+		if _, err := c.on.Meshnode("revoke", "--state", c.on.State, c.args); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("revoke %s on %s: %v, want %q", c.args, c.on.Name, err, c.want)
+		}
+	}
+
 	// revoke on the admin: it prints what it revoked.
 	revoked := time.Now()
 	out, err := alpha.Meshnode("revoke", "--state", alpha.State, victim.Name, "--reason", "stolen from the depot")
