@@ -105,6 +105,9 @@ type Discovery struct {
 	dirty   chan struct{}
 	revIn   chan []*identity.Revocation
 	queue   *memberlist.TransmitLimitedQueue
+	// created is when New ran: members recorded as left before it are
+	// rejoined like the others (see rejoinTargets).
+	created time.Time
 
 	ml       *memberlist.Memberlist
 	closed   bool // Shutdown ran: memberlist must not be called again
@@ -191,6 +194,7 @@ func New(cfg Config) (*Discovery, error) {
 		changes:    make(chan struct{}, 1),
 		dirty:      make(chan struct{}, 1),
 		revIn:      make(chan []*identity.Revocation, 64),
+		created:    time.Now(),
 	}
 	d.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(d.alive.Load()) },
@@ -638,6 +642,11 @@ func (d *Discovery) evict(node identity.NodePublic) {
 			d.log.Error("this node has been revoked: the mesh no longer admits it", "name", m.Name)
 			continue
 		}
+		// Tell the member before its address is blocked: once every
+		// member blocks it, gossip can no longer reach it, and a revoked
+		// box that is still running should learn why the mesh went silent
+		// and stop (see farewell).
+		d.farewell(m.Name, node)
 		if t, err := identity.ParseTicket(m.ticket); err == nil {
 			d.blockMu.Lock()
 			d.blocked[d.cfg.GossipAddr(t).Unmap()] = true
@@ -647,6 +656,41 @@ func (d *Discovery) evict(node identity.NodePublic) {
 	}
 	if len(gone) > 0 {
 		d.notify()
+	}
+}
+
+// farewellCopies is how many datagrams carry the revocation to the
+// revoked member: UDP over WireGuard is seldom lost, and every member that
+// learns the revocation sends its own copies, so a few suffice.
+const farewellCopies = 2
+
+// farewell sends the revocation of node straight to the member called
+// name, best effort (UDP, no wait), and is called just before its
+// address is blocked. A revoked box then hears of its revocation from the
+// admin and from every member that learns it, instead of from nobody: the
+// gossip broadcast would never reach it, as every member stops talking to
+// it at once.
+func (d *Discovery) farewell(name string, node identity.NodePublic) {
+	r, ok := d.revs.Get(node)
+	if !ok {
+		return
+	}
+	d.mu.Lock()
+	ml := d.ml
+	d.mu.Unlock()
+	if ml == nil {
+		return
+	}
+	msg := append([]byte{msgRevocation}, r.Marshal()...)
+	for _, n := range ml.Members() {
+		if n.Name != name {
+			continue
+		}
+		for range farewellCopies {
+			if err := ml.SendBestEffort(n, msg); err != nil {
+				d.log.Debug("revocation not sent to the revoked member", "member", name, "err", err)
+			}
+		}
 	}
 }
 
@@ -903,7 +947,11 @@ func (d *Discovery) rejoinTargets() []string {
 	defer d.mu.Unlock()
 	var out []string
 	for _, m := range d.table {
-		if m.Self || m.State == StateAlive || m.State == StateLeft {
+		// A member seen leaving during this run is not chased. One the
+		// persisted table says had left is: when a whole mesh stops at
+		// once, two members can each record the other as left, and if
+		// neither then rejoined the other they would stay split for good.
+		if m.Self || m.State == StateAlive || (m.State == StateLeft && m.LastChange.After(d.created)) {
 			continue
 		}
 		if a, ok := d.joinAddr(m); ok {

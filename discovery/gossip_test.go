@@ -95,6 +95,11 @@ func TestConvergeKillLeaveRevoke(t *testing.T) {
 		rs, err := identity.LoadRevocations(nodes[3].config(t).RevocationsPath, tm.ca.Trust)
 		return err == nil && rs.IsRevoked(r.Node)
 	})
+	// n4 itself hears of it (from the farewell each member sends before
+	// it blocks n4), although no member gossips with it any more.
+	waitFor(t, 10*time.Second, "n4 learns it is revoked", func() bool {
+		return nodes[4].revs.IsRevoked(r.Node)
+	})
 	nodes[4].d.Shutdown()
 
 	// Killed: n3 stops without a word and is marked dead everywhere.

@@ -22,9 +22,10 @@ const (
 	// boxes than this still converges: each push/pull carries a different
 	// tail of the sender's list.
 	maxRevocationsPerPush = 4096
-	// maxRevocationBytes is the largest revocation record: header, node
-	// key, time, reason (identity.MaxReasonLen), CA key ID, signature.
-	maxRevocationBytes = 1 + 32 + 8 + 1 + identity.MaxReasonLen + 8 + 64
+	// maxRevocationBytes is the largest revocation record (v2): version,
+	// node key, time, name and issuer (DNS labels of at most 63), reason
+	// (identity.MaxReasonLen), CA key ID, signature.
+	maxRevocationBytes = 1 + 32 + 8 + 2*(1+63) + 1 + identity.MaxReasonLen + 8 + 64
 
 	// Refusal log lines: a burst, then about one a second. Counters keep
 	// the full count; the log shows examples.

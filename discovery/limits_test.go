@@ -53,7 +53,7 @@ func newIdle(t *testing.T, tm *testMesh, log *slog.Logger) *Discovery {
 func bogusRevocations(n int) []byte {
 	list := make([]*identity.Revocation, n)
 	for i := range list {
-		r := &identity.Revocation{Time: time.Unix(1_800_000_000, 0)}
+		r := &identity.Revocation{Version: 1, Time: time.Unix(1_800_000_000, 0)}
 		r.Node[0], r.Node[1], r.Node[2] = byte(i), byte(i>>8), byte(i>>16)
 		list[i] = r
 	}

@@ -249,6 +249,14 @@ func readMembers(path string, trust *identity.Trust, revs *identity.RevocationSe
 	return out, nil
 }
 
+// ReadMembers loads the member table persisted at path (a node's
+// members file) without starting anything, for tools that work on a
+// state directory while no daemon runs: records that no longer verify
+// (expired, revoked in revs, which may be nil) are left out.
+func ReadMembers(path string, trust *identity.Trust, revs *identity.RevocationSet, now time.Time) ([]Member, error) {
+	return readMembers(path, trust, revs, now, func(error) {})
+}
+
 // WriteMembers writes a member table to path atomically, for example the
 // list a newcomer received with its enrollment, so that its first Start
 // knows whom to peer with and join.

@@ -270,3 +270,47 @@ func TestAfterShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A member the persisted table records as left is rejoined after a
+// restart; one seen leaving during this run is not. When a whole mesh
+// stops at once, two members may each record the other as left: if
+// neither rejoined, they would stay split.
+func TestRejoinTargetsIncludePersistedLeft(t *testing.T) {
+	tm := newTestMesh(t)
+	a, b, c := tm.node("a"), tm.node("b"), tm.node("c")
+	cfg := a.config(t)
+	// b left before the restart; c was alive.
+	src, err := New(tm.node("x").config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []Member
+	for _, n := range []*testNode{b, c} {
+		m := src.Admit(n.m.Ticket, nil)
+		m.State, m.LastChange = StateAlive, time.Now().Add(-time.Minute)
+		if n == b {
+			m.State = StateLeft
+		}
+		recs = append(recs, m)
+	}
+	if err := WriteMembers(cfg.MembersPath, recs); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := stateOf(d, "b"); !ok || st != StateLeft {
+		t.Fatalf("b loaded as %v, %v; want left", st, ok)
+	}
+	if got := len(d.rejoinTargets()); got != 2 {
+		t.Fatalf("rejoin targets after restart: %d, want 2 (b, recorded as left, and c)", got)
+	}
+	// c leaves now, in this run: it is no longer chased.
+	d.mu.Lock()
+	d.table["c"].State, d.table["c"].LastChange = StateLeft, time.Now()
+	d.mu.Unlock()
+	if got := len(d.rejoinTargets()); got != 1 {
+		t.Fatalf("rejoin targets after c left: %d, want 1", got)
+	}
+}

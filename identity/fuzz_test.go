@@ -83,6 +83,16 @@ func FuzzParseTicket(f *testing.F) {
 func FuzzParseRevocation(f *testing.F) {
 	ca := fixedCA(f)
 	f.Add(mustHex(f, goldenRevocation))
+	f.Add(mustHex(f, goldenRevocationV2))
+	long, err := ca.RevokeMember(RevokeRequest{
+		Node: FromSeed(seedOf(2)).Public(), Name: strings.Repeat("n", 63), Issuer: strings.Repeat("i", 63),
+		Reason: strings.Repeat("r", MaxReasonLen),
+	}, t0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(long.Marshal())
+	f.Add([]byte{2})
 	r, err := ca.Revoke(FromSeed(seedOf(1)).Public(), strings.Repeat("é", MaxReasonLen/2), t0)
 	if err != nil {
 		f.Fatal(err)

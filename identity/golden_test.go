@@ -95,8 +95,9 @@ const goldenTicket = "0105616c706861" + // version 1, name_len 5, "alpha"
 	"bb296ce51d2c78f8afa3d6b064d5fca5fcc7ad80ddca55910e24599542aa6dfa" + // signature
 	"fe4b00d10dbf90892d62fc06d1c036ad837fc9dd7b77450a4ffc7a367712e10d"
 
-// goldenRevocation is the golden CA's revocation, at t0, of the zero seed's
-// identity with reason "key compromised".
+// goldenRevocation is the golden CA's version 1 revocation, at t0, of the
+// zero seed's identity with reason "key compromised". This build no longer
+// signs version 1 but must keep reading it.
 const goldenRevocation = "01" + // version
 	"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29" + // identity
 	"0000000069b57a26" + // time = t0
@@ -104,6 +105,18 @@ const goldenRevocation = "01" + // version
 	"b4b7e4b5abbe6fd9" + // CA key id
 	"dd76c1f7eb6b24cd1bfda24695201686878018e759c545c8bee2226962c67720" + // signature
 	"e93aa182a56da5c50b617e79f6b36bf7355f2ee217a90bd55d598098027aee08"
+
+// goldenRevocationV2 is the golden CA's revocation, at t0, of the zero
+// seed's identity, named "beta", issued by "alpha", reason "key compromised".
+const goldenRevocationV2 = "02" + // version
+	"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29" + // identity
+	"0000000069b57a26" + // time = t0
+	"04" + "62657461" + // name_len 4, "beta"
+	"05" + "616c706861" + // issuer_len 5, "alpha"
+	"0f" + "6b657920636f6d70726f6d69736564" + // reason_len 15, "key compromised"
+	"b4b7e4b5abbe6fd9" + // CA key id
+	"0440a98f5dd5748c62b020e51d342960c876e28c1f0ae5a432a2bd56e7ffa3f9" + // signature
+	"cd58aed2868b9c3df7c39450a0c1db629738338ab02c0ba2a2e40a368bbc7309"
 
 // independentWireGuard derives the WireGuard key pair the way the design
 // says, with x/crypto rather than the package's code path.
@@ -299,31 +312,51 @@ func TestGoldenTicket(t *testing.T) {
 func TestGoldenRevocation(t *testing.T) {
 	ca := fixedCA(t)
 	node := FromSeed(seedOf(0)).Public()
-	r, err := ca.Revoke(node, "key compromised", t0)
+	caPub := ed25519.PublicKey(mustHex(t, goldenCAPublic))
+	r, err := ca.RevokeMember(RevokeRequest{Node: node, Name: "beta", Issuer: "alpha", Reason: "key compromised"}, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := hex.EncodeToString(r.Marshal()); got != goldenRevocation {
-		t.Fatalf("revocation encoding changed:\n got %s\nwant %s", got, goldenRevocation)
+	if got := hex.EncodeToString(r.Marshal()); got != goldenRevocationV2 {
+		t.Fatalf("revocation encoding changed:\n got %s\nwant %s", got, goldenRevocationV2)
 	}
-	want := mustHex(t, goldenRevocation)
-	body, sig := want[:len(want)-ed25519.SignatureSize], want[len(want)-ed25519.SignatureSize:]
-	if !ed25519.Verify(ed25519.PublicKey(mustHex(t, goldenCAPublic)), append([]byte("meshnode revocation v1"), body...), sig) {
-		t.Errorf("golden revocation signature does not verify as Ed25519(CA, %q || body)", "meshnode revocation v1")
+	for _, g := range []struct {
+		hex, domain  string
+		version      uint8
+		name, issuer string
+	}{
+		{goldenRevocationV2, "meshnode revocation v2", 2, "beta", "alpha"},
+		{goldenRevocation, "meshnode revocation v1", 1, "", ""},
+	} {
+		want := mustHex(t, g.hex)
+		body, sig := want[:len(want)-ed25519.SignatureSize], want[len(want)-ed25519.SignatureSize:]
+		if !ed25519.Verify(caPub, append([]byte(g.domain), body...), sig) {
+			t.Errorf("golden v%d revocation signature does not verify as Ed25519(CA, %q || body)", g.version, g.domain)
+		}
+		p, err := ParseRevocation(want)
+		if err != nil {
+			t.Fatalf("ParseRevocation(golden v%d): %v", g.version, err)
+		}
+		if err := p.Verify(ca.Trust); err != nil {
+			t.Errorf("golden v%d revocation does not verify: %v", g.version, err)
+		}
+		if p.Version != g.version || p.Node != node || !p.Time.Equal(t0) || p.Reason != "key compromised" || p.Name != g.name || p.Issuer != g.issuer {
+			t.Errorf("golden v%d revocation decodes to %+v", g.version, p)
+		}
+		// An old record re-encodes byte for byte: members keep and pass
+		// on what the CA signed, whatever version it was.
+		if !bytes.Equal(p.Marshal(), want) {
+			t.Errorf("golden v%d revocation re-encodes to %x", g.version, p.Marshal())
+		}
+		// A revocation signature must never pass as a ticket signature
+		// or as the other version's: the domains differ.
+		for _, other := range []string{"meshnode ticket v1", "meshnode revocation v1", "meshnode revocation v2"} {
+			if other != g.domain && ed25519.Verify(caPub, append([]byte(other), body...), sig) {
+				t.Errorf("golden v%d revocation signature verifies under %q", g.version, other)
+			}
+		}
 	}
-	p, err := ParseRevocation(want)
-	if err != nil {
-		t.Fatalf("ParseRevocation(golden): %v", err)
-	}
-	if err := p.Verify(ca.Trust); err != nil {
-		t.Errorf("golden revocation does not verify: %v", err)
-	}
-	if p.Node != node || !p.Time.Equal(t0) || p.Reason != "key compromised" {
-		t.Errorf("golden revocation decodes to %s %s %q", p.Node, p.Time, p.Reason)
-	}
-	// A revocation signature must never pass as a ticket signature and vice
-	// versa: the domains differ.
-	if ed25519.Verify(ed25519.PublicKey(mustHex(t, goldenCAPublic)), append([]byte("meshnode ticket v1"), body...), sig) {
-		t.Errorf("revocation signature verifies under the ticket domain")
+	if got, want := r.Summary(), "revoked by alpha at 2026-03-14T15:09:26Z: key compromised"; got != want {
+		t.Errorf("Summary = %q, want %q", got, want)
 	}
 }

@@ -16,10 +16,17 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// RevocationVersion is the only revocation encoding this code reads.
-const RevocationVersion = 1
+// RevocationVersion is the version Revoke signs. Version 1 records (no
+// names) are still read, verified and re-encoded byte for byte: they may
+// sit in any member's revocations file or arrive by gossip.
+const RevocationVersion = 2
 
-const revocationDomain = "meshnode revocation v1"
+// Each version signs under its own domain, so a record cannot be re-read
+// as another version with the same signature.
+var revocationDomains = map[uint8]string{
+	1: "meshnode revocation v1",
+	2: "meshnode revocation v2",
+}
 
 // MaxReasonLen bounds a revocation's free-text reason.
 const MaxReasonLen = 200
@@ -27,56 +34,107 @@ const MaxReasonLen = 200
 // Revocation is a CA-signed record that a member's identity is no longer
 // admitted. Revocations are permanent and gossiped to every member.
 //
-// Wire format v1: version u8 | identity [32] | time i64 (unix seconds) |
-// reason_len u8 | reason (UTF-8) | ca_key_id [8] | signature [64], signed
-// by the CA over "meshnode revocation v1" || every byte before the signature.
+// Wire format v2: version u8 | identity [32] | time i64 (unix seconds) |
+// name_len u8 | name | issuer_len u8 | issuer | reason_len u8 | reason
+// (UTF-8) | ca_key_id [8] | signature [64], signed by the CA over
+// "meshnode revocation v2" || every byte before the signature.
+//
+// Wire format v1 is the same without name and issuer, signed under
+// "meshnode revocation v1".
+//
+// Name and Issuer are typed, signed fields rather than words in the
+// reason: the revoked box prints "revoked by <issuer>", and the other
+// members list the revoked member by name and take it out of JetStream
+// by name, long after gossip has forgotten its ticket, without parsing
+// free text that an operator wrote. Either may be empty (a v1 record, or
+// a revocation of a key that was never seen as a member).
 type Revocation struct {
+	Version   uint8 // wire version; Revoke sets RevocationVersion
 	Node      NodePublic
+	Name      string // the member's name when it was revoked (v2)
+	Issuer    string // the name of the admin node that signed it (v2)
 	Time      time.Time
 	Reason    string
 	CAKeyID   [8]byte
 	Signature [ed25519.SignatureSize]byte
 }
 
-// Revoke signs a revocation of node.
+// RevokeRequest says what Revoke signs.
+type RevokeRequest struct {
+	Node   NodePublic
+	Name   string // the revoked member's name, if known
+	Issuer string // the admin's own name
+	Reason string
+}
+
+// Revoke signs a revocation of node that carries no names.
 func (ca *CA) Revoke(node NodePublic, reason string, now time.Time) (*Revocation, error) {
-	if len(reason) > MaxReasonLen || !utf8.ValidString(reason) {
+	return ca.RevokeMember(RevokeRequest{Node: node, Reason: reason}, now)
+}
+
+// RevokeMember signs a revocation of req.Node naming the member and the
+// admin that revoked it.
+func (ca *CA) RevokeMember(req RevokeRequest, now time.Time) (*Revocation, error) {
+	if len(req.Reason) > MaxReasonLen || !utf8.ValidString(req.Reason) {
 		return nil, fmt.Errorf("revocation reason: want at most %d bytes of UTF-8", MaxReasonLen)
 	}
-	r := &Revocation{Node: node, Time: now.Truncate(time.Second), Reason: reason, CAKeyID: ca.Public.KeyID()}
+	for _, n := range []struct{ what, name string }{{"member", req.Name}, {"issuer", req.Issuer}} {
+		if n.name == "" {
+			continue
+		}
+		if err := ValidateName(n.name); err != nil {
+			return nil, fmt.Errorf("revocation %s: %w", n.what, err)
+		}
+	}
+	r := &Revocation{
+		Version: RevocationVersion, Node: req.Node, Name: req.Name, Issuer: req.Issuer,
+		Time: now.Truncate(time.Second), Reason: req.Reason, CAKeyID: ca.Public.KeyID(),
+	}
 	copy(r.Signature[:], ca.sign(r.signedBytes()))
 	return r, nil
 }
 
 func (r *Revocation) body() []byte {
-	b := []byte{RevocationVersion}
+	b := []byte{r.Version}
 	b = append(b, r.Node[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Time.Unix()))
+	if r.Version >= 2 {
+		b = append(b, byte(len(r.Name)))
+		b = append(b, r.Name...)
+		b = append(b, byte(len(r.Issuer)))
+		b = append(b, r.Issuer...)
+	}
 	b = append(b, byte(len(r.Reason)))
 	b = append(b, r.Reason...)
 	return append(b, r.CAKeyID[:]...)
 }
 
-func (r *Revocation) signedBytes() []byte { return append([]byte(revocationDomain), r.body()...) }
+func (r *Revocation) signedBytes() []byte {
+	return append([]byte(revocationDomains[r.Version]), r.body()...)
+}
 
-// Marshal encodes the revocation.
+// Marshal encodes the revocation in its own version.
 func (r *Revocation) Marshal() []byte { return append(r.body(), r.Signature[:]...) }
 
 // ParseRevocation decodes a revocation strictly (it does not verify it).
 func ParseRevocation(b []byte) (*Revocation, error) {
 	s := cryptobyte.String(b)
 	var version uint8
-	if s.ReadUint8(&version) && version != RevocationVersion {
-		return nil, fmt.Errorf("revocation: unknown version %d (this build reads %d)", version, RevocationVersion)
+	if s.ReadUint8(&version) && revocationDomains[version] == "" {
+		return nil, fmt.Errorf("revocation: unknown version %d (this build reads 1 to %d)", version, RevocationVersion)
 	}
 	var (
-		r      Revocation
-		at     uint64
-		reason cryptobyte.String
+		r                    = Revocation{Version: version}
+		at                   uint64
+		name, issuer, reason cryptobyte.String
 	)
-	ok := version == RevocationVersion &&
+	ok := revocationDomains[version] != "" &&
 		s.CopyBytes(r.Node[:]) &&
-		s.ReadUint64(&at) &&
+		s.ReadUint64(&at)
+	if ok && version >= 2 {
+		ok = s.ReadUint8LengthPrefixed(&name) && s.ReadUint8LengthPrefixed(&issuer)
+	}
+	ok = ok &&
 		s.ReadUint8LengthPrefixed(&reason) &&
 		s.CopyBytes(r.CAKeyID[:]) &&
 		s.CopyBytes(r.Signature[:])
@@ -86,8 +144,19 @@ func ParseRevocation(b []byte) (*Revocation, error) {
 	if len(reason) > MaxReasonLen || !utf8.Valid(reason) {
 		return nil, fmt.Errorf("revocation: reason is not at most %d bytes of UTF-8", MaxReasonLen)
 	}
+	for _, n := range []struct {
+		what string
+		b    cryptobyte.String
+	}{{"member name", name}, {"issuer", issuer}} {
+		if len(n.b) == 0 {
+			continue
+		}
+		if err := ValidateName(string(n.b)); err != nil {
+			return nil, fmt.Errorf("revocation %s: %w", n.what, err)
+		}
+	}
 	r.Time = time.Unix(int64(at), 0).UTC()
-	r.Reason = string(reason)
+	r.Name, r.Issuer, r.Reason = string(name), string(issuer), string(reason)
 	return &r, nil
 }
 
@@ -167,6 +236,14 @@ func (s *RevocationSet) IsRevoked(node NodePublic) bool {
 	defer s.mu.RUnlock()
 	_, ok := s.byKey[node]
 	return ok
+}
+
+// Get returns the record held for node.
+func (s *RevocationSet) Get(node NodePublic) (*Revocation, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.byKey[node]
+	return r, ok
 }
 
 // List returns every revocation, ordered by key.
@@ -267,4 +344,18 @@ func LoadRevocations(path string, trust *Trust) (*RevocationSet, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return s, nil
+}
+
+// Summary says who revoked the member, when and why, as status and logs
+// print it: "revoked by alpha at 2026-03-14T15:00:00Z: stolen".
+func (r *Revocation) Summary() string {
+	by := r.Issuer
+	if by == "" {
+		by = "the mesh CA"
+	}
+	s := "revoked by " + by + " at " + r.Time.UTC().Format(time.RFC3339)
+	if r.Reason != "" {
+		s += ": " + r.Reason
+	}
+	return s
 }

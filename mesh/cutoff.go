@@ -6,7 +6,6 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshnode/meshnode/discovery"
-	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/wg"
 )
 
@@ -44,11 +43,10 @@ func (n *Node) applyCutOff(p *Plan, now time.Time) {
 			LastHandshake: handshakes[k], ProbeSent: probes[k],
 		})
 	}
-	// Revoked members are not in the plan; their address follows from
-	// their key.
-	prefix := n.member.Trust.Prefix()
-	for _, r := range n.revs.List() {
-		health = append(health, wg.MemberHealth{Addr: identity.OverlayAddr(prefix, r.Node), Revoked: true})
+	// Revoked members are not in the plan's members; the plan lists
+	// their addresses (derived from their keys).
+	for _, a := range p.CutOff {
+		health = append(health, wg.MemberHealth{Addr: a, Revoked: true})
 	}
 	n.dev.SetCutOff(wg.CutOffSet(health, now))
 }

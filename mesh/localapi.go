@@ -24,6 +24,7 @@ type apiBackend interface {
 	Leave() error
 	WriteMetrics(w io.Writer)
 	Renew(ctx context.Context) (*RenewResult, error)
+	Revoke(target, reason string) (api.Revoked, error)
 }
 
 // serveAPI serves the local API on a unix socket at path (0600) until ctx
@@ -57,6 +58,19 @@ func serveAPI(ctx context.Context, path string, b apiBackend, log *slog.Logger) 
 			return
 		}
 		writeJSON(w, http.StatusOK, api.InviteResponse{Token: tok})
+	})
+	mux.HandleFunc("POST "+api.PathRevoke, func(w http.ResponseWriter, r *http.Request) {
+		var req api.RevokeRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, api.ErrorResponse{Error: "bad request: " + err.Error()})
+			return
+		}
+		rev, err := b.Revoke(req.Target, req.Reason)
+		if err != nil {
+			writeJSON(w, http.StatusConflict, api.ErrorResponse{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, rev)
 	})
 	mux.HandleFunc("POST "+api.PathLeave, func(w http.ResponseWriter, r *http.Request) {
 		if err := b.Leave(); err != nil {

@@ -16,8 +16,9 @@ import (
 )
 
 type fakeBackend struct {
-	left   bool
-	minted []identity.Roles
+	left    bool
+	minted  []identity.Roles
+	revoked []string
 }
 
 func (f *fakeBackend) Status() api.Status {
@@ -40,6 +41,14 @@ func (f *fakeBackend) WriteMetrics(w io.Writer) {
 
 func (f *fakeBackend) Renew(context.Context) (*RenewResult, error) {
 	return &RenewResult{From: "self", TicketExpires: time.Unix(1e9, 0).UTC()}, nil
+}
+
+func (f *fakeBackend) Revoke(target, reason string) (api.Revoked, error) {
+	if target == "alpha" {
+		return api.Revoked{}, errors.New("alpha is this node: an admin does not revoke itself")
+	}
+	f.revoked = append(f.revoked, target)
+	return api.Revoked{Name: target, Issuer: "alpha", Reason: reason}, nil
 }
 
 func TestLocalAPI(t *testing.T) {
@@ -81,6 +90,13 @@ func TestLocalAPI(t *testing.T) {
 	text, err := c.Metrics(ctx)
 	if err != nil || !strings.Contains(string(text), `meshnode_members{state="alive"} 1`) {
 		t.Fatalf("metrics: %q %v", text, err)
+	}
+	rev, err := c.Revoke(ctx, "beta", "stolen")
+	if err != nil || rev.Name != "beta" || rev.Issuer != "alpha" || rev.Reason != "stolen" || len(fb.revoked) != 1 {
+		t.Fatalf("revoke: %+v %v revoked=%v", rev, err, fb.revoked)
+	}
+	if _, err := c.Revoke(ctx, "alpha", ""); err == nil || !strings.Contains(err.Error(), "this node") {
+		t.Fatalf("revoke self: got %v, want the backend's error", err)
 	}
 	if err := c.Leave(ctx); err != nil || !fb.left {
 		t.Fatalf("leave: %v left=%v", err, fb.left)

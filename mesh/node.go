@@ -37,6 +37,8 @@ type Node struct {
 	eps   []netip.AddrPort
 	ready chan struct{}
 	leave chan struct{}
+	// evictKick wakes evictLoop (revoked members out of JetStream).
+	evictKick chan struct{}
 
 	reconcileMu sync.Mutex // one reconcile at a time (loop and enrollment)
 	leaveOne    sync.Once
@@ -77,8 +79,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if revs.IsRevoked(m.ID.Public()) {
-		return nil, fmt.Errorf("this node (%s) has been revoked from mesh %q", m.Ticket.Name, m.Trust.Mesh)
+	if r, ok := revs.Get(m.ID.Public()); ok {
+		return nil, &RevokedError{Name: m.Ticket.Name, Revocation: r}
 	}
 	eps, err := cfg.ParseEndpoints()
 	if err != nil {
@@ -93,7 +95,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
-		ready: make(chan struct{}), leave: make(chan struct{}),
+		ready: make(chan struct{}), leave: make(chan struct{}), evictKick: make(chan struct{}, 1),
 		tlsCert: identity.NewCertHolder(tlsCert),
 	}
 	n.cur.Store(m)
@@ -168,6 +170,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, func() {
+		// A revoked node has no one to say goodbye to: every member
+		// blocks its gossip.
+		if n.selfRevoked() != nil {
+			n.disc.Shutdown()
+			return
+		}
 		if err := n.disc.Leave(2 * time.Second); err != nil {
 			n.log.Warn("leave gossip", "err", err)
 		}
@@ -203,6 +211,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, n.nats.Shutdown)
+	evictCtx, stopEvict := context.WithCancel(ctx)
+	evictDone := make(chan struct{})
+	go func() { defer close(evictDone); n.evictLoop(evictCtx) }()
+	// Stopped before NATS is: it asks the server.
+	cleanups = append(cleanups, func() { stopEvict(); <-evictDone })
 
 	stopEnroll, err := n.serveEnrollment(ctx)
 	if err != nil {
@@ -246,6 +259,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		case <-tick.C:
 			n.reconcile()
 		}
+		if rev := n.selfRevoked(); rev != nil {
+			// Gossip told us (every member sends a revoked member its
+			// record before blocking it). The mesh refuses this node
+			// everywhere already; stopping says so clearly instead of
+			// running on alone.
+			r := rev.Revocation
+			n.log.Error("this node has been revoked from the mesh: stopping", "by", r.Issuer, "at", r.Time, "reason", r.Reason)
+			return rev
+		}
 	}
 }
 
@@ -278,6 +300,7 @@ func (n *Node) reconcile() {
 		n.nats.SetMembers(p.Routes)
 		n.nats.Recheck()
 	}
+	n.kickEvict()
 }
 
 // snapshot gathers what a plan is computed from. Discovery's table is
@@ -286,8 +309,11 @@ func (n *Node) reconcile() {
 func (n *Node) snapshot() Snapshot {
 	t := n.current().Ticket
 	s := Snapshot{
-		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles},
+		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, Prefix: n.member.Trust.Prefix(), RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles},
 		Revoked: n.revs, Endpoints: n.eps,
+	}
+	for _, r := range n.revs.List() {
+		s.RevokedNodes = append(s.RevokedNodes, r.Node)
 	}
 	if n.disc != nil {
 		s.Members = n.disc.Members()

@@ -29,14 +29,18 @@ type Snapshot struct {
 	// Endpoints are this node's own WireGuard endpoints: their address
 	// families decide which of a member's endpoints we dial.
 	Endpoints []netip.AddrPort
+	// RevokedNodes lists the revoked identities (Revoked answers for the
+	// same set): their overlay addresses become Plan.CutOff.
+	RevokedNodes []identity.NodePublic
 }
 
 // Self is what a plan needs to know about this node.
 type Self struct {
 	Name      string
 	Node      identity.NodePublic
-	Addr      netip.Addr // overlay address
-	RoutePort int        // NATS route port, used as given
+	Addr      netip.Addr   // overlay address
+	Prefix    netip.Prefix // the mesh /48: revoked members' addresses derive from it
+	RoutePort int          // NATS route port, used as given
 	Roles     identity.Roles
 }
 
@@ -62,6 +66,12 @@ type Plan struct {
 	// Routes is the NATS route set: this node first, then every alive
 	// member in Members order.
 	Routes []natsnode.Member
+	// CutOff is the overlay address of every revoked member, sorted:
+	// connections to and from them are to be reset at the TUN (a revoked
+	// box gets no WireGuard peer, so nothing else would end them). Each
+	// address derives from the revoked key, so it is known even after
+	// gossip has forgotten the member.
+	CutOff []netip.Addr
 
 	self      identity.NodePublic
 	selfRoles identity.Roles
@@ -91,6 +101,14 @@ func NewPlan(s Snapshot) *Plan {
 			continue
 		}
 		p.Members = append(p.Members, m)
+	}
+	if s.Self.Prefix.IsValid() {
+		for _, k := range s.RevokedNodes {
+			if k != s.Self.Node {
+				p.CutOff = append(p.CutOff, identity.OverlayAddr(s.Self.Prefix, k))
+			}
+		}
+		slices.SortFunc(p.CutOff, netip.Addr.Compare)
 	}
 	// By name, as discovery lists them; the key breaks ties so that the
 	// plan does not depend on the table's order even when names repeat.

@@ -1,10 +1,13 @@
 package mesh
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -90,12 +93,23 @@ func (n *Node) Status() api.Status {
 			st.Members = append(st.Members, ms)
 		}
 	}
+	// Revoked members are listed apart, and are no problem: gone on
+	// purpose, for good.
+	self := m.ID.Public()
+	for _, r := range n.revs.List() {
+		if r.Node != self {
+			st.Revoked = append(st.Revoked, revokedEntry(r, m.Trust, false))
+		}
+	}
+	slices.SortFunc(st.Revoked, func(a, b api.Revoked) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), a.Time.Compare(b.Time))
+	})
 	if n.nats != nil {
 		ns := n.nats.Status()
 		st.NATS = api.NATSStatus{
 			ServerName: m.Ticket.Name,
 			ClientURL:  "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSClientPort)),
-			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
+			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, RouteServers: ns.RouteNames, JetStream: jetStreamString(ns.JetStream),
 		}
 		for _, r := range ns.Routes {
 			st.NATS.Routes = append(st.NATS.Routes, api.RouteConn{ID: r.ID, Remote: r.Remote, Start: r.Start})

@@ -185,6 +185,11 @@ func TestJetStreamR3SurvivesServerLoss(t *testing.T) {
 	if !slices.Contains(metaPeers(t, nodes[0]), name) {
 		t.Fatalf("%s not in meta group before removal: %v", name, metaPeers(t, nodes[0]))
 	}
+	// MetaGroup lists the offline server too, and names the leader.
+	leader, peers, err := nodes[0].MetaGroup()
+	if err != nil || !slices.Contains(peers, name) || !slices.Contains(peers, leader) || len(peers) != 3 {
+		t.Fatalf("MetaGroup before removal: leader %q, peers %v, %v", leader, peers, err)
+	}
 	waitFor(t, 20*time.Second, "RemovePeer to succeed", func() bool {
 		err = nodes[0].RemovePeer(name)
 		return err == nil
@@ -192,6 +197,9 @@ func TestJetStreamR3SurvivesServerLoss(t *testing.T) {
 	waitFor(t, 20*time.Second, name+" gone from the meta group", func() bool {
 		return !slices.Contains(metaPeers(t, nodes[0]), name)
 	})
+	if _, peers, err := nodes[0].MetaGroup(); err != nil || slices.Contains(peers, name) {
+		t.Fatalf("MetaGroup after removal: %v, %v", peers, err)
+	}
 	if err := nodes[0].RemovePeer("no-such-server"); err == nil {
 		t.Fatal("RemovePeer of an unknown server succeeded")
 	}
@@ -298,5 +306,8 @@ func TestJetStreamNotConfigured(t *testing.T) {
 	}
 	if err := n.RemovePeer("x"); err == nil {
 		t.Fatal("RemovePeer without JetStream succeeded")
+	}
+	if _, _, err := n.MetaGroup(); err == nil {
+		t.Fatal("MetaGroup without JetStream succeeded")
 	}
 }

@@ -552,6 +552,28 @@ func (s *Server) RemovePeer(serverName string) error {
 	return nil
 }
 
+// MetaGroup reports the JetStream meta group as this server sees it: the
+// leader's server name and every peer's (leader included, offline peers
+// too). It fails while JetStream is not running or no leader is known.
+func (s *Server) MetaGroup() (leader string, peers []string, err error) {
+	ns := s.srv()
+	if ns == nil {
+		return "", nil, ErrNotRunning
+	}
+	jsz, err := ns.Jsz(nil)
+	if err != nil {
+		return "", nil, fmt.Errorf("natsnode: meta group: %w", err)
+	}
+	if jsz.Meta == nil || jsz.Meta.Leader == "" {
+		return "", nil, errors.New("natsnode: meta group: no leader known")
+	}
+	peers = append(peers, jsz.Meta.Leader)
+	for _, p := range jsz.Meta.Replicas {
+		peers = append(peers, p.Name)
+	}
+	return jsz.Meta.Leader, peers, nil
+}
+
 // Status is what `meshnode status` shows about NATS.
 type Status struct {
 	ServerName     string
@@ -568,6 +590,9 @@ type Status struct {
 	Clients     int
 	JetStream   JetStreamStatus
 	ReloadError string
+
+	// RouteNames names the servers a route is up to, sorted.
+	RouteNames []string
 }
 
 // RouteConn is one open route connection.
@@ -636,9 +661,13 @@ func (s *Server) Status() Status {
 		for _, r := range rz.Routes {
 			ids[r.RemoteID] = true
 			st.Routes = append(st.Routes, RouteConn{ID: r.Rid, Remote: r.RemoteName, Start: r.Start})
+			if r.RemoteName != "" && !slices.Contains(st.RouteNames, r.RemoteName) {
+				st.RouteNames = append(st.RouteNames, r.RemoteName)
+			}
 		}
 		st.RoutesUp = len(ids)
 		slices.SortFunc(st.Routes, func(a, b RouteConn) int { return cmp.Compare(a.ID, b.ID) })
+		slices.Sort(st.RouteNames)
 	}
 	if st.JetStream.Enabled {
 		if jsz, err := ns.Jsz(nil); err == nil && jsz.Meta != nil {

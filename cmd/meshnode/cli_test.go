@@ -214,3 +214,54 @@ func TestDispatchUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// revoke takes its target before or after its flags, and with no daemon
+// it signs on the state directory; status of a stopped revoked node says
+// who revoked it (TestRevoke covers the daemon path end to end).
+func TestRevokeOfflineAndArguments(t *testing.T) {
+	ctx := context.Background()
+	dir := initState(t)
+	if err := runRevoke(ctx, []string{"--state", dir}); err == nil || !strings.Contains(err.Error(), "missing NAME") {
+		t.Fatalf("revoke without a target: %v", err)
+	}
+	if err := runRevoke(ctx, []string{"--state", dir, "nobody", "--reason", "x"}); err == nil || !strings.Contains(err.Error(), `no member named "nobody"`) {
+		t.Fatalf("revoke nobody: %v", err)
+	}
+	if err := runRevoke(ctx, []string{"--state", dir, "a", "b"}); err == nil {
+		t.Fatal("revoke with two targets succeeded")
+	}
+	seed, err := identity.NewSeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := identity.FromSeed(seed).Public()
+	if err := runRevoke(ctx, []string{"--state", dir, key.String(), "--reason", "lost"}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := identity.StateDir(dir).LoadMember(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs, err := identity.LoadRevocations(identity.StateDir(dir).RevocationsPath(), m.Trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := revs.Get(key); !ok || r.Issuer != m.Ticket.Name || r.Reason != "lost" {
+		t.Fatalf("revocations file after an offline revoke: %+v %v", r, ok)
+	}
+	// The admin's own revocation, as if it had come by gossip: status of
+	// the stopped node says so.
+	self, err := m.CA.RevokeMember(identity.RevokeRequest{Node: m.ID.Public(), Name: m.Ticket.Name, Issuer: "other", Reason: "retired"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs.Add(self)
+	if err := revs.Save(identity.StateDir(dir).RevocationsPath()); err != nil {
+		t.Fatal(err)
+	}
+	err = runStatus(ctx, []string{"--state", dir})
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "this node has been revoked by other at ") || !strings.Contains(err.Error(), ": retired") {
+		t.Fatalf("status of a revoked stopped node: %v", err)
+	}
+}

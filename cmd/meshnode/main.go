@@ -37,6 +37,7 @@ var commands = []command{
 	{"nats", "NATS client with this node's identity: pub, sub, stream-add, stream-info, js-pub", runNATS},
 	{"nats-env", "print NATS_URL, NATS_NKEY and NATS_CA for nats clients on this box", runNATSEnv},
 	{"renew", "renew this node's ticket and certificate now (the daemon renews by itself at 2/3 of their lifetime)", runRenew},
+	{"revoke", "revoke a member by NAME or node key (admin nodes): cut off everywhere, for good", runRevoke},
 	{"status", "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", runStatus},
 	{"up", "run the node in the foreground (the daemon)", runUp},
 	{"version", "print the version", runVersion},

@@ -18,7 +18,7 @@ import (
 	"github.com/meshnode/meshnode/mesh"
 )
 
-const natsUsage = `usage: meshnode nats [--state DIR] [--timeout D] COMMAND ...
+const natsUsage = `usage: meshnode nats [--state DIR] [--timeout D] [--server URL] COMMAND ...
   pub SUBJECT DATA                 publish one message
   sub SUBJECT [COUNT]              print COUNT messages (default 1), one per line
   stream-add NAME SUBJECT REPLICAS create a JetStream stream (file storage)
@@ -33,6 +33,7 @@ func runNATS(ctx context.Context, args []string) error {
 	fs.Usage = func() { fmt.Fprintln(os.Stderr, natsUsage) }
 	state := stateFlag(fs)
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	serverURL := fs.String("server", "", "connect to this member's NATS server (tls://[overlay-addr]:4222) instead of this node's own, still as this node")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,7 +43,7 @@ func runNATS(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	nc, err := connectLocal(ctx, identity.StateDir(*state))
+	nc, err := connectLocal(ctx, identity.StateDir(*state), *serverURL)
 	if err != nil {
 		return err
 	}
@@ -152,9 +153,12 @@ func runNATS(ctx context.Context, args []string) error {
 	}
 }
 
-// connectLocal connects to the node's embedded server over TLS with the
-// node's own nkey.
-func connectLocal(ctx context.Context, dir identity.StateDir) (*nats.Conn, error) {
+// connectLocal connects to the node's embedded server (or to url, when
+// set) over TLS with the node's own nkey. Losing the connection and
+// failing to get it back are reported on stderr as they happen, so that a
+// long-running sub says why it stopped (a revoked identity is closed and
+// then refused).
+func connectLocal(ctx context.Context, dir identity.StateDir, url string) (*nats.Conn, error) {
 	m, err := dir.LoadMember(time.Now())
 	if err != nil {
 		return nil, err
@@ -167,8 +171,26 @@ func connectLocal(ctx context.Context, dir identity.StateDir) (*nats.Conn, error
 	if err != nil {
 		return nil, fmt.Errorf("nkey %s: %w", dir.NKeyPath(), err)
 	}
-	url := "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(cfg.NATSClientPort))
-	opts := []nats.Option{nk, nats.Secure(identity.ClientTLS(m.Trust, nil)), nats.Name("meshnode-cli")}
+	if url == "" {
+		url = "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(cfg.NATSClientPort))
+	}
+	opts := []nats.Option{
+		nk, nats.Secure(identity.ClientTLS(m.Trust, nil)), nats.Name("meshnode-cli"),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			fmt.Fprintf(os.Stderr, "nats: disconnected from %s: %v\n", url, err)
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			fmt.Fprintf(os.Stderr, "nats: reconnect to %s failed: %v\n", url, err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			fmt.Fprintf(os.Stderr, "nats: %v\n", err)
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if err := nc.LastError(); err != nil {
+				fmt.Fprintf(os.Stderr, "nats: connection to %s closed: %v\n", url, err)
+			}
+		}),
+	}
 	deadline, _ := ctx.Deadline()
 	for {
 		nc, err := nats.Connect(url, opts...)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/mesh"
 	"github.com/meshnode/meshnode/mesh/api"
 )
 
@@ -25,8 +26,13 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	st, err := api.NewClient(identity.StateDir(*state)).Status(ctx)
+	dir := identity.StateDir(*state)
+	st, err := api.NewClient(dir).Status(ctx)
 	if errors.Is(err, api.ErrNotRunning) {
+		// A revoked node stops itself: say why it is not running.
+		if r, rerr := mesh.RevokedSelf(dir); rerr == nil && r != nil {
+			err = fmt.Errorf("this node has been %s (%w)", r.Summary(), err)
+		}
 		return &exitError{code: 2, err: err}
 	}
 	if err != nil {
@@ -75,6 +81,24 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.State, m.Path, hs, bytesString(m.TxBytes), bytesString(m.RxBytes))
 	}
 	tw.Flush()
+	if len(st.Revoked) > 0 {
+		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REVOKED\tOVERLAY\tWHEN\tBY\tREASON")
+		for _, r := range st.Revoked {
+			name, by, reason := r.Name, r.Issuer, r.Reason
+			if name == "" {
+				name = r.Node.ShortString()
+			}
+			if by == "" {
+				by = "-"
+			}
+			if reason == "" {
+				reason = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, r.Addr, r.Time.UTC().Format(time.RFC3339), by, reason)
+		}
+		tw.Flush()
+	}
 	fmt.Fprintf(w, "NATS %s: routes %d/%d, JetStream %s\n", st.NATS.ServerName, st.NATS.RoutesUp, st.NATS.RoutesExpected, st.NATS.JetStream)
 	if st.Healthy {
 		fmt.Fprintln(w, "healthy")

@@ -21,6 +21,10 @@ func TestPrintStatus(t *testing.T) {
 			{Name: "beta", Addr: netip.MustParseAddr("fd12:3456:789a::2"), State: api.StateAlive, Path: "direct 192.0.2.2:51820", LastHandshake: now.Add(-5 * time.Second), RxBytes: 2048, TxBytes: 10},
 			{Name: "gamma", Addr: netip.MustParseAddr("fd12:3456:789a::3"), State: api.StateDead, Path: "-"},
 		},
+		Revoked: []api.Revoked{
+			{Name: "delta", Addr: netip.MustParseAddr("fd12:3456:789a::4"), Time: now.Add(-time.Hour), Issuer: "alpha", Reason: "stolen laptop"},
+			{Node: identity.NodePublic{0xab, 0xcd, 0xef, 0x01}, Addr: netip.MustParseAddr("fd12:3456:789a::5"), Time: now.Add(-48 * time.Hour)},
+		},
 		NATS:     api.NATSStatus{ServerName: "alpha", RoutesUp: 1, RoutesExpected: 2, JetStream: "off"},
 		Problems: []string{"member gamma is dead"},
 	}
@@ -30,6 +34,9 @@ func TestPrintStatus(t *testing.T) {
 NAME   OVERLAY            STATE  PATH                    HANDSHAKE  TX    RX
 beta   fd12:3456:789a::2  alive  direct 192.0.2.2:51820  5s ago     10 B  2.0 KiB
 gamma  fd12:3456:789a::3  dead   -                       -          0 B   0 B
+REVOKED   OVERLAY            WHEN                  BY     REASON
+delta     fd12:3456:789a::4  2030-01-02T02:04:05Z  alpha  stolen laptop
+abcdef01  fd12:3456:789a::5  2029-12-31T03:04:05Z  -      -
 NATS alpha: routes 1/2, JetStream off
 degraded: member gamma is dead
 `

@@ -30,7 +30,10 @@ type Status struct {
 	// ticket or certificate expired): it runs only to renew.
 	Degraded string         `json:"degraded,omitempty"`
 	Members  []MemberStatus `json:"members"`
-	NATS     NATSStatus     `json:"nats"`
+	// Revoked lists revoked members apart from Members: a revoked member
+	// is neither dead nor a problem, it is gone on purpose.
+	Revoked []Revoked  `json:"revoked,omitempty"`
+	NATS    NATSStatus `json:"nats"`
 	// Healthy is false when any member is not alive, a live member has no
 	// recent handshake, or NATS routes are missing; Problems says which.
 	Healthy  bool     `json:"healthy"`
@@ -76,6 +79,10 @@ type NATSStatus struct {
 	// time mean no route was dropped.
 	Routes    []RouteConn `json:"routes,omitempty"`
 	JetStream string      `json:"jetstream"`
+
+	// RouteServers names the servers a route is up to (what nats-server's
+	// Routez reports), sorted.
+	RouteServers []string `json:"route_servers,omitempty"`
 }
 
 // RouteConn is one open NATS route connection.
