@@ -133,7 +133,9 @@ func TestRevoke(t *testing.T) {
 	for _, n := range others {
 		cuts[n.Name] = &cut{}
 	}
-	deadline := time.Now().Add(3 * time.Minute) // routes: see the figure
+	// "Cut off everywhere within seconds": measured 0.3 s; 10 s leaves
+	// room for a loaded CI machine.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		done := true
 		for _, n := range others {
@@ -161,7 +163,7 @@ func TestRevoke(t *testing.T) {
 			for name, c := range cuts {
 				t.Logf("%s: wireguard %s, gossip %s, route %s (0: not yet)", name, c.wg, c.gossip, c.route)
 			}
-			t.Fatalf("%s not cut off everywhere within 3m", victim.Name)
+			t.Fatalf("%s not cut off everywhere within 10 s", victim.Name)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
