@@ -2,111 +2,48 @@ package discovery
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/meshnode/meshnode/discovery/discoverytest"
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/identity/identitytest"
+	"github.com/meshnode/meshnode/mesh/meshtest"
 )
 
 // Every test node gossips on its own loopback address (127.77.x.y), all on
 // one port chosen per test binary: no root, no clash between tests.
-var (
-	testAddrs   sync.Map // identity.NodePublic → netip.Addr
-	nextAddr    atomic.Uint32
-	portOnce    sync.Once
-	gossipPort  int
-	testLogging = os.Getenv("DISCOVERY_TEST_LOG") != ""
-)
+var lo = &discoverytest.Loopback{Net: 77}
 
-func testPort(t testing.TB) int {
-	portOnce.Do(func() {
-		for range 20 {
-			ln, err := net.Listen("tcp", "127.77.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := ln.Addr().(*net.TCPAddr).Port
-			ln.Close()
-			pc, err := net.ListenPacket("udp", fmt.Sprintf("127.77.0.1:%d", p))
-			if err == nil {
-				pc.Close()
-				gossipPort = p
-				return
-			}
-		}
-		t.Fatal("no free gossip port")
-	})
-	return gossipPort
-}
-
-func assignAddr(node identity.NodePublic) netip.Addr {
-	if a, ok := testAddrs.Load(node); ok {
-		return a.(netip.Addr)
-	}
-	n := nextAddr.Add(1)
-	a := netip.AddrFrom4([4]byte{127, 77, byte(1 + n/250), byte(1 + n%250)})
-	testAddrs.Store(node, a)
-	return a
-}
-
-func testGossipAddr(t *identity.Ticket) netip.Addr {
-	if a, ok := testAddrs.Load(t.Node); ok {
-		return a.(netip.Addr)
-	}
-	return netip.Addr{}
-}
-
+func testPort(t testing.TB) int                      { return lo.Port(t) }
+func assignAddr(node identity.NodePublic) netip.Addr { return lo.Assign(node) }
+func testGossipAddr(t *identity.Ticket) netip.Addr   { return lo.GossipAddr(t) }
 func testLogger(t testing.TB, name string) *slog.Logger {
-	if !testLogging {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+	return discoverytest.Logger("DISCOVERY_TEST_LOG", name)
 }
 
+// testMesh is the shared CA fixture, bound to a test.
 type testMesh struct {
-	t   testing.TB
-	ca  *identity.CA
-	now time.Time
+	t  testing.TB
+	ca *identity.CA
+	m  *identitytest.Mesh
 }
 
 func newTestMesh(t testing.TB) *testMesh {
-	ca, err := identity.NewCA("testmesh", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testMesh{t: t, ca: ca, now: time.Now()}
+	m := identitytest.NewMesh(t, "testmesh")
+	return &testMesh{t: t, ca: m.CA, m: m}
 }
 
-// enroll makes a fresh identity and enrolls it with the mesh CA.
+// enroll makes a fresh identity, enrolls it with the mesh CA and gives it
+// a loopback address.
 func (tm *testMesh) enroll(name string, roles identity.Roles) *identity.Member {
 	tm.t.Helper()
-	seed, err := identity.NewSeed()
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	id := identity.FromSeed(seed)
-	e, err := tm.ca.Enroll(name, id.Public(), id.WireGuardPublic(), roles, tm.now)
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	tk, err := identity.ParseTicket(e.Ticket)
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	nc, err := identity.ParseNodeCert(e.NodeCertPEM, tm.ca.Trust, tm.now)
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	assignAddr(id.Public())
-	return &identity.Member{ID: id, Trust: tm.ca.Trust, Ticket: tk, Cert: nc, RouteSecret: "0123456789abcdef0123456789abcdef"}
+	m := tm.m.Member(tm.t, name, roles)
+	assignAddr(m.ID.Public())
+	return m
 }
 
 // testNode is one member: its identity, state directory and (when
@@ -159,16 +96,10 @@ func (n *testNode) gossipAddrPort(t testing.TB) netip.AddrPort {
 	return netip.AddrPortFrom(n.addr(), uint16(testPort(t)))
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond with a deadline (meshtest.WaitFor).
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	meshtest.WaitFor(t, timeout, what, cond)
 }
 
 // stateOf is what d believes about the member called name ("" = absent).

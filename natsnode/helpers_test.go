@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meshnode/meshnode/identity"
+	"github.com/meshnode/meshnode/identity/identitytest"
+	"github.com/meshnode/meshnode/mesh/meshtest"
 )
 
 const testMeshName = "testmesh"
@@ -62,11 +64,7 @@ type testCA struct {
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	ca, err := identity.NewCA(testMeshName, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{ca: ca}
+	return &testCA{ca: identitytest.NewMesh(t, testMeshName).CA}
 }
 
 type member struct {
@@ -77,11 +75,7 @@ type member struct {
 
 func (c *testCA) member(t *testing.T, name string) *member {
 	t.Helper()
-	seed, err := identity.NewSeed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := identity.FromSeed(seed)
+	id := identitytest.NewIdentity(t)
 	nc, err := c.ca.IssueNodeCert(name, id.Public(), time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -211,16 +205,10 @@ func members(nodes ...*testNode) []Member {
 	return ms
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond with a deadline (meshtest.WaitFor).
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	meshtest.WaitFor(t, timeout, what, cond)
 }
 
 func routesUp(n *testNode) int {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshnode/meshnode/mesh/api"
+	"github.com/meshnode/meshnode/mesh/meshtest"
 	"github.com/meshnode/meshnode/scripts/meshlab"
 	"github.com/meshnode/meshnode/scripts/netns/netnstest"
 )
@@ -60,20 +61,11 @@ func newLab(t *testing.T) *meshlab.Lab {
 	return lab
 }
 
-// eventually polls check until it returns nil or the deadline passes.
+// eventually polls check with a deadline, every 200 ms: each check runs
+// meshnode or a tool in a namespace.
 func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	meshtest.EventuallyEvery(t, 200*time.Millisecond, timeout, what, check)
 }
 
 // TestThreeNodeMesh is the story of a mesh: alpha creates it, beta and gamma
