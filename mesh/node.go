@@ -258,7 +258,8 @@ func (n *Node) reconcile() {
 func (n *Node) snapshot() Snapshot {
 	t := n.member.Ticket
 	s := Snapshot{
-		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles},
+		Self: Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles,
+			WireGuard: t.WireGuard, Prefix: n.member.Trust.Prefix()},
 		Revoked: n.revs, Endpoints: n.eps,
 	}
 	if n.disc != nil {

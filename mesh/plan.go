@@ -38,6 +38,11 @@ type Self struct {
 	Addr      netip.Addr // overlay address
 	RoutePort int        // NATS route port, used as given
 	Roles     identity.Roles
+	// WireGuard is this node's WireGuard key and Prefix the mesh /48: no
+	// member may claim the key, and hub routes must lie inside the prefix
+	// (see filterPeers).
+	WireGuard identity.WireGuardPublic
+	Prefix    netip.Prefix
 }
 
 // Revocations answers whether an identity is revoked.
@@ -62,6 +67,12 @@ type Plan struct {
 	// Routes is the NATS route set: this node first, then every alive
 	// member in Members order.
 	Routes []natsnode.Member
+	// Dropped lists the members left out of Members (and so of Peers,
+	// Routes and NATS admission), and the routes of members in Members
+	// that are not in their AllowedIPs, sorted by member: a collision
+	// with another member's WireGuard key or address, or a route the CA
+	// did not allow (see filterPeers).
+	Dropped []Drop
 
 	self      identity.NodePublic
 	selfRoles identity.Roles
@@ -100,6 +111,7 @@ func NewPlan(s Snapshot) *Plan {
 		}
 		return bytes.Compare(a.Node[:], b.Node[:])
 	})
+	p.Members, p.Dropped = filterPeers(s.Self, p.Members)
 
 	for _, m := range p.Members {
 		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))
