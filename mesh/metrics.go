@@ -45,7 +45,15 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 			}
 		}
 	}
-	for _, mem := range n.plan.Load().Members {
+	plan := n.plan.Load()
+	for _, d := range plan.Dropped {
+		if d.Route.IsValid() {
+			s.WireGuard.DroppedRoutes++
+		} else {
+			s.WireGuard.DroppedMembers++
+		}
+	}
+	for _, mem := range plan.Members {
 		s.Members[apiState(mem.State).String()]++
 		p, ok := peers[mem.WireGuard.Key()]
 		path := peerPath(p, ok, now)

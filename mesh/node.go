@@ -45,6 +45,8 @@ type Node struct {
 	// this node). Readers, NATS admission on every connection and status,
 	// load it without a lock; reconcile swaps it under reconcileMu.
 	plan atomic.Pointer[Plan]
+	// drops logs what the plans leave out, once (under reconcileMu).
+	drops dropLog
 
 	// enrollStats reads the enrollment endpoint's counters for metrics;
 	// set by serveEnrollment before the servers that scrape start.
@@ -241,6 +243,7 @@ func (n *Node) reconcile() {
 	defer n.reconcileMu.Unlock()
 	p := NewPlan(n.snapshot())
 	n.plan.Store(p)
+	n.drops.note(n.log, p.Dropped)
 	// The device logs what it changed ("wireguard peers applied"); this
 	// used to log the same change a second time.
 	if _, err := n.dev.Apply(p.Peers); err != nil {

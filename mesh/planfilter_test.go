@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -294,4 +295,48 @@ func FuzzNewPlanPeers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A drop is logged when it appears, not on every reconcile, and shows in
+// status and metrics for as long as it lasts.
+func TestDropsReported(t *testing.T) {
+	dir := identity.StateDir(t.TempDir())
+	if _, err := dir.InitMesh("drops", "self", 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	n, err := New(Config{StateDir: dir}, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := newTestMesh(t)
+	victim, _ := tm.member("victim", discovery.StateAlive)
+	victim = issued(victim, tm.now.Add(-time.Hour))
+	impostor, _ := tm.member("impostor", discovery.StateAlive)
+	impostor.WireGuard = victim.WireGuard
+	impostor.TicketIssued = tm.now
+
+	snap := n.snapshot()
+	snap.Members = []discovery.Member{victim, impostor}
+	for range 3 { // what reconcile does every 5 s
+		p := NewPlan(snap)
+		n.plan.Store(p)
+		n.drops.note(n.log, p.Dropped)
+	}
+	if c := strings.Count(logged.String(), "member left out of WireGuard"); c != 1 {
+		t.Errorf("logged %d times in 3 reconciles, want once:\n%s", c, logged.String())
+	}
+	want := "member impostor dropped from WireGuard: its WireGuard key is also used by member victim"
+	if st := n.Status(); !slices.Contains(st.Problems, want) || st.Healthy {
+		t.Errorf("status problems %q (healthy %v), want %q", st.Problems, st.Healthy, want)
+	}
+	if ms := n.metricsSnapshot(time.Now()); ms.WireGuard.DroppedMembers != 1 || ms.WireGuard.DroppedRoutes != 0 {
+		t.Errorf("metrics: dropped %d members, %d routes; want 1, 0", ms.WireGuard.DroppedMembers, ms.WireGuard.DroppedRoutes)
+	}
+	// Resolved, then back: logged again.
+	n.drops.note(n.log, nil)
+	n.drops.note(n.log, NewPlan(snap).Dropped)
+	if c := strings.Count(logged.String(), "member left out of WireGuard"); c != 2 {
+		t.Errorf("a drop that came back was logged %d times in all, want 2", c)
+	}
 }

@@ -70,6 +70,7 @@ func (n *Node) Status() api.Status {
 			st.Members = append(st.Members, ms)
 		}
 	}
+	st.Problems = append(st.Problems, n.plan.Load().Problems()...)
 	if n.nats != nil {
 		ns := n.nats.Status()
 		st.NATS = api.NATSStatus{

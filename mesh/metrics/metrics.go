@@ -63,6 +63,10 @@ type WireGuard struct {
 	// that have one: enough to alert on without a series per peer.
 	NoHandshake     int
 	OldestHandshake time.Duration
+	// DroppedMembers and DroppedRoutes are the entries of the member
+	// table the plan left out of WireGuard (mesh.Plan.Dropped): a key or
+	// address claimed twice, a route the CA did not allow.
+	DroppedMembers, DroppedRoutes int
 	// PerPeer is filled only when the operator asked for per-peer series
 	// (1,000 nodes × 1,000 peers would be a million series).
 	PerPeer []Peer
@@ -139,6 +143,8 @@ func Write(w io.Writer, s *Snapshot, process bool) {
 	c("meshnode_wireguard_tx_bytes_total", s.WireGuard.TxBytes)
 	g("meshnode_wireguard_peers_without_handshake", float64(s.WireGuard.NoHandshake))
 	g("meshnode_wireguard_oldest_handshake_age_seconds", s.WireGuard.OldestHandshake.Seconds())
+	g(`meshnode_wireguard_dropped{kind="member"}`, float64(s.WireGuard.DroppedMembers))
+	g(`meshnode_wireguard_dropped{kind="route"}`, float64(s.WireGuard.DroppedRoutes))
 	seen := map[string]bool{}
 	for _, p := range s.WireGuard.PerPeer {
 		l := fmt.Sprintf(`{peer=%s,path=%s}`, quote(p.Name), quote(p.Path))
