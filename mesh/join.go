@@ -66,6 +66,9 @@ var (
 	ErrWrongCA = errors.New("peer belongs to another mesh")
 	// ErrNameTaken: another member holds the name.
 	ErrNameTaken = errors.New("name taken")
+	// ErrKeyTaken: this node's WireGuard key or identity is already a
+	// member's (a copied state directory or seed).
+	ErrKeyTaken = errors.New("key already in use")
 	// ErrRevoked: this identity has been revoked from the mesh.
 	ErrRevoked = errors.New("identity revoked")
 	// ErrNotAdmin: the peer does not hold the mesh CA; the detail names an
@@ -216,6 +219,8 @@ func joinErrorKind(err error) error {
 		return ErrWrongCA
 	case enroll.CodeNameTaken:
 		return ErrNameTaken
+	case enroll.CodeKeyTaken:
+		return ErrKeyTaken
 	case enroll.CodeRevoked:
 		return ErrRevoked
 	case enroll.CodeNoCA:

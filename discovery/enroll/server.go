@@ -198,8 +198,12 @@ func (s *Server) Handler() http.Handler {
 		var out any
 		var aerr *apiError
 		switch {
-		case r.URL.Path == "/v1/join" && r.Method == http.MethodPost:
+		case r.URL.Path == "/v1/join":
+			aerr = fail(http.StatusBadRequest, CodeVersion, "join v1 is no longer accepted (it does not prove the WireGuard key): upgrade the joining meshnode to one that speaks join v2")
+		case r.URL.Path == "/v2/join" && r.Method == http.MethodPost:
 			out, aerr = s.join(w, r, now)
+		case r.URL.Path == "/v2/ticket" && r.Method == http.MethodGet:
+			out, aerr = s.ownTicket()
 		case r.URL.Path == "/v1/hello" && r.Method == http.MethodPost:
 			out, aerr = s.hello(w, r, now)
 		case r.URL.Path == "/v1/challenge" && r.Method == http.MethodGet:
@@ -207,13 +211,13 @@ func (s *Server) Handler() http.Handler {
 			if ch, aerr = s.challenges.issue(from, now); aerr == nil {
 				out = challengeResponse{Challenge: ch}
 			}
-		case r.URL.Path == "/v1/join" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/challenge":
+		case r.URL.Path == "/v2/join" || r.URL.Path == "/v2/ticket" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/challenge":
 			aerr = fail(http.StatusMethodNotAllowed, CodeMethod, "%s is not allowed on %s", r.Method, r.URL.Path)
 		default:
 			aerr = fail(http.StatusNotFound, CodeNotFound, "no such endpoint %s", r.URL.Path)
 		}
 		if aerr != nil {
-			if r.URL.Path == "/v1/join" {
+			if r.URL.Path == "/v1/join" || r.URL.Path == "/v2/join" {
 				s.stats.refuse(aerr.code)
 			}
 			// A member without the CA answering a join is no failure of
@@ -307,6 +311,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	}
 	if s.cfg.Members.NameTaken(req.Name, req.Node) {
 		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is taken by another member", req.Name)
+	}
+	if aerr := s.checkJoinKeys(req); aerr != nil {
+		return nil, aerr
 	}
 	e, err := ca.Enroll(req.Name, req.Node, req.WireGuard, roles, now)
 	if err != nil {

@@ -10,25 +10,35 @@ import (
 	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Wire format v1: JSON over HTTPS on the underlay.
+// Wire format: JSON over HTTPS on the underlay.
 //
-//	POST /v1/join       a newcomer with a one-time token asks to be admitted
+//	GET  /v2/ticket     the admitting node's own ticket, for the join proof
+//	POST /v2/join       a newcomer with a one-time token asks to be admitted
 //	GET  /v1/challenge  a fresh challenge for hello
 //	POST /v1/hello      a known member re-introduces itself (signed challenge)
 //
 // The version is explicit three times: in the path, in every request's
 // "version" field, and in the domain of every signature. Requests are
 // decoded strictly (an unknown field is refused); answers are decoded
-// leniently, so a v1 answer may gain fields, or lose ones no client reads,
+// leniently, so an answer may gain fields, or lose ones no client reads,
 // without a new version. Anything else (a changed meaning, a changed
-// signature) is v2: new path, new version, new domains.
+// signature) is a new version: new path, new version, new domains.
+//
+// Join is v2: a v1 join proved the identity key only, so a newcomer could
+// name another member's WireGuard key and be issued a ticket for it. A v2
+// join also carries a WireGuardProof (identity.WireGuardProof) toward the
+// admitting node's WireGuard key, which the newcomer reads from GET
+// /v2/ticket first, verified against the pinned CA and the TLS peer. A v1
+// join is refused with CodeVersion and a message that says to upgrade.
 const (
 	// DefaultPort is the underlay TCP port of the enrollment endpoint.
 	DefaultPort = defaults.EnrollPort
 
-	joinDomain  = "meshnode join v1"
-	helloDomain = "meshnode hello v1"
-	version     = 1
+	joinDomain      = "meshnode join v2"
+	joinProofDomain = "meshnode join v2 wireguard proof"
+	joinVersion     = 2
+	helloDomain     = "meshnode hello v1"
+	version         = 1
 
 	maxRequestBody  = 16 << 10
 	maxResponseBody = 4 << 20
@@ -39,14 +49,18 @@ const (
 // joinRequest is what a newcomer sends. Signature is its identity's
 // signature over signed(), which binds the WireGuard key (the CA cannot
 // derive it from the identity key) and the endpoints to the token.
+// WireGuardProof is identity.WireGuardProof over the same bytes toward the
+// admitting node's WireGuard key (domain joinProofDomain): the newcomer
+// holds the private half of the key it asks a ticket for.
 type joinRequest struct {
-	Version   int                      `json:"version"`
-	Name      string                   `json:"name"`
-	Node      identity.NodePublic      `json:"node"`
-	WireGuard identity.WireGuardPublic `json:"wireguard"`
-	Endpoints []netip.AddrPort         `json:"endpoints"`
-	Token     string                   `json:"token"`
-	Signature []byte                   `json:"signature"`
+	Version        int                      `json:"version"`
+	Name           string                   `json:"name"`
+	Node           identity.NodePublic      `json:"node"`
+	WireGuard      identity.WireGuardPublic `json:"wireguard"`
+	Endpoints      []netip.AddrPort         `json:"endpoints"`
+	Token          string                   `json:"token"`
+	Signature      []byte                   `json:"signature"`
+	WireGuardProof []byte                   `json:"wireguard_proof"`
 }
 
 func appendEndpoints(b []byte, eps []netip.AddrPort) []byte {
@@ -59,7 +73,7 @@ func appendEndpoints(b []byte, eps []netip.AddrPort) []byte {
 	return b
 }
 
-// signed is "meshnode join v1" || name_len u8 | name | identity [32] |
+// signed is "meshnode join v2" || name_len u8 | name | identity [32] |
 // wireguard [32] | n u8 | n × (addr [16] | port u16) | SHA-256(token).
 func (r *joinRequest) signed() []byte {
 	b := []byte(joinDomain)
@@ -117,6 +131,12 @@ type joinResponse struct {
 	Members json.RawMessage `json:"members"`
 }
 
+// ticketResponse is the admitting node's own CA-signed ticket: the
+// WireGuard key a joiner proves its own key toward.
+type ticketResponse struct {
+	Ticket []byte `json:"ticket"`
+}
+
 type challengeResponse struct {
 	Challenge []byte `json:"challenge"`
 }
@@ -143,6 +163,9 @@ const (
 	CodeMalformed     = "malformed"
 	CodeTooLarge      = "too-large"
 	CodeBadSignature  = "bad-signature"
+	CodeBadProof      = "bad-wireguard-proof"
+	CodeKeyTaken      = "key-taken"
+	CodeVersion       = "unsupported-version"
 	CodeNoCA          = "no-ca"
 	CodeTokenUnknown  = "token-unknown"
 	CodeTokenExpired  = "token-expired"
