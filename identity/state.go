@@ -62,10 +62,29 @@ func (d StateDir) APISocketPath() string { return d.path("api.sock") }
 // NATSDir is the embedded NATS server's JetStream store.
 func (d StateDir) NATSDir() string { return d.path("nats") }
 
-// Ensure creates the directory (0700) if it does not exist.
+// Ensure creates the directory (0700) if it does not exist, and tightens
+// an existing one to 0700: it holds the seed and the CA key, and a
+// directory others can write lets them plant files (a seed we would then
+// reuse, a link where a secret is about to be written). A directory owned
+// by another user is refused: it is not ours to tighten or to trust.
 func (d StateDir) Ensure() error {
 	if err := os.MkdirAll(string(d), 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
+	}
+	fi, err := os.Stat(string(d))
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state directory %s: not a directory", d)
+	}
+	if err := checkOwner(string(d), fi); err != nil {
+		return fmt.Errorf("state directory %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(string(d), 0o700); err != nil {
+			return fmt.Errorf("state directory %s: tighten to 0700: %w", d, err)
+		}
 	}
 	return nil
 }
