@@ -47,6 +47,10 @@ func (d StateDir) RevocationsPath() string { return d.path("revocations.bin") }
 // InvitesPath is the CA holder's store of join tokens (0600).
 func (d StateDir) InvitesPath() string { return d.path("invites.json") }
 
+// IssuedPath is the CA holder's record of the unexpired tickets it issued:
+// their names and WireGuard keys are reserved (0600).
+func (d StateDir) IssuedPath() string { return d.path("issued.json") }
+
 // MembersPath is the persisted member table (owned by discovery).
 func (d StateDir) MembersPath() string { return d.path("members.json") }
 

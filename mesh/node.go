@@ -334,11 +334,13 @@ func (n *Node) Invite(ttl time.Duration, roles identity.Roles) (string, error) {
 // an admin to ask instead).
 func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	var invites *identity.Invites
+	var issued *identity.Issued
 	if n.member.CA != nil {
 		invites = identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust)
+		issued = identity.OpenIssued(n.cfg.StateDir.IssuedPath())
 	}
 	srv, err := enroll.NewServer(enroll.ServerConfig{
-		Member: n.member, Invites: invites, Members: n.disc, Revocations: n.revs,
+		Member: n.member, Invites: invites, Issued: issued, Members: n.disc, Revocations: n.revs,
 		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect},
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.

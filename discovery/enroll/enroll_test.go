@@ -39,6 +39,12 @@ type enrollFixture struct {
 // newEnrollFixture runs an enrollment endpoint on loopback for a member
 // holding the CA (withCA) or a plain member that knows an admin.
 func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture {
+	return newEnrollFixtureWith(t, withCA, maxFailures, nil)
+}
+
+// newEnrollFixtureWith is newEnrollFixture with a last say over the
+// endpoint's configuration.
+func newEnrollFixtureWith(t *testing.T, withCA bool, maxFailures int, configure func(*ServerConfig)) *enrollFixture {
 	tm := newTestMesh(t)
 	f := &enrollFixture{t: t, tm: tm, clock: time.Now()}
 	admin := tm.enroll("admin", identity.RoleAdmin)
@@ -70,6 +76,9 @@ func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture
 	if withCA {
 		f.inv = identity.OpenInvites(filepath.Join(t.TempDir(), "invites.json"), tm.ca.Trust)
 		cfg.Invites = f.inv
+	}
+	if configure != nil {
+		configure(&cfg)
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {

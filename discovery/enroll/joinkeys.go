@@ -2,6 +2,10 @@ package enroll
 
 import (
 	"net/http"
+	"strings"
+	"time"
+
+	"github.com/meshnode/meshnode/identity"
 )
 
 // ownTicket answers GET /v2/ticket with this node's ticket: the WireGuard
@@ -27,7 +31,10 @@ func (s *Server) ownTicket() (any, *apiError) {
 // reconcile, and the second holder could take the first one's traffic.
 // So is an identity that is a member under another name (a copied state
 // directory): one identity has one overlay address, which one name holds.
-func (s *Server) checkJoinKeys(req *joinRequest) *apiError {
+//
+// Names and keys of unexpired tickets this node issued stay reserved for
+// their identity also after the member table forgot it (ServerConfig.Issued).
+func (s *Server) checkJoinKeys(req *joinRequest, now time.Time) *apiError {
 	self := s.cfg.Member
 	if !self.ID.VerifyWireGuardProof(req.WireGuard, joinProofDomain, req.signed(), req.WireGuardProof) {
 		return fail(http.StatusBadRequest, CodeBadProof,
@@ -44,6 +51,33 @@ func (s *Server) checkJoinKeys(req *joinRequest) *apiError {
 		case m.Node == req.Node && m.Name != req.Name:
 			return fail(http.StatusConflict, CodeKeyTaken, "identity %s is already member %q and cannot join again as %q", req.Node.ShortString(), m.Name, req.Name)
 		}
+	}
+	if s.cfg.Issued == nil {
+		return nil
+	}
+	why, err := s.cfg.Issued.Conflict(req.Name, req.Node, req.WireGuard, now, s.cfg.Revocations.IsRevoked)
+	switch {
+	case err != nil:
+		return fail(http.StatusInternalServerError, CodeInternalError, "%v", err)
+	case strings.HasPrefix(why, "name "):
+		return fail(http.StatusConflict, CodeNameTaken, "%s", why)
+	case why != "":
+		return fail(http.StatusConflict, CodeKeyTaken, "%s", why)
+	}
+	return nil
+}
+
+// reserve records the ticket about to be handed out, before the token is
+// spent: a record that cannot be written must not cost the newcomer its
+// token. If the redeem then fails, the record reserves the name for an
+// identity that got no ticket, which only that identity can use: it may
+// retry.
+func (s *Server) reserve(t *identity.Ticket, now time.Time) *apiError {
+	if s.cfg.Issued == nil {
+		return nil
+	}
+	if err := s.cfg.Issued.Record(t, now); err != nil {
+		return fail(http.StatusInternalServerError, CodeInternalError, "%v", err)
 	}
 	return nil
 }

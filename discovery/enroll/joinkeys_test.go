@@ -9,10 +9,14 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 )
 
@@ -201,3 +205,91 @@ func TestOlderPeer(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// forgetful is a member table that has forgotten some members, as
+// discovery does after a few days without news of them.
+type forgetful struct {
+	real   Members
+	mu     sync.Mutex
+	forgot map[string]bool
+}
+
+func (f *forgetful) forget(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgot[name] = true
+}
+
+func (f *forgetful) Members() []discovery.Member {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []discovery.Member
+	for _, m := range f.real.Members() {
+		if !f.forgot[m.Name] {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (f *forgetful) Admit(t *identity.Ticket, eps []netip.AddrPort) discovery.Member {
+	return f.real.Admit(t, eps)
+}
+
+func (f *forgetful) NameTaken(name string, node identity.NodePublic) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.forgot[name] && f.real.NameTaken(name, node)
+}
+
+// Issue 14 finding 6: the name check asked only the live table, so once
+// discovery forgot a member that was away, its name (and WireGuard key)
+// went to the next newcomer while its ticket was still valid.
+func TestJoinNamesOfUnexpiredTicketsAreReserved(t *testing.T) {
+	var table *forgetful
+	issuedPath := filepath.Join(t.TempDir(), "issued.json")
+	f := newEnrollFixtureWith(t, true, 1000, func(c *ServerConfig) {
+		table = &forgetful{real: c.Members, forgot: map[string]bool{}}
+		c.Members = table
+		c.Issued = identity.OpenIssued(issuedPath)
+	})
+	now := time.Now()
+	away := newIdentity(t)
+	if _, err := Join(context.Background(), f.addr, f.token(time.Hour, 0, now), away, "away", nil); err != nil {
+		t.Fatal(err)
+	}
+	gone := newIdentity(t)
+	if _, err := Join(context.Background(), f.addr, f.token(time.Hour, 0, now), gone, "gone", nil); err != nil {
+		t.Fatal(err)
+	}
+	table.forget("away")
+	table.forget("gone")
+	rev, err := f.tm.ca.Revoke(gone.Public(), "retired", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.cfgRevocations().Add(rev); err != nil {
+		t.Fatal(err)
+	}
+
+	tok := f.token(time.Hour, 0, now)
+	var ee *Error
+	_, err = Join(context.Background(), f.addr, tok, newIdentity(t), "away", nil)
+	if !errors.As(err, &ee) || ee.Code != CodeNameTaken || !strings.Contains(ee.Message, "unexpired ticket") {
+		t.Fatalf("the name of an away member with a valid ticket: %v, want %s", err, CodeNameTaken)
+	}
+	// The same identity under another name, while its ticket is valid.
+	_, err = Join(context.Background(), f.addr, tok, away, "renamed", nil)
+	if !errors.As(err, &ee) || ee.Code != CodeKeyTaken || !strings.Contains(ee.Message, `as "away"`) {
+		t.Fatalf("an away member joining under another name: %v, want %s", err, CodeKeyTaken)
+	}
+	// A revoked identity's name is free again.
+	if _, err := Join(context.Background(), f.addr, tok, newIdentity(t), "gone", nil); err != nil {
+		t.Fatalf("the name of a revoked member: %v", err)
+	}
+	if fi, err := os.Stat(issuedPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("issued tickets file: %v %v", fi, err)
+	}
+}
+
+func (f *enrollFixture) cfgRevocations() *identity.RevocationSet { return f.srv.cfg.Revocations }

@@ -45,6 +45,10 @@ type ServerConfig struct {
 	Mesh MeshParams
 	// Invites is the token store; required when Member.CA is set.
 	Invites *identity.Invites
+	// Issued records the tickets this node issues, so that their names
+	// and WireGuard keys stay reserved while they are valid; nil keeps no
+	// record (only the live member table is checked).
+	Issued *identity.Issued
 	// Members supplies the member table and takes the admitted members.
 	Members Members
 	// Revocations is the node's revocation set: revoked identities are
@@ -312,7 +316,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if s.cfg.Members.NameTaken(req.Name, req.Node) {
 		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is taken by another member", req.Name)
 	}
-	if aerr := s.checkJoinKeys(req); aerr != nil {
+	if aerr := s.checkJoinKeys(req, now); aerr != nil {
 		return nil, aerr
 	}
 	e, err := ca.Enroll(req.Name, req.Node, req.WireGuard, roles, now)
@@ -334,6 +338,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 		Mesh:        s.cfg.Mesh,
 	}
 	if resp.Members, aerr = s.records(req.Node); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := s.reserve(t, now); aerr != nil {
 		return nil, aerr
 	}
 	if _, err := s.cfg.Invites.Redeem(req.Token, req.Name+" "+req.Node.ShortString(), now); err != nil {
