@@ -71,8 +71,8 @@ var (
 	ErrKeyTaken = errors.New("key already in use")
 	// ErrRevoked: this identity has been revoked from the mesh.
 	ErrRevoked = errors.New("identity revoked")
-	// ErrNotAdmin: the peer does not hold the mesh CA; the detail names an
-	// admin member to join through instead.
+	// ErrNotAdmin: the peer does not hold the mesh CA: join through a
+	// member that does. (Peers of earlier builds also named an admin.)
 	ErrNotAdmin = errors.New("peer cannot admit members")
 	// ErrRefused: the peer refused the request for another reason (a
 	// malformed or unsigned request: a bug, or a protocol version the peer

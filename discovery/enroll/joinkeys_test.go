@@ -293,3 +293,27 @@ func TestJoinNamesOfUnexpiredTicketsAreReserved(t *testing.T) {
 }
 
 func (f *enrollFixture) cfgRevocations() *identity.RevocationSet { return f.srv.cfg.Revocations }
+
+// Issue 14 finding 6: a member without the CA told any caller on the
+// underlay the name and underlay endpoints of an admin.
+func TestNoCANamesNoAdmin(t *testing.T) {
+	f := newEnrollFixture(t, false, 1000)
+	adminInv := identity.OpenInvites(filepath.Join(t.TempDir(), "inv.json"), f.tm.ca.Trust)
+	tok, err := adminInv.New(time.Hour, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v2/join", "/v2/ticket"} {
+		method, body := http.MethodPost, f.joinBody(newIdentity(t), "x", tok)
+		if path == "/v2/ticket" {
+			method, body = http.MethodGet, nil
+		}
+		status, er := f.post(method, path, body)
+		if status != http.StatusMisdirectedRequest || er.Code != CodeNoCA {
+			t.Fatalf("%s: %d %+v", path, status, er)
+		}
+		if er.Admin != nil || strings.Contains(er.Error, "admin") || strings.Contains(er.Error, "203.0.113.9") {
+			t.Errorf("%s: the refusal names an admin: %+v", path, er)
+		}
+	}
+}

@@ -181,7 +181,6 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
-	admin  *adminHint
 }
 
 func fail(status int, code, format string, args ...any) *apiError {
@@ -241,7 +240,7 @@ func (s *Server) Handler() http.Handler {
 func writeError(w http.ResponseWriter, e *apiError) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.status)
-	json.NewEncoder(w).Encode(errorResponse{Error: e.msg, Code: e.code, Admin: e.admin})
+	json.NewEncoder(w).Encode(errorResponse{Error: e.msg, Code: e.code})
 }
 
 func remoteAddr(r *http.Request) netip.Addr {
@@ -268,23 +267,6 @@ func tokenError(err error) *apiError {
 	return fail(http.StatusInternalServerError, CodeInternalError, "token store: %v", err)
 }
 
-// adminHint names an admin member, preferring live ones.
-func (s *Server) adminHint() *adminHint {
-	var best *discovery.Member
-	for _, m := range s.cfg.Members.Members() {
-		if !m.Roles.Has(identity.RoleAdmin) {
-			continue
-		}
-		if best == nil || (m.State == discovery.StateAlive && best.State != discovery.StateAlive) {
-			best = &m
-		}
-	}
-	if best == nil {
-		return nil
-	}
-	return &adminHint{Name: best.Name, Endpoints: best.Endpoints}
-}
-
 func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (any, *apiError) {
 	body, aerr := readBody(w, r)
 	if aerr != nil {
@@ -296,11 +278,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	}
 	ca := s.cfg.Member.CA
 	if ca == nil {
-		e := fail(http.StatusMisdirectedRequest, CodeNoCA, "this node (%s) does not hold the mesh CA and cannot admit members", s.cfg.Member.Ticket.Name)
-		if e.admin = s.adminHint(); e.admin != nil {
-			e.msg += fmt.Sprintf("; join through admin member %q", e.admin.Name)
-		}
-		return nil, e
+		// No admin is named: the caller is not authenticated, and the CA
+		// holder's name and underlay endpoints tell an attacker which box
+		// to go for. The operator knows the admins (status lists roles).
+		return nil, fail(http.StatusMisdirectedRequest, CodeNoCA, "this node (%s) does not hold the mesh CA and cannot admit members; join through a member that does", s.cfg.Member.Ticket.Name)
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()

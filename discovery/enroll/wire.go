@@ -146,6 +146,9 @@ type helloResponse struct {
 }
 
 // errorResponse is every refusal (4xx, and 5xx when the endpoint failed).
+// Admin was filled by earlier builds on a node without the CA (an admin's
+// name and underlay endpoints, told to anyone who asked); this build never
+// sends it, and the client still shows it from older peers.
 type errorResponse struct {
 	Error string     `json:"error"`
 	Code  string     `json:"code"`
