@@ -168,6 +168,8 @@ func Join(ctx context.Context, cfg Config, req JoinRequest) (*JoinResult, error)
 	if e := res.Mesh.BootstrapExpect; e > 0 && !req.KeepBootstrapExpect {
 		cfg.BootstrapExpect = e
 	}
+	// A lab mesh stays one: its members advertise internal endpoints.
+	cfg.LabEndpoints = cfg.LabEndpoints || res.Mesh.LabEndpoints
 
 	// Admitted: from here on the token is spent, so a failure says so.
 	stored := func(err error) error {

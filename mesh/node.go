@@ -133,7 +133,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
 		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
-		Fast: n.cfg.FastTimers, Logger: n.log,
+		Fast: n.cfg.FastTimers, LabEndpoints: n.cfg.LabEndpoints, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -341,7 +341,7 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	}
 	srv, err := enroll.NewServer(enroll.ServerConfig{
 		Member: n.member, Invites: invites, Issued: issued, Members: n.disc, Revocations: n.revs,
-		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect},
+		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect, LabEndpoints: n.cfg.LabEndpoints},
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.
 		OnAdmit: func(m discovery.Member) {

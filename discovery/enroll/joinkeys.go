@@ -2,9 +2,11 @@ package enroll
 
 import (
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 )
 
@@ -78,6 +80,19 @@ func (s *Server) reserve(t *identity.Ticket, now time.Time) *apiError {
 	}
 	if err := s.cfg.Issued.Record(t, now); err != nil {
 		return fail(http.StatusInternalServerError, CodeInternalError, "%v", err)
+	}
+	return nil
+}
+
+// checkDialable refuses endpoints that members must not be told to dial
+// (discovery.CheckDialable) unless the mesh is a lab (Mesh.LabEndpoints):
+// the member table this node keeps hands them to every other member.
+func (s *Server) checkDialable(eps []netip.AddrPort) *apiError {
+	if s.cfg.Mesh.LabEndpoints {
+		return nil
+	}
+	if err := discovery.CheckDialable(eps, s.cfg.Member.Trust.Prefix()); err != nil {
+		return fail(http.StatusBadRequest, CodeMalformed, "%v (this mesh is not configured for a lab: lab_endpoints)", err)
 	}
 	return nil
 }

@@ -317,3 +317,29 @@ func TestNoCANamesNoAdmin(t *testing.T) {
 		}
 	}
 }
+
+// Issue 14 finding 6: join and hello took loopback, link-local and other
+// internal endpoints into the member table, for every member to dial.
+func TestJoinAndHelloRefuseInternalEndpoints(t *testing.T) {
+	inward := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:51820")}
+	linkLocal := []netip.AddrPort{netip.MustParseAddrPort("169.254.169.254:80")}
+	for _, lab := range []bool{false, true} {
+		f := newEnrollFixtureWith(t, true, 1000, func(c *ServerConfig) { c.Mesh.LabEndpoints = lab })
+		now := time.Now()
+		_, joinErr := Join(context.Background(), f.addr, f.token(time.Hour, 0, now), newIdentity(t), "inward", inward)
+		back := f.tm.enroll("back", 0)
+		_, helloErr := Hello(context.Background(), f.addr, back, linkLocal)
+		for what, err := range map[string]error{"join": joinErr, "hello": helloErr} {
+			var ee *Error
+			switch {
+			case lab && err != nil:
+				t.Errorf("lab mesh: %s with an internal endpoint: %v", what, err)
+			case !lab && (!errors.As(err, &ee) || ee.Code != CodeMalformed || !strings.Contains(ee.Message, "must not be told to dial")):
+				t.Errorf("%s with an internal endpoint: %v, want %s", what, err, CodeMalformed)
+			}
+		}
+		if _, ok := stateOf(f.d, "inward"); ok != lab {
+			t.Errorf("lab %v: member with a loopback endpoint in the table: %v", lab, ok)
+		}
+	}
+}

@@ -276,6 +276,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if aerr != nil {
 		return nil, aerr
 	}
+	if aerr := s.checkDialable(req.Endpoints); aerr != nil {
+		return nil, aerr
+	}
 	ca := s.cfg.Member.CA
 	if ca == nil {
 		// No admin is named: the caller is not authenticated, and the CA
@@ -358,6 +361,9 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request, now time.Time) (a
 	}
 	req, t, aerr := decodeHelloRequest(body)
 	if aerr != nil {
+		return nil, aerr
+	}
+	if aerr := s.checkDialable(req.Endpoints); aerr != nil {
 		return nil, aerr
 	}
 	if err := t.Verify(s.cfg.Member.Trust, now); err != nil {

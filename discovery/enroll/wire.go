@@ -118,6 +118,10 @@ type MeshParams struct {
 	// newcomer waits for the same number of members as the rest (0: not
 	// set by the admitting node).
 	BootstrapExpect int `json:"bootstrap_expect,omitempty"`
+	// LabEndpoints says the mesh is a lab on one host: members may
+	// advertise loopback and other internal endpoints
+	// (discovery.CheckDialable). A newcomer adopts it.
+	LabEndpoints bool `json:"lab_endpoints,omitempty"`
 }
 
 type joinResponse struct {
