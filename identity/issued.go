@@ -110,12 +110,17 @@ func (s *Issued) read() ([]issuedRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issued tickets: %w", err)
 	}
+	return parseIssued(b, s.path)
+}
+
+// parseIssued decodes the file's contents; errors name path.
+func parseIssued(b []byte, path string) ([]issuedRecord, error) {
 	if len(b) > maxIssuedFile {
-		return nil, fmt.Errorf("issued tickets file %s: %d bytes is too large", s.path, len(b))
+		return nil, fmt.Errorf("issued tickets file %s: %d bytes is too large", path, len(b))
 	}
 	var recs []issuedRecord
 	if err := json.Unmarshal(b, &recs); err != nil {
-		return nil, fmt.Errorf("issued tickets file %s is corrupt: %w", s.path, err)
+		return nil, fmt.Errorf("issued tickets file %s is corrupt: %w", path, err)
 	}
 	return recs, nil
 }

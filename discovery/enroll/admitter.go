@@ -66,13 +66,13 @@ func checkAdmitterTicket(raw []byte, chain []*x509.Certificate, now time.Time) (
 	if len(chain) < 2 {
 		return identity.WireGuardPublic{}, errors.New("no verified certificate chain to check the ticket against")
 	}
-	trust, err := identity.ParseTrust(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[len(chain)-1].Raw}))
-	if err != nil {
-		return identity.WireGuardPublic{}, err
-	}
 	t, err := identity.ParseTicket(raw)
 	if err != nil {
 		return identity.WireGuardPublic{}, fmt.Errorf("its ticket: %w", err)
+	}
+	trust, err := identity.ParseTrust(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[len(chain)-1].Raw}))
+	if err != nil {
+		return identity.WireGuardPublic{}, err
 	}
 	if err := t.Verify(trust, now); err != nil {
 		return identity.WireGuardPublic{}, fmt.Errorf("its ticket: %w", err)
