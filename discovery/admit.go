@@ -21,6 +21,7 @@ const (
 	RejectBadMetaSignature = "bad-meta-signature"
 	RejectNameMismatch     = "name-mismatch"
 	RejectAddressMismatch  = "address-mismatch"
+	RejectInternalEndpoint = "internal-endpoint"
 	// RejectStaleMeta refuses an older meta than one already seen; it is
 	// not counted (see admit).
 	RejectStaleMeta = "stale-meta"
@@ -94,6 +95,11 @@ func (d *Discovery) admit(name string, addr net.IP, b []byte, now time.Time) (*m
 	}
 	if d.revs.IsRevoked(t.Node) {
 		return nil, reject(RejectRevoked, t.Name+" ("+t.Node.ShortString()+") is revoked")
+	}
+	if !d.cfg.LabEndpoints {
+		if err := CheckDialable(md.endpoints, d.trust.Prefix()); err != nil {
+			return nil, reject(RejectInternalEndpoint, t.Name+": "+err.Error()+" (this node is not configured for a lab: lab_endpoints)")
+		}
 	}
 	if name != t.Name {
 		return nil, reject(RejectNameMismatch, "gossip name "+name+" but ticket name "+t.Name)

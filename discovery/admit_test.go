@@ -138,6 +138,9 @@ func badCases(t *testing.T, tm *testMesh) (map[string]*rogue, *identity.Revocati
 	seed, _ := identity.NewSeed()
 	out[RejectAddressMismatch] = &rogue{"moved", assignAddr(identity.FromSeed(seed).Public()), b, nil}
 
+	m = tm.enroll("inward", 0)
+	out[RejectInternalEndpoint] = &rogue{"inward", addr(m), metaWithEndpoints(t, m, netip.MustParseAddrPort("127.0.0.1:22")), nil}
+
 	out[RejectMalformed] = &rogue{"garbage", assignAddr(identity.NodePublic{1}), []byte{1, 0, 200, 1, 2, 3}, nil}
 	return out, rev
 }
@@ -194,5 +197,64 @@ func TestAliveDelegate(t *testing.T) {
 	goodNode.State = memberlist.StateAlive
 	if err := (*delegate)(d).NotifyMerge([]*memberlist.Node{badNode, goodNode}); err != nil {
 		t.Fatalf("merge with one good node refused: %v", err)
+	}
+}
+
+// metaWithEndpoints is m's signed meta advertising eps.
+func metaWithEndpoints(t testing.TB, m *identity.Member, eps ...netip.AddrPort) []byte {
+	t.Helper()
+	md := &meta{ticket: m.Ticket, seq: uint64(time.Now().UnixNano()), natsClientPort: 4222, natsRoutePort: 6222, endpoints: eps}
+	b, err := md.sign(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Issue 14 finding 6: a member could advertise loopback, link-local and
+// other internal endpoints, and every node would send it handshakes
+// there. Refused unless the mesh is a lab on one host.
+func TestAdmissionInternalEndpoints(t *testing.T) {
+	tm := newTestMesh(t)
+	m := tm.enroll("inward", 0)
+	inMesh := netip.AddrPortFrom(identity.OverlayAddr(tm.ca.Trust.Prefix(), identity.NodePublic{9}), 51820)
+	for _, tc := range []struct {
+		ep   string
+		lab  bool
+		want string // "" = admitted
+	}{
+		{"127.0.0.1:51820", false, RejectInternalEndpoint},
+		{"[::1]:51820", false, RejectInternalEndpoint},
+		{"169.254.169.254:80", false, RejectInternalEndpoint},
+		{"224.0.0.1:51820", false, RejectInternalEndpoint},
+		{"[ff02::1]:51820", false, RejectInternalEndpoint},
+		{"255.255.255.255:51820", false, RejectInternalEndpoint},
+		{"0.1.2.3:51820", false, RejectInternalEndpoint},
+		{inMesh.String(), false, RejectInternalEndpoint},
+		{"10.1.2.3:51820", false, ""},
+		{"192.168.1.2:51820", false, ""},
+		{"[fd00::1]:51820", false, ""},
+		{"198.51.100.7:51820", false, ""},
+		{"127.0.0.1:51820", true, ""},
+		{"169.254.1.1:51820", true, ""},
+	} {
+		n := tm.node("judge")
+		cfg := n.config(t)
+		cfg.LabEndpoints = tc.lab
+		d, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := metaWithEndpoints(t, m, netip.MustParseAddrPort(tc.ep))
+		err = (*delegate)(d).NotifyAlive(&memberlist.Node{Name: "inward", Addr: net.IP(testGossipAddr(m.Ticket).AsSlice()), Meta: b})
+		got := ""
+		if ae, ok := err.(*admitError); ok {
+			got = ae.reason
+		} else if err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("endpoint %s (lab %v): %q, want %q", tc.ep, tc.lab, got, tc.want)
+		}
 	}
 }

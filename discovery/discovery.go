@@ -60,6 +60,10 @@ type Config struct {
 	GossipAddr func(*identity.Ticket) netip.Addr
 	// Fast selects short timers for tests; LAN timers otherwise.
 	Fast bool
+	// LabEndpoints admits members whose meta advertises loopback,
+	// link-local or other internal endpoints (CheckDialable): a lab mesh
+	// on one host. Off, such a member is not admitted.
+	LabEndpoints bool
 	// Retention is how long dead or unseen members are kept (default 72h).
 	Retention time.Duration
 	// NeverSeen is how long a member known only from an enrollment (Admit:

@@ -67,6 +67,11 @@ type Member struct {
 	LastChange     time.Time
 	Self           bool
 
+	// TicketIssued is the ticket's NotBefore: when two members claim one
+	// WireGuard key or overlay address, every node keeps the one with the
+	// older ticket (mesh.NewPlan), so that all of them drop the same one.
+	TicketIssued time.Time
+
 	// The signed records the entry was built from, kept so that every
 	// copy (file, enrollment answer) can be re-verified.
 	ticket  []byte
@@ -105,6 +110,8 @@ func memberFrom(t *identity.Ticket, md *meta, endpoints []netip.AddrPort) Member
 		Roles:     t.Roles,
 		Endpoints: slices.Clone(endpoints),
 		ticket:    t.Marshal(),
+
+		TicketIssued: t.NotBefore,
 	}
 	if md != nil {
 		m.Endpoints = slices.Clone(md.endpoints)

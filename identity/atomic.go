@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // WriteFileAtomic replaces path with data so that a reader (or a crash) sees
@@ -92,10 +93,28 @@ func syncDir(dir string) error {
 }
 
 // checkPrivate reports an error when a secret file is readable or writable
-// by group or others.
+// by group or others, or owned by another user (who could have written it,
+// so we would be using a key someone else knows, and can read it anyway).
 func checkPrivate(path string, fi os.FileInfo) error {
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
 		return fmt.Errorf("%s: permissions %#o give group/others access to a secret; run: chmod 600 %s", path, m, path)
+	}
+	return checkOwner(path, fi)
+}
+
+// euid is the user this process acts as (a variable for tests, which
+// cannot make files owned by someone else without root).
+var euid = os.Geteuid
+
+// checkOwner reports an error when path (described by fi) is not owned by
+// the user this process runs as.
+func checkOwner(path string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil // no owner to check on this platform
+	}
+	if me := euid(); int(st.Uid) != me {
+		return fmt.Errorf("%s: owned by uid %d, not by this process's uid %d: someone else may know or have chosen its contents; check it, then chown or remove it", path, st.Uid, me)
 	}
 	return nil
 }

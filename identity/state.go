@@ -47,6 +47,10 @@ func (d StateDir) RevocationsPath() string { return d.path("revocations.bin") }
 // InvitesPath is the CA holder's store of join tokens (0600).
 func (d StateDir) InvitesPath() string { return d.path("invites.json") }
 
+// IssuedPath is the CA holder's record of the unexpired tickets it issued:
+// their names and WireGuard keys are reserved (0600).
+func (d StateDir) IssuedPath() string { return d.path("issued.json") }
+
 // MembersPath is the persisted member table (owned by discovery).
 func (d StateDir) MembersPath() string { return d.path("members.json") }
 
@@ -62,10 +66,29 @@ func (d StateDir) APISocketPath() string { return d.path("api.sock") }
 // NATSDir is the embedded NATS server's JetStream store.
 func (d StateDir) NATSDir() string { return d.path("nats") }
 
-// Ensure creates the directory (0700) if it does not exist.
+// Ensure creates the directory (0700) if it does not exist, and tightens
+// an existing one to 0700: it holds the seed and the CA key, and a
+// directory others can write lets them plant files (a seed we would then
+// reuse, a link where a secret is about to be written). A directory owned
+// by another user is refused: it is not ours to tighten or to trust.
 func (d StateDir) Ensure() error {
 	if err := os.MkdirAll(string(d), 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
+	}
+	fi, err := os.Stat(string(d))
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state directory %s: not a directory", d)
+	}
+	if err := checkOwner(string(d), fi); err != nil {
+		return fmt.Errorf("state directory %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(string(d), 0o700); err != nil {
+			return fmt.Errorf("state directory %s: tighten to 0700: %w", d, err)
+		}
 	}
 	return nil
 }

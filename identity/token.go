@@ -14,7 +14,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -272,14 +271,11 @@ func (s *Invites) find(recs []inviteRecord, token string, now time.Time) (int, e
 func (s *Invites) update(fn func([]inviteRecord) ([]inviteRecord, error), now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	lock, err := os.OpenFile(s.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := lockFile(s.path + ".lock")
 	if err != nil {
 		return fmt.Errorf("invites: %w", err)
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("invites: lock %s: %w", lock.Name(), err)
-	}
 	recs, err := s.read()
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/meshnode/meshnode/discovery"
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/defaults"
 )
@@ -61,6 +62,10 @@ type Config struct {
 
 	// FastTimers shortens gossip timers (tests and the demo).
 	FastTimers bool `toml:"fast_timers,omitempty,omitzero"`
+	// LabEndpoints lets members advertise loopback, link-local and other
+	// internal endpoints (discovery.CheckDialable), for a lab mesh on one
+	// host. A node that admits members hands it to newcomers.
+	LabEndpoints bool `toml:"lab_endpoints,omitempty,omitzero"`
 }
 
 // withDefaults fills zero fields.
@@ -139,8 +144,14 @@ func (c Config) Validate() error {
 	if c.NeverSeenTimeout < 0 {
 		return fmt.Errorf("never_seen_timeout %s: want a positive duration", c.NeverSeenTimeout)
 	}
-	if _, err := c.ParseEndpoints(); err != nil {
+	eps, err := c.ParseEndpoints()
+	if err != nil {
 		return err
+	}
+	if !c.LabEndpoints {
+		if err := discovery.CheckDialable(eps, netip.Prefix{}); err != nil {
+			return fmt.Errorf("endpoints (--endpoint): %w; for a lab mesh on one host set lab_endpoints (--lab-endpoints)", err)
+		}
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

@@ -166,3 +166,21 @@ func TestPickEndpointPrefersOurFamily(t *testing.T) {
 		t.Error("a member with no endpoints got one")
 	}
 }
+
+// An endpoint members must not dial is refused by name, unless the node
+// is configured for a lab mesh.
+func TestValidateInternalEndpoints(t *testing.T) {
+	for _, ep := range []string{"127.0.0.1:51820", "[::1]:51820", "169.254.1.2:51820", "224.0.0.1"} {
+		c := Config{Endpoints: []string{ep}}.withDefaults()
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--lab-endpoints") {
+			t.Errorf("endpoint %s: %v, want an error naming --lab-endpoints", ep, err)
+		}
+		c.LabEndpoints = true
+		if err := c.Validate(); err != nil {
+			t.Errorf("lab: endpoint %s: %v", ep, err)
+		}
+	}
+	if err := (Config{Endpoints: []string{"10.0.0.1:51820", "[fd00::1]:1"}}.withDefaults()).Validate(); err != nil {
+		t.Errorf("private endpoints: %v", err)
+	}
+}

@@ -67,10 +67,13 @@ var (
 	ErrWrongCA = errors.New("peer belongs to another mesh")
 	// ErrNameTaken: another member holds the name.
 	ErrNameTaken = errors.New("name taken")
+	// ErrKeyTaken: this node's WireGuard key or identity is already a
+	// member's (a copied state directory or seed).
+	ErrKeyTaken = errors.New("key already in use")
 	// ErrRevoked: this identity has been revoked from the mesh.
 	ErrRevoked = errors.New("identity revoked")
-	// ErrNotAdmin: the peer does not hold the mesh CA; the detail names an
-	// admin member to join through instead.
+	// ErrNotAdmin: the peer does not hold the mesh CA: join through a
+	// member that does. (Peers of earlier builds also named an admin.)
 	ErrNotAdmin = errors.New("peer cannot admit members")
 	// ErrRefused: the peer refused the request for another reason (a
 	// malformed or unsigned request: a bug, or a protocol version the peer
@@ -171,6 +174,8 @@ func Join(ctx context.Context, cfg Config, req JoinRequest) (*JoinResult, error)
 	if v := res.Mesh.MemberValidity(); identity.CheckMemberValidity(v) == nil && v > 0 {
 		cfg.MemberValidity = v
 	}
+	// A lab mesh stays one: its members advertise internal endpoints.
+	cfg.LabEndpoints = cfg.LabEndpoints || res.Mesh.LabEndpoints
 
 	// Admitted: the token is spent for everyone but this identity, so a
 	// failure says how to retry.
@@ -215,6 +220,8 @@ func joinErrorKind(err error) error {
 		return ErrWrongCA
 	case enroll.CodeNameTaken:
 		return ErrNameTaken
+	case enroll.CodeKeyTaken:
+		return ErrKeyTaken
 	case enroll.CodeRevoked:
 		return ErrRevoked
 	case enroll.CodeNoCA:

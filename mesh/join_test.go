@@ -36,6 +36,9 @@ func TestJoinErrorKinds(t *testing.T) {
 		{"token used", refusal(410, enroll.CodeTokenUsed), ErrTokenUsed, false},
 		{"token of another mesh", refusal(403, enroll.CodeTokenMesh), ErrWrongCA, false},
 		{"name taken", refusal(409, enroll.CodeNameTaken), ErrNameTaken, false},
+		{"key taken", refusal(409, enroll.CodeKeyTaken), ErrKeyTaken, false},
+		{"bad WireGuard proof", refusal(400, enroll.CodeBadProof), ErrRefused, false},
+		{"join v1", refusal(400, enroll.CodeVersion), ErrRefused, false},
 		{"revoked", refusal(403, enroll.CodeRevoked), ErrRevoked, false},
 		{"no CA", refusal(421, enroll.CodeNoCA), ErrNotAdmin, false},
 		{"malformed", refusal(400, enroll.CodeMalformed), ErrRefused, false},
@@ -334,13 +337,17 @@ func newAnswerDropper(t *testing.T, target string, answered func() bool) *answer
 			if err != nil {
 				return
 			}
-			go p.serve(c, p.drops.Add(-1) >= 0)
+			go p.serve(c)
 		}
 	}()
 	return p
 }
 
-func (p *answerDropper) serve(c net.Conn, drop bool) {
+// serve relays one connection; the first answer bytes that arrive after
+// answered() holds are swallowed and the client reset, drops times in all
+// (whatever connection they come on: the client may open one for the
+// admitting node's ticket before the join).
+func (p *answerDropper) serve(c net.Conn) {
 	defer c.Close()
 	s, err := net.Dial("tcp", p.target)
 	if err != nil {
@@ -352,7 +359,7 @@ func (p *answerDropper) serve(c net.Conn, drop bool) {
 	for {
 		n, err := s.Read(buf)
 		if n > 0 {
-			if drop && p.answered() {
+			if p.answered() && p.drops.Add(-1) >= 0 {
 				c.(*net.TCPConn).SetLinger(0) // a reset, not a clean close
 				return
 			}

@@ -52,7 +52,15 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 		cs := n.dev.CutOffStats()
 		s.WireGuard.CutOff, s.WireGuard.CutOffResets = cs.Addrs, cs.Resets
 	}
-	for _, mem := range n.plan.Load().Members {
+	plan := n.plan.Load()
+	for _, d := range plan.Dropped {
+		if d.Route.IsValid() {
+			s.WireGuard.DroppedRoutes++
+		} else {
+			s.WireGuard.DroppedMembers++
+		}
+	}
+	for _, mem := range plan.Members {
 		s.Members[apiState(mem.State).String()]++
 		p, ok := peers[mem.WireGuard.Key()]
 		path := peerPath(p, ok, now)

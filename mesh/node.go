@@ -47,6 +47,8 @@ type Node struct {
 	// this node). Readers, NATS admission on every connection and status,
 	// load it without a lock; reconcile swaps it under reconcileMu.
 	plan atomic.Pointer[Plan]
+	// drops logs what the plans leave out, once (under reconcileMu).
+	drops dropLog
 
 	// enrollStats reads the enrollment endpoint's counters for metrics;
 	// set by serveEnrollment before the servers that scrape start.
@@ -158,7 +160,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
 		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
-		Fast: n.cfg.FastTimers, NeverSeen: n.cfg.NeverSeenTimeout, Logger: n.log,
+		Fast: n.cfg.FastTimers, NeverSeen: n.cfg.NeverSeenTimeout, LabEndpoints: n.cfg.LabEndpoints, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -290,6 +292,7 @@ func (n *Node) reconcile() {
 	defer n.reconcileMu.Unlock()
 	p := NewPlan(n.snapshot())
 	n.plan.Store(p)
+	n.drops.note(n.log, p.Dropped)
 	// The device logs what it changed ("wireguard peers applied"); this
 	// used to log the same change a second time.
 	if _, err := n.dev.Apply(p.Peers); err != nil {
@@ -309,7 +312,8 @@ func (n *Node) reconcile() {
 func (n *Node) snapshot() Snapshot {
 	t := n.current().Ticket
 	s := Snapshot{
-		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, Prefix: n.member.Trust.Prefix(), RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles},
+		Self: Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles,
+			WireGuard: t.WireGuard, Prefix: n.member.Trust.Prefix()},
 		Revoked: n.revs, Endpoints: n.eps,
 	}
 	for _, r := range n.revs.List() {
@@ -384,13 +388,15 @@ func (n *Node) Invite(ttl time.Duration, roles identity.Roles) (string, error) {
 // an admin to ask instead).
 func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	var invites *identity.Invites
+	var issued *identity.Issued
 	if n.member.CA != nil {
 		invites = identity.OpenInvites(n.cfg.StateDir.InvitesPath(), n.member.Trust)
+		issued = identity.OpenIssued(n.cfg.StateDir.IssuedPath())
 	}
 	srv, err := enroll.NewServer(enroll.ServerConfig{
-		Member: n.member, Invites: invites, Members: n.disc, Revocations: n.revs,
+		Member: n.member, Invites: invites, Issued: issued, Members: n.disc, Revocations: n.revs,
 		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect,
-			MemberValiditySeconds: int64(n.cfg.MemberValidity / time.Second)},
+			MemberValiditySeconds: int64(n.cfg.MemberValidity / time.Second), LabEndpoints: n.cfg.LabEndpoints},
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.
 		OnAdmit: func(m discovery.Member) {

@@ -38,10 +38,14 @@ type Snapshot struct {
 type Self struct {
 	Name      string
 	Node      identity.NodePublic
-	Addr      netip.Addr   // overlay address
-	Prefix    netip.Prefix // the mesh /48: revoked members' addresses derive from it
-	RoutePort int          // NATS route port, used as given
+	Addr      netip.Addr // overlay address
+	RoutePort int        // NATS route port, used as given
 	Roles     identity.Roles
+	// WireGuard is this node's WireGuard key and Prefix the mesh /48: no
+	// member may claim the key, hub routes must lie inside the prefix (see
+	// filterPeers), and revoked members' addresses derive from it.
+	WireGuard identity.WireGuardPublic
+	Prefix    netip.Prefix
 }
 
 // Revocations answers whether an identity is revoked.
@@ -72,6 +76,12 @@ type Plan struct {
 	// address derives from the revoked key, so it is known even after
 	// gossip has forgotten the member.
 	CutOff []netip.Addr
+	// Dropped lists the members left out of Members (and so of Peers,
+	// Routes and NATS admission), and the routes of members in Members
+	// that are not in their AllowedIPs, sorted by member: a collision
+	// with another member's WireGuard key or address, or a route the CA
+	// did not allow (see filterPeers).
+	Dropped []Drop
 
 	self      identity.NodePublic
 	selfRoles identity.Roles
@@ -118,6 +128,7 @@ func NewPlan(s Snapshot) *Plan {
 		}
 		return bytes.Compare(a.Node[:], b.Node[:])
 	})
+	p.Members, p.Dropped = filterPeers(s.Self, p.Members)
 
 	for _, m := range p.Members {
 		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))

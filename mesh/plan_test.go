@@ -93,6 +93,14 @@ func (tm *testMesh) member(name string, st discovery.State) (discovery.Member, *
 	}, nc.Cert
 }
 
+// phone is the i-th /128 in the mesh prefix that no identity holds: what
+// a hub advertises for a phone behind it.
+func (tm *testMesh) phone(i byte) netip.Prefix {
+	a := tm.ca.Trust.Prefix().Addr().As16()
+	a[15] = i
+	return netip.PrefixFrom(netip.AddrFrom16(a), 128)
+}
+
 // revokedSet is a Revocations the test changes after NewPlan, as gossip
 // changes the node's set between reconciles.
 type revokedSet map[identity.NodePublic]bool
@@ -100,7 +108,9 @@ type revokedSet map[identity.NodePublic]bool
 func (r revokedSet) IsRevoked(k identity.NodePublic) bool { return r[k] }
 
 func selfOf(m discovery.Member, port int) Self {
-	return Self{Name: m.Name, Node: m.Node, Addr: m.Addr, RoutePort: port}
+	// Every member of a test mesh has its address in the mesh /48.
+	prefix := netip.PrefixFrom(m.Addr, 48).Masked()
+	return Self{Name: m.Name, Node: m.Node, Addr: m.Addr, RoutePort: port, WireGuard: m.WireGuard, Prefix: prefix}
 }
 
 func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 128) }
@@ -114,7 +124,8 @@ func TestNewPlan(t *testing.T) {
 	unknown, _ := tm.member("unknown", discovery.StateUnknown)
 	revoked, _ := tm.member("revoked", discovery.StateAlive)
 	hub, _ := tm.member("hub", discovery.StateAlive)
-	hub.Routes = []netip.Prefix{netip.MustParsePrefix("fd00:aa::1/128"), netip.MustParsePrefix("fd00:aa::2/128")}
+	hub.Roles = identity.RoleHub
+	hub.Routes = []netip.Prefix{tm.phone(1), tm.phone(2)}
 	hub.Endpoints = aps("[2001:db8::9]:51820", "192.0.2.9:51820")
 	hub.NATSRoutePort = 7222
 	selfEntry := self

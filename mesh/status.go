@@ -104,6 +104,7 @@ func (n *Node) Status() api.Status {
 	slices.SortFunc(st.Revoked, func(a, b api.Revoked) int {
 		return cmp.Or(strings.Compare(a.Name, b.Name), a.Time.Compare(b.Time))
 	})
+	st.Problems = append(st.Problems, n.plan.Load().Problems()...)
 	if n.nats != nil {
 		ns := n.nats.Status()
 		st.NATS = api.NATSStatus{

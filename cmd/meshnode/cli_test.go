@@ -143,6 +143,7 @@ func TestEveryNodeFlagSetsConfig(t *testing.T) {
 		"enroll-addr":      "127.0.0.1:9999",
 		"bootstrap-expect": "1",
 		"fast-timers":      "true",
+		"lab-endpoints":    "true",
 		"log-level":        "debug",
 		"metrics-addr":     "127.0.0.1:9101",
 		"metrics-per-peer": "true",

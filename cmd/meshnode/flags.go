@@ -69,6 +69,8 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 		"export per-peer WireGuard series (a series per member)")
 	nodeFlag(nf, fs.BoolVar, "fast-timers", func(c *mesh.Config) *bool { return &c.FastTimers },
 		"short gossip timers (tests, demo)")
+	nodeFlag(nf, fs.BoolVar, "lab-endpoints", func(c *mesh.Config) *bool { return &c.LabEndpoints },
+		"lab mesh on one host: members may advertise loopback and link-local endpoints")
 	nodeFlag(nf, fs.StringVar, "log-level", func(c *mesh.Config) *string { return &c.LogLevel },
 		"debug, info, warn or error")
 	return nf

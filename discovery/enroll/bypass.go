@@ -19,7 +19,7 @@ import (
 // itself limited (a budget for it would be the flood's to spend). The body
 // is put back for join, which checks everything again.
 func (s *Server) carriesValidToken(w http.ResponseWriter, r *http.Request, now time.Time) bool {
-	if r.URL.Path != "/v1/join" || r.Method != http.MethodPost || s.cfg.Invites == nil {
+	if r.URL.Path != "/v2/join" || r.Method != http.MethodPost || s.cfg.Invites == nil {
 		return false
 	}
 	body, aerr := readBody(w, r)

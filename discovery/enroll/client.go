@@ -85,15 +85,23 @@ func Join(ctx context.Context, peer, token string, id *identity.Identity, name s
 	if err := discovery.CheckEndpoints(endpoints); err != nil {
 		return nil, err
 	}
-	req := joinRequest{Version: version, Name: name, Node: id.Public(), WireGuard: id.WireGuardPublic(), Endpoints: endpoints, Token: token}
+	var chain peerChain
+	c := newClient(peer, chain.wrap(pinnedCA(iv.CAFingerprint)))
+	now := time.Now()
+	admitter, err := admitterKey(ctx, c, &chain, now)
+	if err != nil {
+		return nil, err
+	}
+	req := joinRequest{Version: joinVersion, Name: name, Node: id.Public(), WireGuard: id.WireGuardPublic(), Endpoints: endpoints, Token: token}
 	req.Signature = id.Sign(req.signed())
+	if req.WireGuardProof, err = id.WireGuardProof(admitter, joinProofDomain, req.signed()); err != nil {
+		return nil, fmt.Errorf("enrollment endpoint %s: %w", c.peer, err)
+	}
 	var resp joinResponse
-	c := newClient(peer, pinnedCA(iv.CAFingerprint))
-	if err := c.do(ctx, http.MethodPost, "/v1/join", req, &resp); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v2/join", req, &resp); err != nil {
 		return nil, err
 	}
 	e := &identity.Enrollment{CACertPEM: []byte(resp.CACert), Ticket: resp.Ticket, NodeCertPEM: []byte(resp.NodeCert), RouteSecret: resp.RouteSecret}
-	now := time.Now()
 	trust, err := identity.ParseTrust(e.CACertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("enrollment from %s: %w", c.peer, err)

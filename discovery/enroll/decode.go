@@ -46,15 +46,16 @@ func decodeStrict(b []byte, v any) error {
 }
 
 // decodeJoinRequest parses and checks a join request as far as possible
-// without state: shape, names, keys, endpoints and the signature.
+// without state: shape, names, keys, endpoints and the signature. The
+// WireGuard proof needs the admitting node's key: see checkJoinKeys.
 func decodeJoinRequest(b []byte) (*joinRequest, *apiError) {
 	var req joinRequest
 	if err := decodeStrict(b, &req); err != nil {
 		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: %v", err)
 	}
 	switch {
-	case req.Version != version:
-		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request version %d, this node speaks %d", req.Version, version)
+	case req.Version != joinVersion:
+		return nil, fail(http.StatusBadRequest, CodeVersion, "join request version %d, this node speaks %d", req.Version, joinVersion)
 	case req.Node.IsZero():
 		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: no identity key")
 	case req.WireGuard.IsZero():
@@ -63,6 +64,8 @@ func decodeJoinRequest(b []byte) (*joinRequest, *apiError) {
 		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: no token or an overlong one")
 	case len(req.Signature) != ed25519.SignatureSize:
 		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: signature is %d bytes, want %d", len(req.Signature), ed25519.SignatureSize)
+	case len(req.WireGuardProof) != identity.WireGuardProofSize:
+		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: WireGuard proof is %d bytes, want %d", len(req.WireGuardProof), identity.WireGuardProofSize)
 	}
 	if err := identity.ValidateName(req.Name); err != nil {
 		return nil, fail(http.StatusBadRequest, CodeMalformed, "join request: %v", err)

@@ -48,6 +48,10 @@ type ServerConfig struct {
 	Mesh MeshParams
 	// Invites is the token store; required when Member.CA is set.
 	Invites *identity.Invites
+	// Issued records the tickets this node issues, so that their names
+	// and WireGuard keys stay reserved while they are valid; nil keeps no
+	// record (only the live member table is checked).
+	Issued *identity.Issued
 	// Members supplies the member table and takes the admitted members.
 	Members Members
 	// Revocations is the node's revocation set: revoked identities are
@@ -210,7 +214,6 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
-	admin  *adminHint
 }
 
 func fail(status int, code, format string, args ...any) *apiError {
@@ -222,7 +225,12 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := s.cfg.now()
 		from := remoteAddr(r)
-		if s.lim.limited(from, now) && !s.carriesValidToken(w, r, now) {
+		// The admitting node's own ticket (the first step of a join) is
+		// a fixed, CA-signed answer about the box the caller already
+		// reached, and never counted: it stays answerable under a limit,
+		// so that a valid token can still get through.
+		ownTicket := r.URL.Path == "/v2/ticket" && r.Method == http.MethodGet
+		if !ownTicket && s.lim.limited(from, now) && !s.carriesValidToken(w, r, now) {
 			s.stats.limit()
 			w.Header().Set("Retry-After", fmt.Sprint(int(s.lim.window.Seconds())))
 			// The connection goes too: a limited caller does not get to
@@ -234,8 +242,12 @@ func (s *Server) Handler() http.Handler {
 		var out any
 		var aerr *apiError
 		switch {
-		case r.URL.Path == "/v1/join" && r.Method == http.MethodPost:
+		case r.URL.Path == "/v1/join":
+			aerr = fail(http.StatusBadRequest, CodeVersion, "join v1 is no longer accepted (it does not prove the WireGuard key): upgrade the joining meshnode to one that speaks join v2")
+		case r.URL.Path == "/v2/join" && r.Method == http.MethodPost:
 			out, aerr = s.join(w, r, now)
+		case r.URL.Path == "/v2/ticket" && r.Method == http.MethodGet:
+			out, aerr = s.ownTicket()
 		case r.URL.Path == "/v1/hello" && r.Method == http.MethodPost:
 			out, aerr = s.hello(w, r, now)
 		case r.URL.Path == "/v1/renew" && r.Method == http.MethodPost:
@@ -245,13 +257,13 @@ func (s *Server) Handler() http.Handler {
 			if ch, aerr = s.challenges.issue(from, now); aerr == nil {
 				out = challengeResponse{Challenge: ch}
 			}
-		case r.URL.Path == "/v1/join" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/renew" || r.URL.Path == "/v1/challenge":
+		case r.URL.Path == "/v2/join" || r.URL.Path == "/v2/ticket" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/renew" || r.URL.Path == "/v1/challenge":
 			aerr = fail(http.StatusMethodNotAllowed, CodeMethod, "%s is not allowed on %s", r.Method, r.URL.Path)
 		default:
 			aerr = fail(http.StatusNotFound, CodeNotFound, "no such endpoint %s", r.URL.Path)
 		}
 		if aerr != nil {
-			if r.URL.Path == "/v1/join" {
+			if r.URL.Path == "/v1/join" || r.URL.Path == "/v2/join" {
 				s.stats.refuse(aerr.code)
 			}
 			// A member without the CA answering a join is no failure of
@@ -276,7 +288,7 @@ func (s *Server) Handler() http.Handler {
 func writeError(w http.ResponseWriter, e *apiError) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.status)
-	json.NewEncoder(w).Encode(errorResponse{Error: e.msg, Code: e.code, Admin: e.admin})
+	json.NewEncoder(w).Encode(errorResponse{Error: e.msg, Code: e.code})
 }
 
 func remoteAddr(r *http.Request) netip.Addr {
@@ -303,30 +315,12 @@ func tokenError(err error) *apiError {
 	return fail(http.StatusInternalServerError, CodeInternalError, "token store: %v", err)
 }
 
-// adminHint names an admin member, preferring live ones.
-func (s *Server) adminHint() *adminHint {
-	var best *discovery.Member
-	for _, m := range s.cfg.Members.Members() {
-		if !m.Roles.Has(identity.RoleAdmin) {
-			continue
-		}
-		if best == nil || (m.State == discovery.StateAlive && best.State != discovery.StateAlive) {
-			best = &m
-		}
-	}
-	if best == nil {
-		return nil
-	}
-	return &adminHint{Name: best.Name, Endpoints: best.Endpoints}
-}
-
-// noCA is the refusal of a node without the CA key, naming an admin.
+// noCA is the refusal of a node without the CA key. It names no admin:
+// the caller is not authenticated yet, and the CA holder's name and
+// underlay endpoints would tell an attacker which box to go for. Members
+// find admins in their own member table (status lists roles).
 func (s *Server) noCA(what string) *apiError {
-	e := fail(http.StatusMisdirectedRequest, CodeNoCA, "this node (%s) does not hold the mesh CA and cannot %s", s.cfg.Member.Ticket.Name, what)
-	if e.admin = s.adminHint(); e.admin != nil {
-		e.msg += fmt.Sprintf("; ask admin member %q", e.admin.Name)
-	}
-	return e
+	return fail(http.StatusMisdirectedRequest, CodeNoCA, "this node (%s) does not hold the mesh CA and cannot %s; ask a member that does", s.cfg.Member.Ticket.Name, what)
 }
 
 func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (any, *apiError) {
@@ -336,6 +330,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	}
 	req, aerr := decodeJoinRequest(body)
 	if aerr != nil {
+		return nil, aerr
+	}
+	if aerr := s.checkDialable(req.Endpoints); aerr != nil {
 		return nil, aerr
 	}
 	ca := s.cfg.Member.CA
@@ -359,6 +356,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if s.cfg.Members.NameTaken(req.Name, req.Node) {
 		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is taken by another member", req.Name)
 	}
+	if aerr := s.checkJoinKeys(req, now); aerr != nil {
+		return nil, aerr
+	}
 	e, err := ca.EnrollFor(req.Name, req.Node, req.WireGuard, roles, now, s.cfg.Mesh.MemberValidity())
 	if err != nil {
 		return nil, fail(http.StatusInternalServerError, CodeInternalError, "issue: %v", err)
@@ -378,6 +378,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 		Mesh:        s.cfg.Mesh,
 	}
 	if resp.Members, aerr = s.records(req.Node); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := s.reserve(t, now); aerr != nil {
 		return nil, aerr
 	}
 	if _, err := s.cfg.Invites.RedeemFor(req.Token, req.Node, req.Name, now); err != nil {
@@ -414,6 +417,9 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request, now time.Time) (a
 	}
 	req, t, aerr := decodeHelloRequest(body)
 	if aerr != nil {
+		return nil, aerr
+	}
+	if aerr := s.checkDialable(req.Endpoints); aerr != nil {
 		return nil, aerr
 	}
 	if err := t.Verify(s.cfg.Member.Trust, now); err != nil {
@@ -509,6 +515,11 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request, now time.Time) (a
 	nt, err := identity.ParseTicket(e.Ticket)
 	if err != nil {
 		return nil, fail(http.StatusInternalServerError, CodeInternalError, "issue: %v", err)
+	}
+	// The renewed ticket keeps the name and keys reserved for its new
+	// lifetime (the register of issued tickets, see reserve).
+	if aerr := s.reserve(nt, now); aerr != nil {
+		return nil, aerr
 	}
 	m := s.cfg.Members.Admit(nt, req.Endpoints)
 	if s.cfg.OnAdmit != nil {

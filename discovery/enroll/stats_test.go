@@ -23,14 +23,14 @@ func TestStatsCountJoins(t *testing.T) {
 	if _, err := Join(context.Background(), f.addr, tok, newIdentity(t), "again", nil); err == nil {
 		t.Fatal("a used token was accepted")
 	}
-	if status, _ := f.post(http.MethodPost, "/v1/join", []byte("{")); status != http.StatusBadRequest {
+	if status, _ := f.post(http.MethodPost, "/v2/join", []byte("{")); status != http.StatusBadRequest {
 		t.Fatalf("malformed join: status %d", status)
 	}
 	// Third failure from this address: the next request is rate limited.
-	if status, _ := f.post(http.MethodPost, "/v1/join", []byte("{")); status != http.StatusBadRequest {
+	if status, _ := f.post(http.MethodPost, "/v2/join", []byte("{")); status != http.StatusBadRequest {
 		t.Fatalf("malformed join: status %d", status)
 	}
-	if status, _ := f.post(http.MethodPost, "/v1/join", []byte("{")); status != http.StatusTooManyRequests {
+	if status, _ := f.post(http.MethodPost, "/v2/join", []byte("{")); status != http.StatusTooManyRequests {
 		t.Fatalf("after 3 failures: status %d, want 429", status)
 	}
 	st := f.srv.Stats()

@@ -11,9 +11,10 @@ import (
 	"github.com/meshnode/meshnode/mesh/defaults"
 )
 
-// Wire format v1: JSON over HTTPS on the underlay.
+// Wire format: JSON over HTTPS on the underlay.
 //
-//	POST /v1/join       a newcomer with a one-time token asks to be admitted
+//	GET  /v2/ticket     the admitting node's own ticket, for the join proof
+//	POST /v2/join       a newcomer with a one-time token asks to be admitted
 //	GET  /v1/challenge  a fresh challenge for hello
 //	POST /v1/hello      a known member re-introduces itself (signed challenge)
 //	POST /v1/renew      a member asks an admin for a fresh ticket and node
@@ -22,17 +23,26 @@ import (
 // The version is explicit three times: in the path, in every request's
 // "version" field, and in the domain of every signature. Requests are
 // decoded strictly (an unknown field is refused); answers are decoded
-// leniently, so a v1 answer may gain fields, or lose ones no client reads,
+// leniently, so an answer may gain fields, or lose ones no client reads,
 // without a new version. Anything else (a changed meaning, a changed
-// signature) is v2: new path, new version, new domains.
+// signature) is a new version: new path, new version, new domains.
+//
+// Join is v2: a v1 join proved the identity key only, so a newcomer could
+// name another member's WireGuard key and be issued a ticket for it. A v2
+// join also carries a WireGuardProof (identity.WireGuardProof) toward the
+// admitting node's WireGuard key, which the newcomer reads from GET
+// /v2/ticket first, verified against the pinned CA and the TLS peer. A v1
+// join is refused with CodeVersion and a message that says to upgrade.
 const (
 	// DefaultPort is the underlay TCP port of the enrollment endpoint.
 	DefaultPort = defaults.EnrollPort
 
-	joinDomain  = "meshnode join v1"
-	helloDomain = "meshnode hello v1"
-	renewDomain = "meshnode renew v1"
-	version     = 1
+	joinDomain      = "meshnode join v2"
+	joinProofDomain = "meshnode join v2 wireguard proof"
+	joinVersion     = 2
+	helloDomain     = "meshnode hello v1"
+	renewDomain     = "meshnode renew v1"
+	version         = 1
 
 	maxRequestBody  = 16 << 10
 	maxResponseBody = 4 << 20
@@ -43,14 +53,18 @@ const (
 // joinRequest is what a newcomer sends. Signature is its identity's
 // signature over signed(), which binds the WireGuard key (the CA cannot
 // derive it from the identity key) and the endpoints to the token.
+// WireGuardProof is identity.WireGuardProof over the same bytes toward the
+// admitting node's WireGuard key (domain joinProofDomain): the newcomer
+// holds the private half of the key it asks a ticket for.
 type joinRequest struct {
-	Version   int                      `json:"version"`
-	Name      string                   `json:"name"`
-	Node      identity.NodePublic      `json:"node"`
-	WireGuard identity.WireGuardPublic `json:"wireguard"`
-	Endpoints []netip.AddrPort         `json:"endpoints"`
-	Token     string                   `json:"token"`
-	Signature []byte                   `json:"signature"`
+	Version        int                      `json:"version"`
+	Name           string                   `json:"name"`
+	Node           identity.NodePublic      `json:"node"`
+	WireGuard      identity.WireGuardPublic `json:"wireguard"`
+	Endpoints      []netip.AddrPort         `json:"endpoints"`
+	Token          string                   `json:"token"`
+	Signature      []byte                   `json:"signature"`
+	WireGuardProof []byte                   `json:"wireguard_proof"`
 }
 
 func appendEndpoints(b []byte, eps []netip.AddrPort) []byte {
@@ -63,7 +77,7 @@ func appendEndpoints(b []byte, eps []netip.AddrPort) []byte {
 	return b
 }
 
-// signed is "meshnode join v1" || name_len u8 | name | identity [32] |
+// signed is "meshnode join v2" || name_len u8 | name | identity [32] |
 // wireguard [32] | n u8 | n × (addr [16] | port u16) | SHA-256(token).
 func (r *joinRequest) signed() []byte {
 	b := []byte(joinDomain)
@@ -143,6 +157,11 @@ type MeshParams struct {
 	// newcomer waits for the same number of members as the rest (0: not
 	// set by the admitting node).
 	BootstrapExpect int `json:"bootstrap_expect,omitempty"`
+	// LabEndpoints says the mesh is a lab on one host: members may
+	// advertise loopback and other internal endpoints
+	// (discovery.CheckDialable). A newcomer adopts it.
+	LabEndpoints bool `json:"lab_endpoints,omitempty"`
+
 	// MemberValiditySeconds is the lifetime of the mesh's tickets and
 	// node certificates, so that every member knows when it must renew
 	// and an admitted admin issues with the mesh's setting (0: not sent
@@ -166,6 +185,12 @@ type joinResponse struct {
 	Members json.RawMessage `json:"members"`
 }
 
+// ticketResponse is the admitting node's own CA-signed ticket: the
+// WireGuard key a joiner proves its own key toward.
+type ticketResponse struct {
+	Ticket []byte `json:"ticket"`
+}
+
 type challengeResponse struct {
 	Challenge []byte `json:"challenge"`
 }
@@ -175,6 +200,9 @@ type helloResponse struct {
 }
 
 // errorResponse is every refusal (4xx, and 5xx when the endpoint failed).
+// Admin was filled by earlier builds on a node without the CA (an admin's
+// name and underlay endpoints, told to anyone who asked); this build never
+// sends it, and the client still shows it from older peers.
 type errorResponse struct {
 	Error string     `json:"error"`
 	Code  string     `json:"code"`
@@ -192,6 +220,9 @@ const (
 	CodeMalformed     = "malformed"
 	CodeTooLarge      = "too-large"
 	CodeBadSignature  = "bad-signature"
+	CodeBadProof      = "bad-wireguard-proof"
+	CodeKeyTaken      = "key-taken"
+	CodeVersion       = "unsupported-version"
 	CodeNoCA          = "no-ca"
 	CodeTokenUnknown  = "token-unknown"
 	CodeTokenExpired  = "token-expired"

@@ -67,6 +67,10 @@ type WireGuard struct {
 	// resets (dead or revoked members), and how many resets it wrote.
 	CutOff       int
 	CutOffResets uint64
+	// DroppedMembers and DroppedRoutes are the entries of the member
+	// table the plan left out of WireGuard (mesh.Plan.Dropped): a key or
+	// address claimed twice, a route the CA did not allow.
+	DroppedMembers, DroppedRoutes int
 	// PerPeer is filled only when the operator asked for per-peer series
 	// (1,000 nodes × 1,000 peers would be a million series).
 	PerPeer []Peer
@@ -145,6 +149,8 @@ func Write(w io.Writer, s *Snapshot, process bool) {
 	g("meshnode_wireguard_oldest_handshake_age_seconds", s.WireGuard.OldestHandshake.Seconds())
 	g("meshnode_wireguard_cutoff_addresses", float64(s.WireGuard.CutOff))
 	c("meshnode_wireguard_cutoff_resets_total", s.WireGuard.CutOffResets)
+	g(`meshnode_wireguard_dropped{kind="member"}`, float64(s.WireGuard.DroppedMembers))
+	g(`meshnode_wireguard_dropped{kind="route"}`, float64(s.WireGuard.DroppedRoutes))
 	seen := map[string]bool{}
 	for _, p := range s.WireGuard.PerPeer {
 		l := fmt.Sprintf(`{peer=%s,path=%s}`, quote(p.Name), quote(p.Path))

@@ -90,6 +90,7 @@ var Families = map[string]dto.MetricType{
 	"meshnode_wireguard_oldest_handshake_age_seconds": dto.MetricType_GAUGE,
 	"meshnode_wireguard_cutoff_addresses":             dto.MetricType_GAUGE,
 	"meshnode_wireguard_cutoff_resets_total":          dto.MetricType_COUNTER,
+	"meshnode_wireguard_dropped":                      dto.MetricType_GAUGE,
 	"meshnode_gossip_admission_refusals_total":        dto.MetricType_COUNTER,
 	"meshnode_gossip_revocations":                     dto.MetricType_GAUGE,
 	"meshnode_gossip_push_pulls_total":                dto.MetricType_COUNTER,
