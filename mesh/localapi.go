@@ -65,6 +65,7 @@ func serveAPI(ctx context.Context, path string, b apiBackend, log *slog.Logger) 
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
 	mux.Handle("GET "+api.PathMetrics, metricsHandler(b))
+	registerPhoneAPI(mux, b)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

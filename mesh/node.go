@@ -46,6 +46,8 @@ type Node struct {
 	// load it without a lock; reconcile swaps it under reconcileMu.
 	plan atomic.Pointer[Plan]
 
+	phones phoneState // reconcile's memory for phones (phone.go)
+
 	// enrollStats reads the enrollment endpoint's counters for metrics;
 	// set by serveEnrollment before the servers that scrape start.
 	enrollStats func() metrics.Enroll
@@ -129,7 +131,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.disc, err = discovery.New(discovery.Config{
 		Member: m, Revocations: n.revs,
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
-		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
+		PhonesPath: n.cfg.StateDir.PhonesPath(), BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
 		Fast: n.cfg.FastTimers, Logger: n.log,
 	})
@@ -157,7 +159,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		ServerName: m.Ticket.Name, StoreDir: n.cfg.StateDir.NATSDir(),
 		Host: m.Ticket.Addr.String(), ClientPort: n.cfg.NATSClientPort,
 		ClientTLS: identity.ServerTLS(tlsCert, m.Trust),
-		Authorize: n.authorizeClient, Role: n.clientRole,
+		Authorize: n.authorizeClient, Role: n.clientRole, PhoneGrant: n.phoneGrant,
 		Cluster: natsnode.ClusterConfig{
 			Name: m.Trust.Mesh, Host: m.Ticket.Addr.String(), Port: n.cfg.NATSRoutePort,
 			Advertise:   net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSRoutePort)),
@@ -243,9 +245,10 @@ func (n *Node) reconcile() {
 	n.plan.Store(p)
 	// The device logs what it changed ("wireguard peers applied"); this
 	// used to log the same change a second time.
-	if _, err := n.dev.Apply(p.Peers); err != nil {
+	if _, err := n.dev.Apply(p.AllPeers()); err != nil {
 		n.log.Error("apply WireGuard peers", "err", err)
 	}
+	n.applyPhones(p)
 	n.applyCutOff(p, time.Now())
 	if n.nats != nil {
 		n.nats.SetMembers(p.Routes)
@@ -264,6 +267,7 @@ func (n *Node) snapshot() Snapshot {
 	}
 	if n.disc != nil {
 		s.Members = n.disc.Members()
+		s.Phones, s.ActivePhones = n.disc.Phones(), n.phones.active
 	}
 	return s
 }
