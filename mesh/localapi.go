@@ -88,6 +88,7 @@ func serveAPI(ctx context.Context, path string, b apiBackend, log *slog.Logger) 
 		}
 		writeJSON(w, http.StatusOK, api.RenewResponse{From: res.From, TicketExpires: res.TicketExpires, CertExpires: res.CertExpires})
 	})
+	registerPhoneAPI(mux, b)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -50,6 +50,8 @@ type Node struct {
 	// drops logs what the plans leave out, once (under reconcileMu).
 	drops dropLog
 
+	phones phoneState // reconcile's memory for phones (phone.go)
+
 	// enrollStats reads the enrollment endpoint's counters for metrics;
 	// set by serveEnrollment before the servers that scrape start.
 	enrollStats func() metrics.Enroll
@@ -158,7 +160,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.disc, err = discovery.New(discovery.Config{
 		Member: m, Revocations: n.revs,
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
-		BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
+		PhonesPath: n.cfg.StateDir.PhonesPath(), BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
 		Fast: n.cfg.FastTimers, NeverSeen: n.cfg.NeverSeenTimeout, LabEndpoints: n.cfg.LabEndpoints, Logger: n.log,
 	})
@@ -190,7 +192,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		ServerName: m.Ticket.Name, StoreDir: n.cfg.StateDir.NATSDir(),
 		Host: m.Ticket.Addr.String(), ClientPort: n.cfg.NATSClientPort,
 		ClientTLS: n.tlsCert.ServerTLS(m.Trust),
-		Authorize: n.authorizeClient, Role: n.clientRole,
+		Authorize: n.authorizeClient, Role: n.clientRole, PhoneGrant: n.phoneGrant,
 		Cluster: natsnode.ClusterConfig{
 			Name: m.Trust.Mesh, Host: m.Ticket.Addr.String(), Port: n.cfg.NATSRoutePort,
 			Advertise:   net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSRoutePort)),
@@ -295,9 +297,10 @@ func (n *Node) reconcile() {
 	n.drops.note(n.log, p.Dropped)
 	// The device logs what it changed ("wireguard peers applied"); this
 	// used to log the same change a second time.
-	if _, err := n.dev.Apply(p.Peers); err != nil {
+	if _, err := n.dev.Apply(p.AllPeers()); err != nil {
 		n.log.Error("apply WireGuard peers", "err", err)
 	}
+	n.applyPhones(p)
 	n.applyCutOff(p, time.Now())
 	if n.nats != nil {
 		n.nats.SetMembers(p.Routes)
@@ -321,6 +324,7 @@ func (n *Node) snapshot() Snapshot {
 	}
 	if n.disc != nil {
 		s.Members = n.disc.Members()
+		s.Phones, s.ActivePhones = n.disc.Phones(), n.phones.active
 	}
 	return s
 }

@@ -32,6 +32,11 @@ type Snapshot struct {
 	// RevokedNodes lists the revoked identities (Revoked answers for the
 	// same set): their overlay addresses become Plan.CutOff.
 	RevokedNodes []identity.NodePublic
+	// Phones are the CA-signed phone tickets known (phone.go), and
+	// ActivePhones the phones this node, as their hub, saw a fresh
+	// handshake from.
+	Phones       []*identity.PhoneTicket
+	ActivePhones []netip.Addr
 }
 
 // Self is what a plan needs to know about this node.
@@ -93,6 +98,9 @@ type Plan struct {
 	// routeFrom maps the overlay address of each alive member (and of
 	// self) to the identity whose certificate must carry a route from it.
 	routeFrom map[netip.Addr]identity.NodePublic
+	// phone is the phone part: peers on a hub, routes elsewhere, NATS
+	// admission (phone.go).
+	phone phonePlan
 }
 
 // NewPlan computes the plan for s. It does not modify s; the plan may
@@ -128,7 +136,7 @@ func NewPlan(s Snapshot) *Plan {
 		}
 		return bytes.Compare(a.Node[:], b.Node[:])
 	})
-	p.Members, p.Dropped = filterPeers(s.Self, p.Members)
+	p.Members, p.Dropped = filterPeers(s.Self, p.Members, phoneHubs(s))
 
 	for _, m := range p.Members {
 		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))
@@ -154,6 +162,7 @@ func NewPlan(s Snapshot) *Plan {
 	if _, ok := p.routeFrom[s.Self.Addr]; !ok {
 		p.routeFrom[s.Self.Addr] = s.Self.Node
 	}
+	p.planPhones(s)
 	return p
 }
 
@@ -209,7 +218,8 @@ func (p *Plan) AuthorizeClient(k identity.NodePublic) bool {
 		return false
 	}
 	_, member := p.clients[k]
-	return k == p.self || member
+	_, phone := p.phone.byKey[k]
+	return k == p.self || member || phone
 }
 
 // ClientRole is the NATS role of a client that proved identity k: what
@@ -224,6 +234,9 @@ func (p *Plan) ClientRole(k identity.NodePublic) natsnode.Role {
 	}
 	roles := p.selfRoles
 	if k != p.self {
+		if _, member := p.clients[k]; !member {
+			return natsnode.RolePhone // the only other identities admitted
+		}
 		roles = p.clients[k]
 	}
 	if roles.Has(identity.RoleAdmin) {

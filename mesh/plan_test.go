@@ -93,9 +93,9 @@ func (tm *testMesh) member(name string, st discovery.State) (discovery.Member, *
 	}, nc.Cert
 }
 
-// phone is the i-th /128 in the mesh prefix that no identity holds: what
+// phonePrefix is the i-th /128 in the mesh prefix that no identity holds: what
 // a hub advertises for a phone behind it.
-func (tm *testMesh) phone(i byte) netip.Prefix {
+func (tm *testMesh) phonePrefix(i byte) netip.Prefix {
 	a := tm.ca.Trust.Prefix().Addr().As16()
 	a[15] = i
 	return netip.PrefixFrom(netip.AddrFrom16(a), 128)
@@ -125,7 +125,10 @@ func TestNewPlan(t *testing.T) {
 	revoked, _ := tm.member("revoked", discovery.StateAlive)
 	hub, _ := tm.member("hub", discovery.StateAlive)
 	hub.Roles = identity.RoleHub
-	hub.Routes = []netip.Prefix{tm.phone(1), tm.phone(2)}
+	// Phones behind the hub: the only routes the CA allows (tickets
+	// naming the hub).
+	phA, phB := tm.phone("pha", hub), tm.phone("phb", hub)
+	hub.Routes = []netip.Prefix{host(phA.Addr), host(phB.Addr)}
 	hub.Endpoints = aps("[2001:db8::9]:51820", "192.0.2.9:51820")
 	hub.NATSRoutePort = 7222
 	selfEntry := self
@@ -191,7 +194,7 @@ func TestNewPlan(t *testing.T) {
 		if tc.revoked != nil {
 			rev = tc.revoked
 		}
-		snap := Snapshot{Self: selfOf(self, 6333), Members: tc.members, Revoked: rev, Endpoints: ours}
+		snap := Snapshot{Self: selfOf(self, 6333), Members: tc.members, Revoked: rev, Endpoints: ours, Phones: []*identity.PhoneTicket{phA, phB}}
 		p := NewPlan(snap)
 		var names []string
 		for _, m := range p.Members {

@@ -61,16 +61,13 @@ func precedence(a, b discovery.Member) int {
 // A member is dropped when its WireGuard key or overlay address is this
 // node's, or another member's with precedence. Its routes (the prefixes it
 // asks to have routed through it, on top of its /128) are honoured only
-// where the CA allowed them: the member's ticket has the hub role and each
-// route is a /128 inside the mesh prefix that is no member's overlay
-// address (this node's included) and no route of a member with precedence.
+// where the CA allowed them: each route is the /128 of a phone whose
+// CA-signed ticket names the member as one of its hubs (phoneHubs), inside
+// the mesh prefix and no member's overlay address (this node's included).
 // So a member can never claim a default route, a prefix of the underlay,
-// a shorter prefix of the mesh, or another member's address.
-//
-// No route is CA-authorized yet: phones (issue 16) will get CA-issued
-// tickets that name their hub, and this rule will narrow to the /128s of
-// phone tickets naming the member that advertises them.
-func filterPeers(self Self, members []discovery.Member) ([]discovery.Member, []Drop) {
+// a shorter prefix of the mesh, another member's address, or a phone that
+// is not its own. Which of a phone's hubs carries it is planPhones' choice.
+func filterPeers(self Self, members []discovery.Member, phoneHubs map[netip.Prefix][]identity.NodePublic) ([]discovery.Member, []Drop) {
 	var drops []Drop
 	keyOwner := map[identity.WireGuardPublic]string{}
 	addrOwner := map[netip.Addr]string{}
@@ -124,7 +121,7 @@ func filterPeers(self Self, members []discovery.Member) ([]discovery.Member, []D
 	}
 
 	routes := map[entry][]netip.Prefix{}
-	routeOwner := map[netip.Prefix]string{}
+	routeOwner := map[netip.Prefix]string{} // to skip a route a member lists twice
 	for _, m := range byPrecedence {
 		if dropped[entry{m.Name, m.Node}] {
 			continue
@@ -132,16 +129,14 @@ func filterPeers(self Self, members []discovery.Member) ([]discovery.Member, []D
 		for _, r := range m.Routes {
 			reason := ""
 			switch {
-			case !m.Roles.Has(identity.RoleHub):
-				reason = "only a hub's ticket allows routes"
 			case !r.IsValid() || r.Bits() != 128 || !r.Addr().Is6() || !self.Prefix.IsValid() || !self.Prefix.Contains(r.Addr()):
 				reason = fmt.Sprintf("only /128s inside the mesh prefix %s are routed through a hub", self.Prefix)
 			case memberAddr[r.Addr()] != "":
 				reason = "it is the overlay address of " + memberAddr[r.Addr()]
+			case !slices.Contains(phoneHubs[r], m.Node):
+				reason = "no phone ticket names " + m.Name + " as its hub"
 			case routeOwner[r] == m.Name:
 				continue // listed twice by the same hub
-			case routeOwner[r] != "":
-				reason = "also routed through member " + routeOwner[r]
 			}
 			if reason != "" {
 				drops = append(drops, Drop{Member: m.Name, Node: m.Node, Route: r, Reason: reason})
@@ -176,4 +171,17 @@ func ownerName(owner string) string {
 
 func comparePrefix(a, b netip.Prefix) int {
 	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// phoneHubs is, for every phone /128 of an unrevoked phone ticket, the
+// hubs the ticket names: the only routes the CA allows a member to carry.
+func phoneHubs(s Snapshot) map[netip.Prefix][]identity.NodePublic {
+	out := make(map[netip.Prefix][]identity.NodePublic, len(s.Phones))
+	for _, t := range s.Phones {
+		if t == nil || (s.Revoked != nil && s.Revoked.IsRevoked(t.Node)) {
+			continue
+		}
+		out[netip.PrefixFrom(t.Addr, 128)] = t.Hubs
+	}
+	return out
 }

@@ -159,25 +159,28 @@ func TestNewPlanRoutes(t *testing.T) {
 	hub, _ := tm.member("hub", discovery.StateAlive)
 	hub = issued(hub, t0)
 	hub.Roles = identity.RoleHub
-	hub.Routes = []netip.Prefix{
-		mp("::/0"), mp("0.0.0.0/0"), mp("10.0.0.0/8"), mp("2001:db8::1/128"),
-		tm.ca.Trust.Prefix(), netip.PrefixFrom(tm.phone(9).Addr(), 64).Masked(),
-		host(other.Addr), host(self.Addr), host(impostor.Addr),
-		tm.phone(1), tm.phone(1), tm.phone(2),
-	}
 	hub2, _ := tm.member("hub2", discovery.StateAlive)
 	hub2 = issued(hub2, t0.Add(time.Minute))
 	hub2.Roles = identity.RoleHub
-	hub2.Routes = []netip.Prefix{tm.phone(2), tm.phone(3)}
 	plain, _ := tm.member("plain", discovery.StateAlive)
-	plain.Routes = []netip.Prefix{tm.phone(4)}
+	// The CA's word on routes: phone tickets naming their hubs.
+	ph1, ph2, ph3, ph4 := tm.phone("ph1", hub), tm.phone("ph2", hub, hub2), tm.phone("ph3", hub2), tm.phone("ph4", hub)
+	phones := []*identity.PhoneTicket{ph1, ph2, ph3, ph4}
+	hub.Routes = []netip.Prefix{
+		mp("::/0"), mp("0.0.0.0/0"), mp("10.0.0.0/8"), mp("2001:db8::1/128"),
+		tm.ca.Trust.Prefix(), netip.PrefixFrom(tm.phonePrefix(9).Addr(), 64).Masked(),
+		host(other.Addr), host(self.Addr), host(impostor.Addr),
+		host(ph1.Addr), host(ph1.Addr), host(ph2.Addr), tm.phonePrefix(5), // no ticket for the last
+	}
+	hub2.Routes = []netip.Prefix{host(ph2.Addr), host(ph3.Addr)}
+	plain.Routes = []netip.Prefix{host(ph4.Addr)} // ph4's ticket names hub, not plain
 
 	in := []discovery.Member{hub, hub2, plain, other, victim, impostor}
 	before := make([][]netip.Prefix, len(in))
 	for i, m := range in {
 		before[i] = slices.Clone(m.Routes)
 	}
-	p := NewPlan(Snapshot{Self: selfOf(self, 6222), Members: in})
+	p := NewPlan(Snapshot{Self: selfOf(self, 6222), Members: in, Phones: phones})
 	for i, m := range in {
 		if !slices.Equal(m.Routes, before[i]) {
 			t.Fatalf("NewPlan changed the routes of its input %s", m.Name)
@@ -192,12 +195,17 @@ func TestNewPlanRoutes(t *testing.T) {
 	}
 	check := func(name string, want ...netip.Prefix) {
 		t.Helper()
-		if got := allowed[name]; !slices.Equal(got, want) {
+		got := slices.Clone(allowed[name])
+		slices.SortFunc(got, comparePrefix)
+		slices.SortFunc(want, comparePrefix)
+		if !slices.Equal(got, want) {
 			t.Errorf("%s: AllowedIPs %v, want %v", name, got, want)
 		}
 	}
-	check("hub", host(hub.Addr), tm.phone(1), tm.phone(2))
-	check("hub2", host(hub2.Addr), tm.phone(3))
+	// ph2 names both hubs and both advertise it: it goes on exactly one
+	// (planPhones picks), not dropped as a conflict.
+	check("hub", host(hub.Addr), host(ph1.Addr), host(ph2.Addr), host(ph4.Addr)) // ph4 by its ticket, not plain's word
+	check("hub2", host(hub2.Addr), host(ph3.Addr))
 	check("plain", host(plain.Addr))
 	check("other", host(other.Addr))
 
@@ -205,10 +213,11 @@ func TestNewPlanRoutes(t *testing.T) {
 	notInMesh := "only /128s inside the mesh prefix " + prefix.String() + " are routed through a hub"
 	wantDrops := map[string]string{
 		"::/0": notInMesh, "0.0.0.0/0": notInMesh, "10.0.0.0/8": notInMesh, "2001:db8::1/128": notInMesh,
-		prefix.String(): notInMesh, netip.PrefixFrom(tm.phone(9).Addr(), 64).Masked().String(): notInMesh,
+		prefix.String(): notInMesh, netip.PrefixFrom(tm.phonePrefix(9).Addr(), 64).Masked().String(): notInMesh,
 		host(other.Addr).String():    "it is the overlay address of member other",
 		host(self.Addr).String():     "it is the overlay address of this node",
 		host(impostor.Addr).String(): "it is the overlay address of member impostor",
+		tm.phonePrefix(5).String():   "no phone ticket names hub as its hub",
 	}
 	seen := 0
 	for _, d := range p.Dropped {
@@ -222,12 +231,8 @@ func TestNewPlanRoutes(t *testing.T) {
 				t.Errorf("hub route %s: reason %q, want %q", d.Route, d.Reason, want)
 			}
 			seen++
-		case d.Member == "hub2":
-			if d.Route != tm.phone(2) || d.Reason != "also routed through member hub" {
-				t.Errorf("hub2: %s", d)
-			}
 		case d.Member == "plain":
-			if d.Route != tm.phone(4) || !strings.Contains(d.Reason, "hub") {
+			if d.Route != host(ph4.Addr) || d.Reason != "no phone ticket names plain as its hub" {
 				t.Errorf("plain: %s", d)
 			}
 		default:

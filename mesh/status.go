@@ -122,6 +122,7 @@ func (n *Node) Status() api.Status {
 			st.Problems = append(st.Problems, fmt.Sprintf("NATS routes %d of %d up", ns.RoutesUp, ns.RoutesExpected))
 		}
 	}
+	n.phoneStatus(&st)
 	st.Healthy = len(st.Problems) == 0
 	return st
 }

@@ -34,6 +34,10 @@ type Status struct {
 	// is neither dead nor a problem, it is gone on purpose.
 	Revoked []Revoked  `json:"revoked,omitempty"`
 	NATS    NATSStatus `json:"nats"`
+	// Phones are the phones this node is a hub of; Forwarding says how it
+	// carries their traffic (see mesh/wg/forward.go).
+	Phones     []PhoneStatus `json:"phones,omitempty"`
+	Forwarding string        `json:"forwarding,omitempty"`
 	// Healthy is false when any member is not alive, a live member has no
 	// recent handshake, or NATS routes are missing; Problems says which.
 	Healthy  bool     `json:"healthy"`
