@@ -60,6 +60,8 @@ func (g *delegate) NotifyMsg(b []byte) {
 			return
 		}
 		d.offerRevocations([]*identity.Revocation{r})
+	case msgPhone:
+		d.notifyPhoneMsg(b[1:])
 	}
 }
 
@@ -68,12 +70,16 @@ func (g *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 }
 
 func (g *delegate) LocalState(join bool) []byte {
-	return append([]byte{stateRevocList}, identity.MarshalRevocations(g.revs.List())...)
+	return g.d().localState()
 }
 
 func (g *delegate) MergeRemoteState(buf []byte, join bool) {
 	d := g.d()
 	d.stats.pushPulls.Add(1)
+	if len(buf) > 0 && buf[0] == statePhones {
+		d.mergePhoneState(buf)
+		return
+	}
 	if len(buf) < 1 || buf[0] != stateRevocList {
 		return
 	}

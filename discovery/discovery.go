@@ -44,6 +44,10 @@ type Config struct {
 	// RevocationsPath and MembersPath are where revocations and the
 	// member table are persisted; empty disables persistence.
 	RevocationsPath, MembersPath string
+	// Phones is the phone ticket set shared with the rest of the node; nil
+	// loads PhonesPath (or starts empty). PhonesPath persists it.
+	Phones     *identity.PhoneSet
+	PhonesPath string
 	// BindAddr is where gossip listens; default GossipAddr(own ticket).
 	BindAddr netip.Addr
 	// Port is the gossip port of every member (default 7946).
@@ -76,7 +80,9 @@ type Discovery struct {
 	id    *identity.Identity
 	trust *identity.Trust
 	revs  *identity.RevocationSet
-	self  string // own name
+	// phones are the CA-signed phone tickets (phones.go).
+	phones *identity.PhoneSet
+	self   string // own name
 
 	mu        sync.Mutex
 	table     map[string]*Member // by name
@@ -99,6 +105,7 @@ type Discovery struct {
 	changes chan struct{}
 	dirty   chan struct{}
 	revIn   chan []*identity.Revocation
+	phoneIn chan []*identity.PhoneTicket
 	queue   *memberlist.TransmitLimitedQueue
 
 	ml       *memberlist.Memberlist
@@ -181,6 +188,10 @@ func New(cfg Config) (*Discovery, error) {
 		changes:    make(chan struct{}, 1),
 		dirty:      make(chan struct{}, 1),
 		revIn:      make(chan []*identity.Revocation, 64),
+		phoneIn:    make(chan []*identity.PhoneTicket, 64),
+	}
+	if err := d.loadPhones(now); err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
 	}
 	d.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(d.alive.Load()) },
@@ -571,7 +582,7 @@ func (d *Discovery) evict(node identity.NodePublic) {
 		}
 		d.log.Warn("member revoked and evicted", "name", m.Name, "node", m.Node.ShortString())
 	}
-	if len(gone) > 0 {
+	if d.forgetPhone(node) || len(gone) > 0 {
 		d.notify()
 	}
 }
@@ -685,6 +696,8 @@ func (d *Discovery) worker(ctx context.Context) {
 		select {
 		case list := <-d.revIn:
 			d.mergeRevocations(list)
+		case list := <-d.phoneIn:
+			d.mergePhones(list)
 		case <-d.dirty:
 			if save == nil {
 				save = time.After(debounce)
@@ -749,6 +762,9 @@ func (d *Discovery) sweep(now time.Time) {
 	}
 	d.recountLocked()
 	d.mu.Unlock()
+	if d.phones.Prune(now) {
+		d.notify() // a phone ticket expired
+	}
 	if len(gone) > 0 {
 		d.log.Info("forgot members", "names", gone)
 		d.notify()

@@ -155,7 +155,7 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	// change a live connection's permissions from outside. No Account
 	// (every client shares the global account) and no Username (see the
 	// reload trap above).
-	c.RegisterUser(&server.User{Permissions: permissions(ac.role)})
+	c.RegisterUser(&server.User{Permissions: a.s.permissionsFor(ac)})
 	opts.Nkey, opts.Sig = "", ""
 	return true
 }

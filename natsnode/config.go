@@ -52,6 +52,9 @@ type Config struct {
 	// closed, because nats-server sets permissions only when a connection
 	// authenticates. Nil makes every client a RoleMember.
 	Role func(identity.NodePublic) Role
+	// PhoneGrant is asked for every client whose Role is RolePhone: the
+	// subjects its phone ticket grants. Nil grants phones nothing.
+	PhoneGrant func(identity.NodePublic) PhoneGrant
 
 	Cluster   ClusterConfig
 	JetStream JetStreamConfig

@@ -28,6 +28,8 @@ func (r Role) String() string {
 		return "member"
 	case RoleAdmin:
 		return "admin"
+	case RolePhone:
+		return "phone"
 	}
 	return "none"
 }

@@ -108,7 +108,12 @@ type Device struct {
 	dev  *device.Device
 	uapi net.Listener // nil for devices built in-process for tests
 
-	cut *cutoffTUN // the TUN as wireguard-go sees it; see cutoff.go
+	cut *cutoffTUN // the TUN's read filter; see cutoff.go
+	// fwd is the TUN as wireguard-go sees it: the hub's userspace
+	// forwarding in front of cut; see forward.go.
+	fwd *forwardTUN
+	// prefix is the mesh prefix: forwarding stays inside it.
+	prefix netip.Prefix
 	// connsTo lists local TCP connections to addresses (sockets.go);
 	// tests replace it.
 	connsTo func([]netip.Addr) ([]tcpConn, error)
@@ -177,11 +182,16 @@ func Open(cfg Config) (*Device, error) {
 }
 
 // newDevice starts wireguard-go on tdev/bind with the key and port from cfg,
-// reading tdev through the cut-off filter. It owns tdev from here on, also
-// on error.
+// reading tdev through the cut-off filter and the forwarder. It owns tdev
+// from here on, also on error.
 func newDevice(tdev tun.Device, bind conn.Bind, cfg Config, log *slog.Logger) (*Device, error) {
 	cut := newCutoffTUN(tdev)
-	dev := device.NewDevice(cut, bind, wgLogger(log))
+	var file *os.File
+	if f, ok := tdev.(interface{ File() *os.File }); ok {
+		file = f.File() // the kernel TUN's; nil for the in-memory TUN
+	}
+	fwd := newForwardTUN(cut, file)
+	dev := device.NewDevice(fwd, bind, wgLogger(log))
 	if err := dev.IpcSet("private_key=" + hex.EncodeToString(cfg.PrivateKey[:]) + "\n"); err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("wg: interface %s: set private key: %w", cfg.Name, err)
@@ -198,9 +208,11 @@ func newDevice(tdev tun.Device, bind conn.Bind, cfg Config, log *slog.Logger) (*
 		name:         cfg.Name,
 		pub:          cfg.PrivateKey.PublicKey(),
 		addr:         cfg.Address,
+		prefix:       cfg.Prefix,
 		log:          log,
 		dev:          dev,
 		cut:          cut,
+		fwd:          fwd,
 		connsTo:      connsTo,
 		lastEndpoint: make(map[wgtypes.Key]netip.AddrPort),
 		closing:      make(chan struct{}),
