@@ -46,6 +46,9 @@ type Node struct {
 	// load it without a lock; reconcile swaps it under reconcileMu.
 	plan atomic.Pointer[Plan]
 
+	// nat is the path machine and the observed endpoints (observe.go).
+	nat natState
+
 	// enrollStats reads the enrollment endpoint's counters for metrics;
 	// set by serveEnrollment before the servers that scrape start.
 	enrollStats func() metrics.Enroll
@@ -82,6 +85,10 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
 		ready: make(chan struct{}), leave: make(chan struct{}),
+	}
+	n.nat = natState{
+		mode: cfg.pathMode(), paths: NewPaths(), adv: eps,
+		observed: map[identity.NodePublic]observation{}, reports: map[identity.NodePublic]HubReport{},
 	}
 	// Until the first reconcile the plan knows this node alone: whatever
 	// asks early is refused unless it is this node.
@@ -193,6 +200,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	cleanups = append(cleanups, stopAPI)
 
+	stopPaths, err := n.startPaths(ctx)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopPaths)
+
 	if n.cfg.MetricsAddr != "" {
 		stopMetrics, err := serveMetrics(n.cfg.MetricsAddr, n, n.log.With("component", "metrics"))
 		if err != nil {
@@ -261,6 +274,7 @@ func (n *Node) snapshot() Snapshot {
 	s := Snapshot{
 		Self:    Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles},
 		Revoked: n.revs, Endpoints: n.eps,
+		Paths: n.nat.current(), Mode: n.nat.mode,
 	}
 	if n.disc != nil {
 		s.Members = n.disc.Members()
