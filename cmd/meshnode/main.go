@@ -36,6 +36,7 @@ var commands = []command{
 	{"metrics", "print this node's metrics in the Prometheus text format", runMetrics},
 	{"nats", "NATS client with this node's identity: pub, sub, stream-add, stream-info, js-pub", runNATS},
 	{"nats-env", "print NATS_URL, NATS_NKEY and NATS_CA for nats clients on this box", runNATSEnv},
+	{"ping", "send overlay pings to a member and print the path and latency of each", runPing},
 	{"status", "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", runStatus},
 	{"up", "run the node in the foreground (the daemon)", runUp},
 	{"version", "print the version", runVersion},
