@@ -117,3 +117,20 @@ func (n *NAT) FlushConntrack() error {
 
 // Delete removes the router.
 func (n *NAT) Delete() { n.NS.Delete() }
+
+// SetSymmetric switches the router between `masquerade` and `masquerade
+// random` and forgets every mapping: a path that was closed may open.
+func (n *NAT) SetSymmetric(symmetric bool) error {
+	masq := "masquerade"
+	if symmetric {
+		masq = "masquerade random"
+	}
+	if _, err := n.NS.Run("nft", "flush", "chain", "ip", "meshlab_nat", "postrouting"); err != nil {
+		return err
+	}
+	if _, err := n.NS.Run("nft", "add", "rule", "ip", "meshlab_nat", "postrouting", "oifname", "wan0", masq); err != nil {
+		return err
+	}
+	n.Symmetric = symmetric
+	return n.FlushConntrack()
+}
