@@ -66,6 +66,24 @@ type Config struct {
 	// internal endpoints (discovery.CheckDialable), for a lab mesh on one
 	// host. A node that admits members hands it to newcomers.
 	LabEndpoints bool `toml:"lab_endpoints,omitempty,omitzero"`
+
+	// RelayOnly reaches every member that is not a hub through a hub,
+	// never directly; NoRelay never relays (path.go). Both are for tests
+	// and odd networks: by default a member is tried directly and relayed
+	// when that fails.
+	RelayOnly bool `toml:"relay_only,omitempty,omitzero"`
+	NoRelay   bool `toml:"no_relay,omitempty,omitzero"`
+}
+
+// pathMode is the path machine's mode for these settings.
+func (c Config) pathMode() PathMode {
+	switch {
+	case c.RelayOnly:
+		return PathRelayOnly
+	case c.NoRelay:
+		return PathNoRelay
+	}
+	return PathAuto
 }
 
 // withDefaults fills zero fields.
@@ -134,6 +152,9 @@ func (c Config) Validate() error {
 	}
 	if c.BootstrapExpect < 1 {
 		return fmt.Errorf("bootstrap_expect %d: want at least 1", c.BootstrapExpect)
+	}
+	if c.RelayOnly && c.NoRelay {
+		return errors.New("relay_only and no_relay: choose one")
 	}
 	if len(c.Interface) > 15 {
 		return fmt.Errorf("interface %q: longer than 15 characters", c.Interface)

@@ -19,9 +19,16 @@ import (
 //
 // Called at the end of every reconcile, under reconcileMu.
 func (n *Node) applyCutOff(p *Plan, now time.Time) {
+	// A member reached through a hub has a direct peer that never
+	// answers: a probe there proves nothing, so a relayed member is cut
+	// off for revocation only, never for a death gossip alone claims.
+	paths := n.nat.current()
+	deadHere := func(m discovery.Member) bool {
+		return gossipDead(m.State) && paths[m.Node].Kind != PathRelay
+	}
 	var dead []wgtypes.Key
 	for _, m := range p.Members {
-		if gossipDead(m.State) {
+		if deadHere(m) {
 			dead = append(dead, m.WireGuard.Key())
 		}
 	}
@@ -39,7 +46,7 @@ func (n *Node) applyCutOff(p *Plan, now time.Time) {
 	for _, m := range p.Members {
 		k := m.WireGuard.Key()
 		health = append(health, wg.MemberHealth{
-			Addr: m.Addr, GossipDead: gossipDead(m.State),
+			Addr: m.Addr, GossipDead: deadHere(m),
 			LastHandshake: handshakes[k], ProbeSent: probes[k],
 		})
 	}

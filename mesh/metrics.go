@@ -64,6 +64,9 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 		s.Members[apiState(mem.State).String()]++
 		p, ok := peers[mem.WireGuard.Key()]
 		path := peerPath(p, ok, now)
+		if pt, known := n.nat.current()[mem.Node]; known {
+			path = map[PathKind]string{PathDirect: "direct", PathRelay: "relayed", PathNone: "none"}[pt.Kind]
+		}
 		s.Peers[path]++
 		switch {
 		case !ok || p.LastHandshake.IsZero():
@@ -108,8 +111,8 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 }
 
 // peerPath is the metrics path class of a member's WireGuard peer: direct
-// while it has a fresh handshake over an endpoint, none otherwise. (Relayed
-// paths do not exist yet.)
+// while it has a fresh handshake over an endpoint, none otherwise; once
+// the path machine has run, its verdict (path.go) replaces this.
 func peerPath(p wg.PeerStats, ok bool, now time.Time) string {
 	if ok && p.Endpoint.IsValid() && !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= handshakeFresh {
 		return "direct"

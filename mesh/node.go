@@ -52,6 +52,9 @@ type Node struct {
 
 	phones phoneState // reconcile's memory for phones (phone.go)
 
+	// nat is the path machine and the observed endpoints (observe.go).
+	nat natState
+
 	// enrollStats reads the enrollment endpoint's counters for metrics;
 	// set by serveEnrollment before the servers that scrape start.
 	enrollStats func() metrics.Enroll
@@ -113,6 +116,10 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	if why := n.degraded(time.Now()); why != "" {
 		n.log.Warn("starting degraded: renewing before anything else", "why", why)
+	}
+	n.nat = natState{
+		mode: cfg.pathMode(), paths: NewPaths(), adv: eps,
+		observed: map[identity.NodePublic]observation{}, reports: map[identity.NodePublic]HubReport{},
 	}
 	// Until the first reconcile the plan knows this node alone: whatever
 	// asks early is refused unless it is this node.
@@ -233,6 +240,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	cleanups = append(cleanups, stopAPI)
 
+	stopPaths, err := n.startPaths(ctx)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopPaths)
+
 	if n.cfg.MetricsAddr != "" {
 		stopMetrics, err := serveMetrics(n.cfg.MetricsAddr, n, n.log.With("component", "metrics"))
 		if err != nil {
@@ -318,6 +331,7 @@ func (n *Node) snapshot() Snapshot {
 		Self: Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles,
 			WireGuard: t.WireGuard, Prefix: n.member.Trust.Prefix()},
 		Revoked: n.revs, Endpoints: n.eps,
+		Paths: n.nat.current(), Mode: n.nat.mode,
 	}
 	for _, r := range n.revs.List() {
 		s.RevokedNodes = append(s.RevokedNodes, r.Node)

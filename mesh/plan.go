@@ -37,6 +37,11 @@ type Snapshot struct {
 	// handshake from.
 	Phones       []*identity.PhoneTicket
 	ActivePhones []netip.Addr
+	// Paths are the path machine's choices (path.go), by member; nil
+	// means every member direct. Mode is --relay-only or --no-relay.
+	// See routeThroughHubs.
+	Paths map[identity.NodePublic]Path
+	Mode  PathMode
 }
 
 // Self is what a plan needs to know about this node.
@@ -70,7 +75,9 @@ type Plan struct {
 	// back; newcomers this node just admitted are in it before gossip
 	// sees them).
 	Members []discovery.Member
-	// Peers is one WireGuard peer per entry of Members, in that order.
+	// Peers is one WireGuard peer per entry of Members, in that order,
+	// with relayed members' addresses on their hubs' peers; under
+	// --relay-only only hubs have peers (routeThroughHubs).
 	Peers []wg.Peer
 	// Routes is the NATS route set: this node first, then every alive
 	// member in Members order.
@@ -155,6 +162,7 @@ func NewPlan(s Snapshot) *Plan {
 			p.routeFrom[m.Addr] = m.Node
 		}
 	}
+	p.Peers = routeThroughHubs(p.Members, p.Peers, s.Paths, s.Mode, s.Self.Roles.Has(identity.RoleHub))
 	// Self goes last, as it did when it was appended to the member list,
 	// so a member claiming our address would win as before. Discovery's
 	// admission makes that impossible (a ticket's address derives from its

@@ -36,6 +36,12 @@ func (n *Node) Status() api.Status {
 		// nil when empty: the JSON has always said null, not [].
 		Endpoints: append([]netip.AddrPort(nil), n.eps...),
 	}
+	n.nat.mu.Lock()
+	for _, o := range n.nat.observed {
+		st.Observed = append(st.Observed, o.ep)
+	}
+	n.nat.mu.Unlock()
+	slices.SortFunc(st.Observed, netip.AddrPort.Compare)
 	st.CAExpires = m.Trust.Cert.NotAfter
 	if left := st.CAExpires.Sub(now); left < defaults.CAWarnBefore {
 		st.Problems = append(st.Problems, fmt.Sprintf("mesh CA certificate expires in %s (at %s): it is not renewed automatically",
@@ -70,6 +76,7 @@ func (n *Node) Status() api.Status {
 	}
 	// The members of the plan last applied: the peers whose statistics
 	// are shown are the ones WireGuard was given.
+	paths := n.nat.current()
 	if n.disc != nil {
 		for _, mem := range n.plan.Load().Members {
 			s := stats[mem.WireGuard.Key()]
@@ -80,11 +87,20 @@ func (n *Node) Status() api.Status {
 			if s.hasEP && !s.hs.IsZero() {
 				ms.Path = "direct " + s.ep
 			}
+			path, hasPath := paths[mem.Node]
+			if hasPath {
+				ms.Path, ms.Via = path.String(), path.ViaName
+			}
 			switch {
 			case mem.State == discovery.StateLeft:
 				// Left on purpose: not a fault.
 			case mem.State != discovery.StateAlive:
 				st.Problems = append(st.Problems, fmt.Sprintf("member %s is %s", mem.Name, ms.State))
+			case hasPath && path.Kind == PathRelay:
+				// Reached through its hub: its own peer's handshake
+				// age says nothing.
+			case hasPath && path.Kind == PathNone:
+				st.Problems = append(st.Problems, fmt.Sprintf("member %s: no path (%s)", mem.Name, path.Reason))
 			case s.hs.IsZero():
 				st.Problems = append(st.Problems, fmt.Sprintf("member %s: no WireGuard handshake yet", mem.Name))
 			case now.Sub(s.hs) > handshakeFresh:

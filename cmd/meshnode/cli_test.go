@@ -147,6 +147,8 @@ func TestEveryNodeFlagSetsConfig(t *testing.T) {
 		"log-level":        "debug",
 		"metrics-addr":     "127.0.0.1:9101",
 		"metrics-per-peer": "true",
+		"relay-only":       "true",
+		"no-relay":         "true",
 	}
 	nf, base := parseNodeFlags(t, "--state", dir)
 	n := 0

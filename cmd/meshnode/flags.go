@@ -71,6 +71,10 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 		"short gossip timers (tests, demo)")
 	nodeFlag(nf, fs.BoolVar, "lab-endpoints", func(c *mesh.Config) *bool { return &c.LabEndpoints },
 		"lab mesh on one host: members may advertise loopback and link-local endpoints")
+	nodeFlag(nf, fs.BoolVar, "relay-only", func(c *mesh.Config) *bool { return &c.RelayOnly },
+		"reach members that are not hubs only through a hub (tests, odd networks)")
+	nodeFlag(nf, fs.BoolVar, "no-relay", func(c *mesh.Config) *bool { return &c.NoRelay },
+		"never relay through a hub: direct paths only (tests, odd networks)")
 	nodeFlag(nf, fs.StringVar, "log-level", func(c *mesh.Config) *string { return &c.LogLevel },
 		"debug, info, warn or error")
 	return nf

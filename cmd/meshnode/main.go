@@ -37,6 +37,7 @@ var commands = []command{
 	{"nats", "NATS client with this node's identity: pub, sub, stream-add, stream-info, js-pub", runNATS},
 	{"nats-env", "print NATS_URL, NATS_NKEY and NATS_CA for nats clients on this box", runNATSEnv},
 	{"phone", "add | list | remove: a phone (stock WireGuard app) as a peer of a hub: config + QR code", runPhone},
+	{"ping", "send overlay pings to a member and print the path and latency of each", runPing},
 	{"renew", "renew this node's ticket and certificate now (the daemon renews by itself at 2/3 of their lifetime)", runRenew},
 	{"revoke", "revoke a member by NAME or node key (admin nodes): cut off everywhere, for good", runRevoke},
 	{"status", "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", runStatus},

@@ -18,6 +18,7 @@ type Status struct {
 	Interface     string                   `json:"interface"`
 	ListenPort    int                      `json:"listen_port"`
 	Endpoints     []netip.AddrPort         `json:"endpoints"`
+	Observed      []netip.AddrPort         `json:"observed_endpoints,omitempty"` // as hubs see them (NAT mappings), advertised first
 	CertExpires   time.Time                `json:"cert_expires"`
 	TicketExpires time.Time                `json:"ticket_expires"`
 	// CAExpires is when the mesh CA certificate runs out; it is not
@@ -50,7 +51,8 @@ type MemberStatus struct {
 	Addr          netip.Addr     `json:"overlay_addr"`
 	State         State          `json:"state"`
 	Roles         identity.Roles `json:"roles"`
-	Path          string         `json:"path"` // "direct <endpoint>" or "-"
+	Path          string         `json:"path"`          // "direct <endpoint>", "relay <hub> (why)", "none (why)" or "-"
+	Via           string         `json:"via,omitempty"` // the hub of a relayed path (it decrypts and re-encrypts)
 	LastHandshake time.Time      `json:"last_handshake,omitzero"`
 	RxBytes       int64          `json:"rx_bytes"`
 	TxBytes       int64          `json:"tx_bytes"`

@@ -35,6 +35,10 @@ const (
 	// client and cluster route listeners.
 	NATSClientPort = 4222
 	NATSRoutePort  = 6222
+	// ObservePort is where every node answers, over the overlay, "your
+	// WireGuard endpoint as I see it" (TCP, HTTP; mesh/observe.go):
+	// members behind NAT learn their mapped endpoint from hubs.
+	ObservePort = 7947
 )
 
 // The overlay.

@@ -112,6 +112,11 @@ type Device struct {
 	// fwd is the TUN as wireguard-go sees it: the hub's userspace
 	// forwarding in front of cut; see forward.go.
 	fwd *forwardTUN
+	// fwdMu guards phones and relayAll, what the forward set is made of
+	// (SetForward, SetRelay).
+	fwdMu    sync.Mutex
+	phones   []netip.Addr
+	relayAll bool
 	// prefix is the mesh prefix: forwarding stays inside it.
 	prefix netip.Prefix
 	// connsTo lists local TCP connections to addresses (sockets.go);

@@ -46,6 +46,7 @@ type forwardSet struct {
 	self   netip.Addr
 	prefix netip.Prefix
 	phones map[netip.Addr]struct{}
+	all    bool // a hub's relay: every overlay address (relay.go)
 }
 
 func (s *forwardSet) forward(pkt []byte) bool {
@@ -59,7 +60,7 @@ func (s *forwardSet) forward(pkt []byte) bool {
 	}
 	_, fromPhone := s.phones[src]
 	_, toPhone := s.phones[dst]
-	return fromPhone || toPhone
+	return fromPhone || toPhone || s.relayed(dst)
 }
 
 // forwardTUN is the tun.Device wireguard-go reads and writes.
@@ -252,12 +253,21 @@ type ForwardStats struct {
 // forwarded packet. Packets to the device's own address are never
 // forwarded. Cost with no phones: one atomic load per batch written.
 func (d *Device) SetForward(phones []netip.Addr) {
-	if len(phones) == 0 {
+	d.fwdMu.Lock()
+	defer d.fwdMu.Unlock()
+	d.phones = append([]netip.Addr(nil), phones...)
+	d.storeForward()
+}
+
+// storeForward installs the forward set for d.phones and d.relayAll;
+// d.fwdMu is held.
+func (d *Device) storeForward() {
+	if len(d.phones) == 0 && !d.relayAll {
 		d.fwd.set.Store(nil)
 		return
 	}
-	s := &forwardSet{self: d.addr, prefix: d.prefix, phones: make(map[netip.Addr]struct{}, len(phones))}
-	for _, a := range phones {
+	s := &forwardSet{self: d.addr, prefix: d.prefix, phones: make(map[netip.Addr]struct{}, len(d.phones)), all: d.relayAll}
+	for _, a := range d.phones {
 		s.phones[a.Unmap()] = struct{}{}
 	}
 	d.fwd.set.Store(s)

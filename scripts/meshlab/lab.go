@@ -39,6 +39,8 @@ type Lab struct {
 
 	mu      sync.Mutex
 	helpers []*helper // see Node.Spawn
+	// nats are the routers of AddNAT.
+	nats []*netns.NAT
 }
 
 // Node is one box of the lab.
@@ -94,6 +96,7 @@ func (l *Lab) Close() {
 		n.Stop(3 * time.Second)
 		n.NS.Delete()
 	}
+	l.closeNATs()
 	if l.Bridge != nil {
 		l.Bridge.Delete()
 	}
@@ -246,7 +249,8 @@ func (n *Node) Complete(want int) (bool, string) {
 	}
 	alive := 0
 	for _, m := range st.Members {
-		if m.State == api.StateAlive && !m.LastHandshake.IsZero() {
+		// A relayed member (Via) has no handshake of its own: its hub's counts.
+		if m.State == api.StateAlive && (!m.LastHandshake.IsZero() || m.Via != "") {
 			alive++
 		}
 	}
