@@ -132,11 +132,8 @@ type Policy struct {
 // mesh CA, for another architecture, not newer than what it has (rollback
 // protection), one that rolled back here before, or expired.
 func Check(m *Manifest, p Policy) error {
-	if !m.Signed() {
-		return fmt.Errorf("%s: %w (sign it on an admin node: meshnode update sign BUNDLE)", m, ErrUnsigned)
-	}
 	if err := m.Verify(p.CA); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadSignature, err)
+		return err
 	}
 	if m.Arch != p.Arch {
 		return fmt.Errorf("%s: %w: built for %s, this box is %s", m, ErrWrongArch, m.Arch, p.Arch)

@@ -134,16 +134,17 @@ func (m *Manifest) Sign(caKey ed25519.PrivateKey, caPub [ed25519.PublicKeySize]b
 	return nil
 }
 
-// Verify checks the CA signature. caPub is the mesh CA's public key.
+// Verify checks the CA signature. caPub is the mesh CA's public key. Its
+// errors wrap ErrUnsigned or ErrBadSignature.
 func (m *Manifest) Verify(caPub [ed25519.PublicKeySize]byte) error {
 	if !m.Signed() {
-		return fmt.Errorf("%s: not signed (sign it on an admin node: meshnode update sign BUNDLE)", m)
+		return fmt.Errorf("%s: %w (sign it on an admin node: meshnode update sign BUNDLE)", m, ErrUnsigned)
 	}
 	if m.CAKeyID != keyID(caPub) {
-		return fmt.Errorf("%s: signed by another CA (key id %x, this mesh's is %x)", m, m.CAKeyID, keyID(caPub))
+		return fmt.Errorf("%s: %w: signed by another CA (key id %x, this mesh's is %x)", m, ErrBadSignature, m.CAKeyID, keyID(caPub))
 	}
 	if !ed25519.Verify(caPub[:], m.signedBytes(), m.Signature[:]) {
-		return fmt.Errorf("%s: bad CA signature", m)
+		return fmt.Errorf("%s: %w: the mesh CA's signature does not verify over these bytes", m, ErrBadSignature)
 	}
 	return nil
 }

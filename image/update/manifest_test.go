@@ -199,8 +199,8 @@ func TestCheck(t *testing.T) {
 		msg  string
 	}{
 		{"unsigned", goldenUnsigned(t), p, ErrUnsigned, "meshnode update sign"},
-		{"flipped signature", flipped, p, ErrBadSignature, "bad CA signature"},
-		{"altered after signing", altered, p, ErrBadSignature, "bad CA signature"},
+		{"flipped signature", flipped, p, ErrBadSignature, "bad signature: the mesh CA's signature does not verify"},
+		{"altered after signing", altered, p, ErrBadSignature, "bad signature: the mesh CA's signature does not verify"},
 		{"other CA", signed(nil), Policy{CA: otherPub, Arch: "amd64", Now: now}, ErrBadSignature, "signed by another CA"},
 		{"wrong arch", signed(func(m *Manifest) { m.Arch = "arm64" }), p, ErrWrongArch, "built for arm64, this box is amd64"},
 		{"same generation", signed(nil), Policy{CA: pub, Arch: "amd64", Installed: 2, Now: now}, ErrOldGen, "this box has generation 2"},
