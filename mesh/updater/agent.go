@@ -486,7 +486,7 @@ func (a *Agent) published(ctx context.Context, js jetstream.JetStream, data []by
 	b, err := a.download(ctx, js, m)
 	if err != nil {
 		a.say("downloading %s: %v", m, err)
-		a.set(func(s *NodeStatus) { s.Phase, s.Message = PhaseFailed, "download: " + err.Error() })
+		a.set(func(s *NodeStatus) { s.Phase, s.Message = PhaseFailed, "download: "+err.Error() })
 		return
 	}
 	_, _, _ = a.install(b, rel.Reboot)
