@@ -38,6 +38,7 @@ var commands = []command{
 	{"nats-env", "print NATS_URL, NATS_NKEY and NATS_CA for nats clients on this box", runNATSEnv},
 	{"status", "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", runStatus},
 	{"up", "run the node in the foreground (the daemon)", runUp},
+	{"update", "sign | publish | push | status | inspect: update appliances over the mesh", runUpdate},
 	{"version", "print the version", runVersion},
 }
 

@@ -2,6 +2,7 @@ package boot
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,6 +26,11 @@ var (
 	WatchdogDevice  = "/dev/watchdog"
 	WatchdogTimeout = 60 * time.Second
 )
+
+// TrialLimit bounds a trial boot from PID 1, whatever the node does: the
+// update agent fails a slot that is not healthy within its own deadline
+// (10 minutes); this catches a node that never gets as far as running it.
+var TrialLimit = 15 * time.Minute
 
 // running reads what this slot runs from the initramfs's build record.
 func running(buildInfo string) update.Running {
@@ -56,6 +62,24 @@ func (p *prepared) openUpdate() {
 	if s := box.Summary(); s != "" {
 		say("meshnode: init: update: %s: %s", box.Kind(), s)
 	}
+	if box.Kind() == update.BootTrial {
+		go p.limitTrial(box)
+	}
+}
+
+// limitTrial fails the trial and reboots into the other slot if the slot
+// is still on trial TrialLimit after the boot.
+func (p *prepared) limitTrial(box *update.Box) {
+	time.Sleep(TrialLimit)
+	if box.Kind() != update.BootTrial {
+		return // blessed
+	}
+	reason := fmt.Sprintf("slot %s was not marked good within %s of its boot (the node never got healthy)", p.slot, TrialLimit)
+	if err := box.Fail(reason); err != nil {
+		say("meshnode: init: update: marking slot %s bad: %v", p.slot, err)
+	}
+	say("meshnode: init: update: %s: rebooting into slot %s", reason, update.Other(p.slot))
+	reboot()
 }
 
 // startWatchdog arms the hardware watchdog when the box has one and feeds it

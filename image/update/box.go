@@ -57,6 +57,8 @@ type Box struct {
 	arch      string
 	tries     int
 
+	opened time.Time
+
 	mu    sync.Mutex
 	state State
 	kind  BootKind
@@ -82,7 +84,7 @@ func Open(c BoxConfig, now time.Time) (*Box, error) {
 	if c.Tries <= 0 {
 		c.Tries = Tries
 	}
-	b := &Box{esp: c.ESP, statePath: c.StatePath, slot: c.Slot, running: c.Running, arch: c.Arch, tries: c.Tries}
+	b := &Box{esp: c.ESP, statePath: c.StatePath, slot: c.Slot, running: c.Running, arch: c.Arch, tries: c.Tries, opened: now}
 	st, err := LoadState(c.StatePath)
 	if err != nil {
 		return nil, err
@@ -164,6 +166,10 @@ func (b *Box) Kind() BootKind {
 	defer b.mu.Unlock()
 	return b.kind
 }
+
+// Opened is when Open ran (early in the boot): a trial's deadline counts
+// from it, whatever happens to the node after.
+func (b *Box) Opened() time.Time { return b.opened }
 
 // Slot is the booted slot.
 func (b *Box) Slot() string { return b.slot }

@@ -24,6 +24,9 @@ import (
 // Node is what the agent needs from the running node (mesh.Node).
 type Node interface {
 	Name() string
+	// Ready is closed once the node is up; before, Status and ConnectNATS
+	// must not be called.
+	Ready() <-chan struct{}
 	Status() api.Status
 	ConnectNATS(opts ...nats.Option) (*nats.Conn, error)
 }
@@ -189,6 +192,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 func (a *Agent) connect(ctx context.Context) (*nats.Conn, error) {
+	select {
+	case <-a.cfg.Node.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	for {
 		nc, err := a.cfg.Node.ConnectNATS(nats.Name("meshnode-update"))
 		if err == nil {
@@ -207,7 +215,9 @@ func (a *Agent) connect(ctx context.Context) (*nats.Conn, error) {
 // in a row within the deadline, else marked bad and the box reboots into
 // the slot it came from.
 func (a *Agent) trial(ctx context.Context) {
-	start := a.cfg.Now()
+	// The deadline counts from the boot, not from this agent's start: a
+	// node that fails and is restarted by PID 1 gets no extra time.
+	start := a.cfg.Box.Opened()
 	deadline := start.Add(a.cfg.TrialDeadline)
 	st := a.cfg.Box.State()
 	p := st.Pending
@@ -266,6 +276,11 @@ func (a *Agent) trial(ctx context.Context) {
 // JetStream has a meta leader) every stream replica on this node current.
 // Otherwise it says what is missing.
 func (a *Agent) health(ctx context.Context) error {
+	select {
+	case <-a.cfg.Node.Ready():
+	default:
+		return errors.New("the node is not up yet")
+	}
 	st := a.cfg.Node.Status()
 	now := a.cfg.Now()
 	alive := false

@@ -45,6 +45,11 @@ type fakeNode struct {
 }
 
 func (n *fakeNode) Name() string { return n.name }
+func (n *fakeNode) Ready() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
 func (n *fakeNode) Status() api.Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
