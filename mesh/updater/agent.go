@@ -375,6 +375,7 @@ func (a *Agent) install(b *update.Bundle, policy string) (update.Entry, time.Tim
 		return update.Entry{}, time.Time{}, err
 	}
 	a.set(func(s *NodeStatus) { s.Phase, s.Percent, s.Message = PhaseVerified, 100, "" })
+	a.say("writing %s to slot %s", m, update.Other(a.cfg.Box.Slot()))
 	e, err := a.cfg.Box.Install(b, a.cfg.CA, a.cfg.Now())
 	if err != nil {
 		if errors.Is(err, update.ErrHash) || errors.Is(err, update.ErrBadSignature) || errors.Is(err, update.ErrOldGen) {
