@@ -52,6 +52,7 @@ func (p *prepared) openUpdate() {
 	box, err := update.Open(update.BoxConfig{
 		ESP: update.DirFS(BootMount), StatePath: filepath.Join(PermMount, UpdateStateFile),
 		Slot: p.slot, Running: run, Arch: runtime.GOARCH,
+		Say: func(line string) { say("meshnode: update: %s", line) },
 	}, time.Now())
 	if err != nil {
 		say("meshnode: init: update: %v (no update is taken this boot)", err)

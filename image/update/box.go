@@ -56,8 +56,8 @@ type Box struct {
 	running   Running
 	arch      string
 	tries     int
-
-	opened time.Time
+	say       func(string)
+	opened    time.Time
 
 	mu    sync.Mutex
 	state State
@@ -73,6 +73,9 @@ type BoxConfig struct {
 	Running   Running
 	Arch      string // this box's GOARCH
 	Tries     int    // boot tries of a fresh slot (default Tries)
+	// Say, when set, is told each step of an install as it starts (the
+	// console: an install takes seconds on a slow ESP).
+	Say func(line string)
 }
 
 // Open reads the state, decides what this boot is (normal, the trial of a
@@ -84,7 +87,10 @@ func Open(c BoxConfig, now time.Time) (*Box, error) {
 	if c.Tries <= 0 {
 		c.Tries = Tries
 	}
-	b := &Box{esp: c.ESP, statePath: c.StatePath, slot: c.Slot, running: c.Running, arch: c.Arch, tries: c.Tries, opened: now}
+	if c.Say == nil {
+		c.Say = func(string) {}
+	}
+	b := &Box{esp: c.ESP, statePath: c.StatePath, slot: c.Slot, running: c.Running, arch: c.Arch, tries: c.Tries, say: c.Say, opened: now}
 	st, err := LoadState(c.StatePath)
 	if err != nil {
 		return nil, err
@@ -245,13 +251,14 @@ func (b *Box) Install(bu *Bundle, ca [32]byte, now time.Time) (Entry, error) {
 		return Entry{}, err
 	}
 	b.state = st
-	if err := writeFiles(b.esp, target, bu); err != nil {
+	if err := writeFiles(b.esp, target, bu, b.say); err != nil {
 		return Entry{}, err
 	}
 	b.state.Pending.Phase = PhaseWritten
 	if err := b.state.Save(b.statePath); err != nil {
 		return Entry{}, err
 	}
+	b.say(fmt.Sprintf("slot %s: writing its loader entry", target))
 	return writeEntry(b.esp, target, bu, b.tries)
 }
 
@@ -300,7 +307,7 @@ func (b *Box) Fail(reason string) error {
 }
 
 // writeFiles removes the slot's entry, then writes its kernel and initramfs.
-func writeFiles(esp FS, slot string, bu *Bundle) error {
+func writeFiles(esp FS, slot string, bu *Bundle, say func(string)) error {
 	es, err := Entries(esp)
 	if err != nil {
 		return err
@@ -309,6 +316,7 @@ func writeFiles(esp FS, slot string, bu *Bundle) error {
 		if err := esp.Remove(path.Join(EntriesDir, e.File)); err != nil {
 			return fmt.Errorf("ESP: removing the old entry %s of slot %s: %w", e.File, slot, err)
 		}
+		say(fmt.Sprintf("slot %s: loader entry %s removed until the slot is written", slot, e.File))
 	}
-	return writeSlotFiles(esp, slot, bu)
+	return writeSlotFiles(esp, slot, bu, say)
 }

@@ -264,9 +264,10 @@ func slotEntries(es []Entry, slot string) []Entry {
 // fsync + rename) and reads them back against the manifest. The caller has
 // removed the slot's loader entry first: a slot without an entry is never
 // booted, so a power cut here leaves its files half written and harmless.
-func writeSlotFiles(esp FS, slot string, b *Bundle) error {
+func writeSlotFiles(esp FS, slot string, b *Bundle, say func(string)) error {
 	for _, name := range []string{FileKernel, FileInitramfs} {
 		p := SlotFile(slot, name)
+		say(fmt.Sprintf("slot %s: writing %s (%d bytes)", slot, name, len(b.Files[name])))
 		if err := esp.WriteFile(p, b.Files[name]); err != nil {
 			return fmt.Errorf("ESP %s: %w", p, err)
 		}

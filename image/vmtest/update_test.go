@@ -307,14 +307,16 @@ func TestApplianceUpdate(t *testing.T) {
 		if err := push.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer push.Wait()
+		defer func() { _ = push.Process.Kill(); _ = push.Wait() }() // it waits for an answer that never comes
 		v.expect(`^meshnode: update: writing update generation 4 \(vmtest-4\) to slot a`, 5*time.Minute)
-		v.kill() // mid-write: the ESP write of ~the initramfs takes seconds under TCG
+		v.expect(`^meshnode: update: slot a: loader entry meshnode-a\+0-3\.conf removed`, time.Minute)
+		v.expect(`^meshnode: update: slot a: writing initrd\.img`, time.Minute)
+		v.kill() // mid-write: the initramfs is 20 MB
 		v.absent(`^meshnode: update: update generation 4 .* written to slot`)
 		entries := strings.Join(listESP(t, img, "loader/entries"), " ")
 		t.Logf("entries after the cut: %s", entries)
-		if strings.Contains(entries, "meshnode-a+3.conf") {
-			t.Fatalf("slot a has a fresh entry after a cut mid-write: %s", entries)
+		if strings.Contains(entries, "meshnode-a") {
+			t.Fatalf("slot a has an entry after a cut mid-write: %s", entries)
 		}
 		v = startQemu(t, ns, img, nil, true)
 		v.expect(`^meshnode: init: update: slot b runs generation 2 \(vmtest-2\)`, 2*bootDeadline)
