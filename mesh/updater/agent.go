@@ -74,6 +74,9 @@ type Agent struct {
 	busy    string // what install-type work runs now, or ""
 	session *pushSession
 	reboot  sync.Once
+	// blessed is closed when a trial ends blessed: a release published
+	// during the trial was passed over and is looked at again.
+	blessed chan struct{}
 }
 
 type pushSession struct {
@@ -105,7 +108,7 @@ func New(cfg Config) *Agent {
 	if cfg.Reboot == nil {
 		cfg.Reboot = func(string) {}
 	}
-	a := &Agent{cfg: cfg, name: cfg.Node.Name()}
+	a := &Agent{cfg: cfg, name: cfg.Node.Name(), blessed: make(chan struct{})}
 	a.st = NodeStatus{Name: a.name, Phase: PhaseNoUpdates, Since: cfg.Now().UTC()}
 	if b := cfg.Box; b != nil {
 		st := b.State()
@@ -260,6 +263,7 @@ func (a *Agent) trial(ctx context.Context) {
 		a.set(func(s *NodeStatus) { s.Phase, s.Message = PhaseFailed, "bless: "+err.Error() })
 		return
 	}
+	close(a.blessed)
 	took := a.cfg.Now().Sub(start).Round(time.Second)
 	a.say("slot %s marked good: generation %d (%s) healthy after %s", a.cfg.Box.Slot(), p.Generation, p.Release, took)
 	st = a.cfg.Box.State()
@@ -439,10 +443,16 @@ func (a *Agent) watchOnce(ctx context.Context, js jetstream.JetStream) error {
 		return err
 	}
 	defer w.Stop()
+	blessed := a.blessed
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-blessed:
+			blessed = nil
+			if e, err := kv.Get(ctx, LatestKey); err == nil {
+				a.published(ctx, js, e.Value())
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watcher stopped")

@@ -347,3 +347,25 @@ func TestTrialFailsAndReboots(t *testing.T) {
 		t.Fatalf("after the rollback: %+v", s)
 	}
 }
+
+// TestReleaseDuringTrialTakenOnceBlessed: a release published while the
+// slot is on trial is passed over (the only other slot is the fallback),
+// then taken as soon as the trial ends blessed.
+func TestReleaseDuringTrialTakenOnceBlessed(t *testing.T) {
+	r := trialRig(t, false, time.Minute)
+	if err := Publish(context.Background(), r.admin, bundle(t, 3), Release{Reboot: RebootManual}, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if s := r.agent.Snapshot(); s.Phase != PhaseTrial {
+		t.Fatalf("a release during the trial changed the phase: %+v", s)
+	}
+	r.node.setHealthy(true)
+	s := r.waitStatus(func(s NodeStatus) bool { return s.Phase == PhaseWritten })
+	if s.Target != 3 || s.Slot != "b" {
+		t.Fatalf("status %+v", s)
+	}
+	if got, _ := r.esp.ReadFile("meshnode/a/vmlinuz"); string(got) != "kernel 3" {
+		t.Fatalf("slot a kernel %q", got)
+	}
+}
