@@ -382,7 +382,7 @@ func (a *Agent) install(b *update.Bundle, policy string) (update.Entry, time.Tim
 	a.say("writing %s to slot %s", m, update.Other(a.cfg.Box.Slot()))
 	e, err := a.cfg.Box.Install(b, a.cfg.CA, a.cfg.Now())
 	if err != nil {
-		if errors.Is(err, update.ErrHash) || errors.Is(err, update.ErrBadSignature) || errors.Is(err, update.ErrOldGen) {
+		if isRefusal(err) {
 			a.refuse(m, err)
 		} else {
 			a.say("writing %s failed: %v", m, err)
@@ -403,6 +403,18 @@ func (a *Agent) install(b *update.Bundle, policy string) (update.Entry, time.Tim
 		go a.rebootAt(m, target, at)
 	}
 	return e, at, nil
+}
+
+// isRefusal tells a refused update (the box will not take it) from a
+// failure to write one.
+func isRefusal(err error) bool {
+	for _, kind := range []error{update.ErrUnsigned, update.ErrBadSignature, update.ErrWrongArch, update.ErrOldGen,
+		update.ErrRolledBack, update.ErrExpired, update.ErrHash, update.ErrCmdline, update.ErrTrial} {
+		if errors.Is(err, kind) {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Agent) rebootAt(m *update.Manifest, target string, at time.Time) {
