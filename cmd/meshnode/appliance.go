@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/boot"
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/updater"
 )
 
 // applianceNode runs the node on the appliance once PID 1 has mounted the
@@ -63,12 +65,32 @@ func applianceNode(ctx context.Context, bc boot.BootConfig) error {
 	if err != nil {
 		return err
 	}
+	trust, err := identity.LoadTrust(dir.CACertPath())
+	if err != nil {
+		return err
+	}
+	// The update agent reboots the box by stopping the node: Run returns
+	// nil and PID 1 reboots, after the node left gossip.
+	nctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	go func() {
 		select {
 		case <-n.Ready():
 			bc.Ready(n.Name(), n.Addr().String())
-		case <-ctx.Done():
+		case <-nctx.Done():
 		}
 	}()
-	return n.Run(ctx)
+	// The agent starts with the node, not once it is ready: a slot on
+	// trial whose node never comes up must still fail its trial.
+	agent := updater.New(updater.Config{
+		Node: n, CA: trust.Public, Box: bc.Update,
+		Reboot: func(why string) { stop(errors.New(why)) },
+		Say:    func(line string) { fmt.Println(line) }, // the console
+	})
+	go func() {
+		if err := agent.Run(nctx); err != nil && nctx.Err() == nil {
+			fmt.Fprintf(os.Stderr, "meshnode: update agent: %v\n", err)
+		}
+	}()
+	return n.Run(nctx)
 }

@@ -31,13 +31,14 @@ func runImage(ctx context.Context, args []string) error {
 
 func imageBuild(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("image build", flag.ContinueOnError)
-	out := fs.String("o", "out/disk.img", "disk image to write (vmlinuz, initrd.img, manifest.json go beside it)")
+	out := fs.String("o", "out/disk.img", "disk image to write (vmlinuz, initrd.img, manifest.json and the update bundle update/ go beside it)")
 	initBin := fs.String("init", "", "static meshnode binary to use as /init (default: this binary)")
 	src := fs.String("kernel", "auto", "kernel source: auto (Debian, gokrazy as fallback), debian or gokrazy")
 	cache := fs.String("cache", "", "download cache (default: <dir of -o>/cache)")
 	cmdline := fs.String("cmdline", "", "extra kernel arguments for both slots (e.g. meshnode.debug=1)")
 	sizeMiB := fs.Int64("size", disk.DefaultLayout.Size/disk.MiB, "image size in MiB")
 	espMiB := fs.Int64("esp-size", disk.DefaultLayout.ESPSize/disk.MiB, "ESP size in MiB")
+	gen := fs.Uint64("generation", 0, "update generation of this release: boxes install only a higher one (default: SOURCE_DATE_EPOCH, else now)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ func imageBuild(ctx context.Context, args []string) error {
 	_, err := build.Build(ctx, build.Options{
 		Out: *out, CacheDir: *cache, Init: *initBin, KernelSource: *src, Cmdline: *cmdline,
 		Layout:  disk.Layout{Size: *sizeMiB * disk.MiB, ESPSize: *espMiB * disk.MiB},
-		Version: version, Epoch: epoch,
+		Version: version, Epoch: epoch, Generation: *gen,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	return err

@@ -42,6 +42,7 @@ var commands = []command{
 	{"revoke", "revoke a member by NAME or node key (admin nodes): cut off everywhere, for good", runRevoke},
 	{"status", "show this node, its members and NATS routes (exit 0 healthy, 1 degraded, 2 not running)", runStatus},
 	{"up", "run the node in the foreground (the daemon)", runUp},
+	{"update", "sign | publish | push | status | inspect: update appliances over the mesh", runUpdate},
 	{"version", "print the version", runVersion},
 }
 

@@ -29,6 +29,7 @@ import (
 
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/image/config"
+	"github.com/meshnode/meshnode/image/update"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,8 +58,13 @@ type BootConfig struct {
 	Interface string
 
 	// Ready must be called once the node is up: it prints the ready line
-	// and marks the boot slot good.
+	// and marks the boot slot good, unless the slot is on trial for an
+	// update (Update.Kind() == update.BootTrial): then the update agent
+	// blesses it once the node is healthy, or fails it.
 	Ready func(name, overlay string)
+	// Update is the box's A/B update state (nil when it could not be
+	// read: the box then takes no update this boot).
+	Update *update.Box
 	// ConsumeToken must be called after a successful join: it removes the
 	// token from config.toml on the ESP so it is never used twice.
 	ConsumeToken func() error
@@ -126,6 +132,7 @@ type prepared struct {
 	cfg       config.Config
 	firstBoot bool
 	net       netResult
+	update    *update.Box
 	mu        sync.Mutex
 	readyOnce sync.Once
 }
@@ -134,6 +141,7 @@ func prepare(cmdline string) (*prepared, error) {
 	p := &prepared{cmdline: cmdline, slot: cmdlineValue(cmdline, "meshnode.slot")}
 	n, failed := loadModules("/lib/modules")
 	say("meshnode: init: modules loaded=%d failed=%d", n, failed)
+	startWatchdog()
 	if _, err := os.Stat("/sys/firmware/efi"); err == nil { // booted by UEFI
 		mountOptional("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", 0)
 	}
@@ -165,6 +173,7 @@ func prepare(cmdline string) (*prepared, error) {
 	if err := mount(p.bootDev, BootMount, "vfat", 0, "fmask=0077,dmask=0077"); err != nil {
 		return nil, err
 	}
+	p.openUpdate()
 	p.cfg = p.readConfigUntilValid(filepath.Join(BootMount, config.Path))
 	if !p.firstBoot && p.cfg.Token != "" {
 		// Enrolled, yet config.toml still holds the token: power was cut
@@ -276,14 +285,27 @@ func (p *prepared) bootConfig() BootConfig {
 		Underlay: p.net.addr, Interface: p.net.iface,
 		Ready:        p.ready,
 		ConsumeToken: p.consumeToken,
+		Update:       p.update,
 	}
 }
 
 func (p *prepared) ready(name, overlay string) {
 	p.readyOnce.Do(func() {
 		say("%s name=%s overlay=%s uptime=%s", ReadyPrefix, name, overlay, uptime())
-		if err := blessSlot(filepath.Join(BootMount, "loader/entries"), p.slot); err != nil {
+		if p.update == nil {
+			if err := blessSlot(filepath.Join(BootMount, "loader/entries"), p.slot); err != nil {
+				say("meshnode: init: cannot mark slot %s good: %v", p.slot, err)
+			}
+			return
+		}
+		if p.update.Kind() == update.BootTrial {
+			say("meshnode: init: slot %s is on trial: it is marked good only once the node is healthy", p.slot)
+			return
+		}
+		if renamed, err := p.update.Bless(time.Now()); err != nil {
 			say("meshnode: init: cannot mark slot %s good: %v", p.slot, err)
+		} else if renamed {
+			say("meshnode: init: slot %s marked good", p.slot)
 		}
 	})
 }

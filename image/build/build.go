@@ -2,7 +2,9 @@
 // and orders the modules PID 1 needs, writes a reproducible initramfs around
 // the static meshnode binary, lays out the GPT disk (ESP with systemd-boot
 // and slots a/b, ext4 perm) and records a manifest with the version and
-// sha256 of every part.
+// sha256 of every part. Beside the disk image it writes the update bundle of
+// the same release (image/update): what `meshnode update publish` sends to
+// boxes already in the field.
 package build
 
 import (
@@ -30,6 +32,7 @@ import (
 	"github.com/meshnode/meshnode/image/initramfs"
 	"github.com/meshnode/meshnode/image/kernel"
 	"github.com/meshnode/meshnode/image/kmod"
+	"github.com/meshnode/meshnode/image/update"
 )
 
 // DefaultModules are what an x86_64 edge box (or a q35 VM) needs before the
@@ -55,7 +58,14 @@ const (
 
 // BootTries is how many times systemd-boot tries a fresh slot before it
 // falls back to the other one.
-const BootTries = 3
+const BootTries = update.Tries
+
+// Arch is the architecture the builder makes images for (GOARCH names, as
+// update manifests carry them).
+const Arch = "amd64"
+
+// BundleDir is the update bundle's directory name beside the disk image.
+const BundleDir = "update"
 
 // Options configures a build.
 type Options struct {
@@ -67,8 +77,12 @@ type Options struct {
 	Layout       disk.Layout
 	Cmdline      string // extra kernel arguments for both slots
 	Version      string // meshnode version recorded in the manifest and entries
-	Epoch        int64  // SOURCE_DATE_EPOCH: timestamps inside the image
-	Log          *slog.Logger
+	// Generation orders releases for updates: a box installs only a
+	// generation above the one it runs. 0 means Epoch, so that builds of
+	// later sources get higher generations.
+	Generation uint64
+	Epoch      int64 // SOURCE_DATE_EPOCH: timestamps inside the image
+	Log        *slog.Logger
 }
 
 // Part is one file of the image with its checksum.
@@ -84,6 +98,7 @@ type Part struct {
 type Manifest struct {
 	Format     int       `json:"format"`
 	Version    string    `json:"version"`
+	Generation uint64    `json:"generation"`
 	Epoch      int64     `json:"source_date_epoch"`
 	Kernel     KernelRef `json:"kernel"`
 	Bootloader Part      `json:"bootloader"`
@@ -93,6 +108,7 @@ type Manifest struct {
 	ESP        []Part    `json:"esp"`
 	Image      Part      `json:"image"`
 	Cmdline    string    `json:"cmdline"`
+	Update     []Part    `json:"update_bundle"` // unsigned until an admin signs it
 	BuildSecs  float64   `json:"build_seconds"`
 }
 
@@ -128,6 +144,9 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	if o.CacheDir == "" {
 		o.CacheDir = filepath.Join(filepath.Dir(o.Out), "cache")
 	}
+	if o.Generation == 0 {
+		o.Generation = uint64(o.Epoch)
+	}
 	outDir := filepath.Dir(o.Out)
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, err
@@ -162,7 +181,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	o.Log.Info("modules selected", "count", len(mods), "release", k.Release)
 
-	m := &Manifest{Format: 1, Version: o.Version, Epoch: o.Epoch,
+	m := &Manifest{Format: 1, Version: o.Version, Generation: o.Generation, Epoch: o.Epoch,
 		Kernel: KernelRef{Source: k.Source, Package: k.Package, Version: k.Version, Release: k.Release, PackageSHA256: k.SHA256,
 			Vmlinuz: part("vmlinuz", vmlinuz)},
 		Bootloader: part("EFI/BOOT/BOOTX64.EFI", efi),
@@ -175,7 +194,8 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		files = append(files, initramfs.File{Path: mod.File, Data: mod.Data})
 		m.Modules = append(m.Modules, part(initramfs.ModulesDir+"/"+filepath.Base(mod.File), mod.Data))
 	}
-	buildInfo, _ := json.Marshal(map[string]any{"version": o.Version, "kernel": k.Release, "epoch": o.Epoch})
+	// PID 1 reads version and generation to know what the slot runs.
+	buildInfo, _ := json.Marshal(map[string]any{"version": o.Version, "generation": o.Generation, "kernel": k.Release, "epoch": o.Epoch})
 	t0 := time.Now()
 	initrd, err := initramfs.Bytes(initramfs.Spec{
 		Init: initBin, Modules: files, MTime: uint64(o.Epoch),
@@ -188,6 +208,12 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	o.Log.Info("initramfs written", "bytes", len(initrd), "seconds", time.Since(t0).Round(10*time.Millisecond).Seconds())
 
 	m.Cmdline = strings.TrimSpace("console=tty0 console=ttyS0,115200 panic=10 " + o.Cmdline)
+	bundle, err := update.NewBundle(o.Generation, Arch, o.Version, map[string][]byte{
+		update.FileKernel: vmlinuz, update.FileInitramfs: initrd, update.FileCmdline: []byte(m.Cmdline + "\n"),
+	})
+	if err != nil {
+		return nil, err
+	}
 	esp := ESPFiles(efi, vmlinuz, initrd, m.Cmdline, o.Version)
 	for _, f := range esp {
 		m.ESP = append(m.ESP, part(f.Path, f.Data))
@@ -213,6 +239,16 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 			return nil, err
 		}
 	}
+	bdir := filepath.Join(outDir, BundleDir)
+	if err := bundle.Write(bdir); err != nil {
+		return nil, err
+	}
+	m.Update = []Part{part(BundleDir+"/"+update.ManifestFile, bundle.Manifest.Marshal())}
+	for _, f := range bundle.Manifest.Files {
+		m.Update = append(m.Update, Part{Path: BundleDir + "/" + f.Name, Size: int64(f.Size), SHA256: f.Hex()})
+	}
+	o.Log.Info("update bundle written", "dir", bdir, "generation", o.Generation, "bytes", bundle.Manifest.TotalSize(),
+		"next", "sign and send it from an admin node: meshnode update publish "+bdir)
 	m.BuildSecs = time.Since(start).Round(10 * time.Millisecond).Seconds()
 	mj, _ := json.MarshalIndent(m, "", "  ")
 	if err := identity.WriteFileAtomic(filepath.Join(outDir, "manifest.json"), append(mj, '\n'), 0o644); err != nil {
@@ -230,10 +266,7 @@ func ESPFiles(efi, vmlinuz, initrd []byte, cmdline, version string) []disk.File 
 	// systemd-boot sorts entries with a sort-key by version, highest first,
 	// and puts entries with no tries left last; "default meshnode-*" then
 	// picks the best slot that is not known bad.
-	entry := func(slot string, gen int) []byte {
-		return []byte(fmt.Sprintf("title meshnode %s (slot %s)\nsort-key meshnode\nversion %d\nlinux /meshnode/%s/vmlinuz\ninitrd /meshnode/%s/initrd.img\noptions %s meshnode.slot=%s\n",
-			version, slot, gen, slot, slot, cmdline, slot))
-	}
+	entry := func(slot string, gen int) []byte { return update.EntryText(slot, gen, version, cmdline) }
 	return []disk.File{
 		{Path: "EFI/BOOT/BOOTX64.EFI", Data: efi},
 		{Path: "loader/loader.conf", Data: []byte("default meshnode-*\ntimeout 0\neditor no\nconsole-mode keep\n")},

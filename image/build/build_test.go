@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshnode/meshnode/image/config"
+	"github.com/meshnode/meshnode/image/update"
 )
 
 func TestESPFilesLoaderMatchesBothSlots(t *testing.T) {
@@ -66,5 +67,24 @@ func TestCheckStatic(t *testing.T) {
 		if err := CheckStatic("/bin/sh", sh); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
 			t.Errorf("/bin/sh: %v", err)
 		}
+	}
+}
+
+// TestESPFilesAsUpdateSees: the installer (image/update) reads the fresh
+// image's entries as systemd-boot does: slot a first and under counting,
+// slot b blessed behind it.
+func TestESPFilesAsUpdateSees(t *testing.T) {
+	dir := update.DirFS(t.TempDir())
+	for _, f := range ESPFiles([]byte("efi"), []byte("kernel"), []byte("initrd"), "console=ttyS0", "v1") {
+		if err := dir.WriteFile(f.Path, f.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := update.Entries(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 2 || es[0].Slot != "a" || es[0].Left != BootTries || es[1].Slot != "b" || es[1].Counting() {
+		t.Fatalf("entries %+v", es)
 	}
 }

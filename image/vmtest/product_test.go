@@ -144,6 +144,48 @@ func TestApplianceJoinsMesh(t *testing.T) {
 	requireImageTools(t)
 	im := productImage(t)
 	bin := meshnodeBin(t, im)
+	ns, state := startAdmin(t, bin)
+	token := lastLine(pollOutput(t, time.Minute, func() (string, error) { return ns.Run(bin, "invite", "--state", state) }))
+
+	img := copyImage(t, im)
+	if out, err := exec.Command(bin, "image", "configure", "--image", img, "--name", "edge-1",
+		"--join", "10.0.2.2:51821", "--token", token).CombinedOutput(); err != nil {
+		t.Fatalf("configure: %v\n%s", err, out)
+	}
+	v := startVMIn(t, ns, img, nil)
+	overlay := v.expect(`^meshnode: ready name=edge-1 overlay=(\S+)`, 2*bootDeadline)[1]
+	t.Logf("first boot: ready after %s", time.Since(v.started).Round(100*time.Millisecond))
+	waitMember(t, ns, bin, state, "edge-1", overlay)
+	t.Logf("first boot: admin sees edge-1 alive with a handshake and a NATS route after %s", time.Since(v.started).Round(100*time.Millisecond))
+	// A JetStream stream with a replica on each node: the guest's embedded
+	// server must hold one.
+	pollOutput(t, 2*time.Minute, func() (string, error) {
+		return ns.Run(bin, "nats", "--state", state, "stream-add", "VMTEST", "vmtest.>", "2")
+	})
+	waitReplica(t, ns, bin, state, "VMTEST", "edge-1")
+	t.Logf("first boot: stream VMTEST has a current replica on edge-1 after %s", time.Since(v.started).Round(100*time.Millisecond))
+	v.kill()
+	if c := readESP(t, img, config.Path); strings.Contains(c, token) {
+		t.Errorf("token still on the ESP after the join:\n%s", c)
+	}
+
+	v = startVMIn(t, ns, img, nil)
+	if got := v.expect(`^meshnode: ready name=edge-1 overlay=(\S+)`, 2*bootDeadline)[1]; got != overlay {
+		t.Errorf("second boot overlay %s, first %s: identity not kept on perm", got, overlay)
+	}
+	v.absent(`^meshnode: (fatal|config error)`)
+	waitMember(t, ns, bin, state, "edge-1", overlay)
+	waitReplica(t, ns, bin, state, "VMTEST", "edge-1")
+	t.Logf("second boot: rejoined after %s", time.Since(v.started).Round(100*time.Millisecond))
+}
+
+// startAdmin runs an admin node (the mesh's first, holding the CA) in a
+// fresh network namespace, listening on its loopback: qemu started in the
+// same namespace reaches it as 10.0.2.2 through user-mode networking (UDP
+// included: no restrict=on). It returns the namespace and the admin's
+// state directory; the node is stopped with SIGTERM at the end of the test.
+func startAdmin(t *testing.T, bin string) (*netns.NS, string) {
+	t.Helper()
 	ns := netnstest.New(t, "join")
 	if out, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -188,38 +230,7 @@ func TestApplianceJoinsMesh(t *testing.T) {
 			t.Logf("admin log:\n%s", tailLines(string(b), 40))
 		}
 	})
-	token := lastLine(pollOutput(t, time.Minute, func() (string, error) { return ns.Run(bin, "invite", "--state", state) }))
-
-	img := copyImage(t, im)
-	if out, err := exec.Command(bin, "image", "configure", "--image", img, "--name", "edge-1",
-		"--join", "10.0.2.2:51821", "--token", token).CombinedOutput(); err != nil {
-		t.Fatalf("configure: %v\n%s", err, out)
-	}
-	v := startVMIn(t, ns, img, nil)
-	overlay := v.expect(`^meshnode: ready name=edge-1 overlay=(\S+)`, 2*bootDeadline)[1]
-	t.Logf("first boot: ready after %s", time.Since(v.started).Round(100*time.Millisecond))
-	waitMember(t, ns, bin, state, "edge-1", overlay)
-	t.Logf("first boot: admin sees edge-1 alive with a handshake and a NATS route after %s", time.Since(v.started).Round(100*time.Millisecond))
-	// A JetStream stream with a replica on each node: the guest's embedded
-	// server must hold one.
-	pollOutput(t, 2*time.Minute, func() (string, error) {
-		return ns.Run(bin, "nats", "--state", state, "stream-add", "VMTEST", "vmtest.>", "2")
-	})
-	waitReplica(t, ns, bin, state, "VMTEST", "edge-1")
-	t.Logf("first boot: stream VMTEST has a current replica on edge-1 after %s", time.Since(v.started).Round(100*time.Millisecond))
-	v.kill()
-	if c := readESP(t, img, config.Path); strings.Contains(c, token) {
-		t.Errorf("token still on the ESP after the join:\n%s", c)
-	}
-
-	v = startVMIn(t, ns, img, nil)
-	if got := v.expect(`^meshnode: ready name=edge-1 overlay=(\S+)`, 2*bootDeadline)[1]; got != overlay {
-		t.Errorf("second boot overlay %s, first %s: identity not kept on perm", got, overlay)
-	}
-	v.absent(`^meshnode: (fatal|config error)`)
-	waitMember(t, ns, bin, state, "edge-1", overlay)
-	waitReplica(t, ns, bin, state, "VMTEST", "edge-1")
-	t.Logf("second boot: rejoined after %s", time.Since(v.started).Round(100*time.Millisecond))
+	return ns, state
 }
 
 // waitReplica polls until stream has a current replica (or its leader) on node.

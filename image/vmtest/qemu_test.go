@@ -113,7 +113,8 @@ func buildImage(t *testing.T, pkg, kernel string) (*image, error) {
 	im := &image{disk: filepath.Join(dir, "disk.img"), dir: dir}
 	im.man, err = build.Build(context.Background(), build.Options{
 		Out: im.disk, CacheDir: cache, Init: initBin, KernelSource: kernel,
-		Version: "vmtest", Epoch: 1767225600, // 2026-01-01
+		// Generation 1: the update tests publish generation 2 and up.
+		Version: "vmtest", Epoch: 1767225600, Generation: 1, // 2026-01-01
 	})
 	if err != nil {
 		return nil, err
@@ -240,15 +241,28 @@ func startVM(t *testing.T, img string, extra []string) *vm {
 
 func startVMIn(t *testing.T, ns *netns.NS, img string, extra []string) *vm {
 	t.Helper()
+	return startQemu(t, ns, img, extra, false)
+}
+
+// startQemu starts qemu; with reboots, a guest reboot resets the machine
+// (firmware, loader, the next slot) instead of ending qemu, and the
+// console keeps going.
+func startQemu(t *testing.T, ns *netns.NS, img string, extra []string, reboots bool) *vm {
+	t.Helper()
 	args := []string{
 		"-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1",
-		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-		"-drive", "if=virtio,format=raw,file=" + img,
+		"-display", "none", "-monitor", "none", "-serial", "stdio",
+	}
+	if !reboots {
+		args = append(args, "-no-reboot")
+	}
+	args = append(args,
+		"-drive", "if=virtio,format=raw,file="+img,
 		"-device", "virtio-net-pci,netdev=n0",
 		// Entropy: without it (and without RDRAND, which TCG's default CPU
 		// lacks) the kernel's CRNG can take long to seed and getrandom blocks.
 		"-device", "virtio-rng-pci",
-	}
+	)
 	if extra == nil { // UEFI: OVMF with a private copy of its variable store
 		vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
 		b, err := os.ReadFile(ovmfVars)
