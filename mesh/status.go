@@ -78,7 +78,10 @@ func (n *Node) Status() api.Status {
 			RoutesUp:   ns.RoutesUp, RoutesExpected: ns.RoutesExpected, JetStream: jetStreamString(ns.JetStream),
 		}
 		if ns.JetStream.Waiting {
-			st.Problems = append(st.Problems, fmt.Sprintf("NATS waits for %d of %d members before JetStream bootstrap", ns.JetStream.Known, ns.JetStream.Expect))
+			st.Problems = append(st.Problems, fmt.Sprintf("JetStream waits for %d of %d members (core NATS is up)", ns.JetStream.Known, ns.JetStream.Expect))
+		}
+		if ns.JetStream.AdoptError != "" {
+			st.Problems = append(st.Problems, "JetStream: a standalone stream is not adopted: "+ns.JetStream.AdoptError)
 		}
 		if ns.RoutesUp < ns.RoutesExpected {
 			st.Problems = append(st.Problems, fmt.Sprintf("NATS routes %d of %d up", ns.RoutesUp, ns.RoutesExpected))
@@ -114,7 +117,11 @@ func jetStreamString(js natsnode.JetStreamStatus) string {
 	case !js.Configured:
 		return "off"
 	case js.Waiting:
-		return fmt.Sprintf("waiting for %d of %d members before bootstrap", js.Known, js.Expect)
+		return fmt.Sprintf("waiting for %d of %d members", js.Known, js.Expect)
+	case js.Standalone:
+		return "ok, standalone (no other member yet)"
+	case js.Adopting > 0:
+		return fmt.Sprintf("adopting %d standalone streams", js.Adopting)
 	case js.MetaLeader != "":
 		return fmt.Sprintf("ok, meta leader %s, %d servers", js.MetaLeader, js.ClusterSize)
 	default:

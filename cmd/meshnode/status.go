@@ -60,7 +60,7 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.State, m.Path, hs, bytesString(m.TxBytes), bytesString(m.RxBytes))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "NATS %s: routes %d/%d, JetStream %s\n", st.NATS.ServerName, st.NATS.RoutesUp, st.NATS.RoutesExpected, st.NATS.JetStream)
+	fmt.Fprintf(w, "NATS %s: routes %d/%d, JetStream: %s\n", st.NATS.ServerName, st.NATS.RoutesUp, st.NATS.RoutesExpected, st.NATS.JetStream)
 	if st.Healthy {
 		fmt.Fprintln(w, "healthy")
 	} else {

@@ -30,7 +30,7 @@ func TestPrintStatus(t *testing.T) {
 NAME   OVERLAY            STATE  PATH                    HANDSHAKE  TX    RX
 beta   fd12:3456:789a::2  alive  direct 192.0.2.2:51820  5s ago     10 B  2.0 KiB
 gamma  fd12:3456:789a::3  dead   -                       -          0 B   0 B
-NATS alpha: routes 1/2, JetStream off
+NATS alpha: routes 1/2, JetStream: off
 degraded: member gamma is dead
 `
 	if got := b.String(); got != want {
