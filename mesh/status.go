@@ -53,6 +53,7 @@ func (n *Node) Status() api.Status {
 			ms := api.MemberStatus{
 				Name: mem.Name, Addr: mem.Addr, State: apiState(mem.State), Roles: mem.Roles,
 				Path: "-", LastHandshake: s.hs, RxBytes: s.rx, TxBytes: s.tx,
+				NATSClientPort: mem.NATSClientPort,
 			}
 			if s.hasEP && !s.hs.IsZero() {
 				ms.Path = "direct " + s.ep
