@@ -374,5 +374,10 @@ func (s *Server) jetStreamPeer() bool {
 	}
 }
 
-// jsPeerProbeWait is how long jetStreamPeer collects answers.
-const jsPeerProbeWait = 500 * time.Millisecond
+// jsPeerProbeWait is how long jetStreamPeer collects answers, and
+// jsPeerProbeEvery how often a core-mode server asks (every server
+// answers a statsz ping).
+const (
+	jsPeerProbeWait  = 500 * time.Millisecond
+	jsPeerProbeEvery = 2 * time.Second
+)

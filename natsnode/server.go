@@ -52,7 +52,8 @@ type Server struct {
 	dirty     bool     // a reload (or a start) is owed
 	lastTry   time.Time
 	started   bool
-	jsPeer    bool // a routed member runs clustered JetStream (core mode asks)
+	jsPeer    bool      // a routed member runs clustered JetStream (core mode asks)
+	lastProbe time.Time // of jetStreamPeer; loop goroutine only
 	looping   bool
 	stopped   bool
 	ready     chan struct{}
@@ -415,7 +416,8 @@ func (s *Server) bootstrapStep() {
 		return
 	}
 	switch {
-	case m == modeCore && ns.NumRoutes() > 0:
+	case m == modeCore && ns.NumRoutes() > 0 && time.Since(s.lastProbe) >= jsPeerProbeEvery:
+		s.lastProbe = time.Now()
 		if s.jetStreamPeer() {
 			s.mu.Lock()
 			s.jsPeer = true
@@ -704,9 +706,6 @@ func (s *Server) Status() Status {
 	st.JetStream.Waiting = running && s.mode == modeCore
 	st.JetStream.Standalone = running && s.mode == modeAlone
 	st.JetStream.AdoptError = s.adoptErr
-	if s.cfg.JetStream.Enabled {
-		st.JetStream.Adopting = len(pendingAdoption(s.cfg.StoreDir))
-	}
 	if s.sl != nil {
 		st.ServerError = s.sl.fatalMsg()
 	}
@@ -717,6 +716,9 @@ func (s *Server) Status() Status {
 		}
 	}
 	s.mu.Unlock()
+	if s.cfg.JetStream.Enabled {
+		st.JetStream.Adopting = len(pendingAdoption(s.cfg.StoreDir))
+	}
 	if ns == nil {
 		return st
 	}
