@@ -75,6 +75,24 @@ func waitOneMetaGroup(t *testing.T, want int, nodes ...*testNode) {
 	})
 }
 
+// waitPlacement waits until the meta leader can place a stream. Right
+// after the election it may not: nats-server selects only servers it has
+// had a statsz from (nodeInfo.selectable), itself included, and answers
+// "no suitable peers for placement, peer offline" until then. The probe
+// stream is deleted again, so account limits are untouched.
+func waitPlacement(t *testing.T, n *testNode) {
+	t.Helper()
+	js, _ := jetstream.New(connectLocal(t, n))
+	waitFor(t, 20*time.Second, "a stream to be placeable", func() bool {
+		c, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := js.CreateStream(c, jetstream.StreamConfig{Name: "PLACEMENT_PROBE", Storage: jetstream.MemoryStorage}); err != nil {
+			return false
+		}
+		return js.DeleteStream(c, "PLACEMENT_PROBE") == nil
+	})
+}
+
 func metaPeers(t *testing.T, n *testNode) []string {
 	t.Helper()
 	jsz, err := n.srv().Jsz(nil)
