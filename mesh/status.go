@@ -83,6 +83,7 @@ func (n *Node) Status() api.Status {
 			ms := api.MemberStatus{
 				Name: mem.Name, Addr: mem.Addr, State: apiState(mem.State), Roles: mem.Roles,
 				Path: "-", LastHandshake: s.hs, RxBytes: s.rx, TxBytes: s.tx,
+				NATSClientPort: mem.NATSClientPort,
 			}
 			if s.hasEP && !s.hs.IsZero() {
 				ms.Path = "direct " + s.ep
@@ -132,7 +133,10 @@ func (n *Node) Status() api.Status {
 			st.NATS.Routes = append(st.NATS.Routes, api.RouteConn{ID: r.ID, Remote: r.Remote, Start: r.Start})
 		}
 		if ns.JetStream.Waiting {
-			st.Problems = append(st.Problems, fmt.Sprintf("NATS waits for %d of %d members before JetStream bootstrap", ns.JetStream.Known, ns.JetStream.Expect))
+			st.Problems = append(st.Problems, fmt.Sprintf("JetStream waits for %d of %d members (core NATS is up)", ns.JetStream.Known, ns.JetStream.Expect))
+		}
+		if ns.JetStream.AdoptError != "" {
+			st.Problems = append(st.Problems, "JetStream: a standalone stream is not adopted: "+ns.JetStream.AdoptError)
 		}
 		if ns.RoutesUp < ns.RoutesExpected {
 			st.Problems = append(st.Problems, fmt.Sprintf("NATS routes %d of %d up", ns.RoutesUp, ns.RoutesExpected))
@@ -169,7 +173,11 @@ func jetStreamString(js natsnode.JetStreamStatus) string {
 	case !js.Configured:
 		return "off"
 	case js.Waiting:
-		return fmt.Sprintf("waiting for %d of %d members before bootstrap", js.Known, js.Expect)
+		return fmt.Sprintf("waiting for %d of %d members", js.Known, js.Expect)
+	case js.Standalone:
+		return "ok, standalone (no other member yet)"
+	case js.Adopting > 0:
+		return fmt.Sprintf("adopting %d standalone streams", js.Adopting)
 	case js.MetaLeader != "":
 		return fmt.Sprintf("ok, meta leader %s, %d servers", js.MetaLeader, js.ClusterSize)
 	default:

@@ -180,6 +180,15 @@ func (a *clientAuth) checkInternal(c server.ClientAuthentication, opts *server.C
 	return true
 }
 
+// reset forgets every connection: the server they belonged to is gone
+// (see Server.restart).
+func (a *clientAuth) reset() {
+	a.mu.Lock()
+	clear(a.conns)
+	clear(a.internal)
+	a.mu.Unlock()
+}
+
 func (a *clientAuth) forget(id uint64) {
 	a.mu.Lock()
 	delete(a.conns, id)
@@ -239,6 +248,13 @@ type routeAuth struct {
 type acceptedRoute struct {
 	remote netip.Addr
 	cert   *x509.Certificate
+}
+
+// reset forgets every accepted route (see Server.restart).
+func (a *routeAuth) reset() {
+	a.mu.Lock()
+	clear(a.accepted)
+	a.mu.Unlock()
 }
 
 // stale asks AllowRoute again for every accepted route that is still up

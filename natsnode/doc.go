@@ -75,30 +75,42 @@
 // an account holds two copies of its JetStream limits and every reload
 // restores the configured one, so limitAccount sets both.
 //
-// JetStream bootstrap guard. Two groups that bootstrap the JetStream meta
-// group separately and later merge lose streams, so with an empty store the
-// server itself is not started until BootstrapExpect members are known:
-// Start returns nil at once, Status().JetStream.Waiting is true, Ready()
-// is closed and ConnectInProcess works only once SetMembers has brought
-// enough members; then the server starts with all of them as routes.
-// nats-server sizes a new meta group from max(2, known peers, configured
-// routes), so with every member a route the expected size is the member
-// count. A store that already holds meta-group state starts at once: its
-// peer set is on disk.
+// JetStream bootstrap. Core NATS (pub/sub, request/reply, with the same
+// authentication and TLS) serves from the first node; only JetStream may
+// wait. Two groups that bootstrap the JetStream meta group separately and
+// later merge lose streams, so a fresh store (no meta-group state) runs
+// the server in one of two provisional modes and restarts it once into
+// the configured one (nextMode is the policy, TestNextMode its table):
 //
-// Why the whole server waits rather than only JetStream: enabling JetStream
-// later through ReloadOptions does form one meta group, but a server that
+//   - alone (no member but itself, the first node of a mesh): JetStream
+//     without a cluster, so R1 streams work at once. A lone clustered
+//     server never gets a meta leader: nats-server floors a meta group
+//     at two (bootstrapRaftNode, AdjustBootClusterSize), and its
+//     quorum rescue refuses an empty log. No meta group, nothing to
+//     split.
+//   - core (some members, fewer than BootstrapExpect, none running
+//     JetStream): routes but no JetStream.
+//   - full: routes and clustered JetStream, once BootstrapExpect members
+//     are known, or a routed member already runs clustered JetStream
+//     (there is a group to join and none to start: jetStreamPeer asks
+//     every server's statsz), or this store ran alone (its JetStream is
+//     the mesh's and forms the meta group with the members that joined).
+//     nats-server sizes a new meta group from max(2, known peers,
+//     configured routes), so with every member a route the expected size
+//     is the member count. A store with meta-group state starts here: its
+//     peer set is on disk.
+//
+// Why a restart and not EnableJetStream (or a reload turning JetStream
+// on) on the running server: that forms one meta group, but a server
 // started without JetStream never enters itself in its own node table
 // (nats-server does that only in NewServer when Options.JetStream is set),
-// so as meta leader it reports itself as "Server name unknown" and cannot
-// place stream replicas on itself. Core NATS is therefore unavailable on a
-// fresh node until the mesh has BootstrapExpect members.
+// and peer selection skips servers missing from it, so as meta leader it
+// could not place stream replicas on itself. The restart drops client
+// connections once; clients reconnect (ConnectInProcess connections too,
+// see inProcess), and connection ids start again at 1 (see restart).
 //
-// bootstrap_expect 1: nats-server floors a clustered meta group at two
-// (bootstrapRaftNode and AdjustBootClusterSize), so a lone clustered server
-// runs JetStream without a meta leader until a second member arrives; a
-// truly single-box deployment must run without a cluster (Cluster.Port 0),
-// and turning that into a cluster later makes nats-server delete its
-// existing streams as orphans. The caller must choose; this package does
-// not hide it.
+// Why streams survive the alone → full restart: nats-server deletes the
+// streams of a standalone run as orphans when it restarts clustered, but
+// reuses a stream directory for a stream assigned to it; see "Stream
+// adoption" in bootstrap.go.
 package natsnode

@@ -3,7 +3,6 @@ package natsnode
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -73,6 +72,24 @@ func waitOneMetaGroup(t *testing.T, want int, nodes ...*testNode) {
 			}
 		}
 		return true
+	})
+}
+
+// waitPlacement waits until the meta leader can place a stream. Right
+// after the election it may not: nats-server selects only servers it has
+// had a statsz from (nodeInfo.selectable), itself included, and answers
+// "no suitable peers for placement, peer offline" until then. The probe
+// stream is deleted again, so account limits are untouched.
+func waitPlacement(t *testing.T, n *testNode) {
+	t.Helper()
+	js, _ := jetstream.New(connectLocal(t, n))
+	waitFor(t, 20*time.Second, "a stream to be placeable", func() bool {
+		c, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := js.CreateStream(c, jetstream.StreamConfig{Name: "PLACEMENT_PROBE", Storage: jetstream.MemoryStorage}); err != nil {
+			return false
+		}
+		return js.DeleteStream(c, "PLACEMENT_PROBE") == nil
 	})
 }
 
@@ -208,8 +225,10 @@ func TestJetStreamR3SurvivesServerLoss(t *testing.T) {
 func i(s string) int { n, _ := strconv.Atoi(s); return n }
 
 // Two of three expected members know each other and the third is alone:
-// nobody bootstraps. Once all three are known, exactly one meta group
-// forms.
+// nobody bootstraps a meta group. The two run core NATS (routed to each
+// other) without JetStream; the lone one runs JetStream without a cluster,
+// which has no meta group to split. Once all three are known, exactly one
+// meta group forms.
 func TestBootstrapGuardPreventsSeparateMetaGroups(t *testing.T) {
 	cfgs := make([]Config, 3)
 	all := make([]Member, 3)
@@ -222,38 +241,38 @@ func TestBootstrapGuardPreventsSeparateMetaGroups(t *testing.T) {
 	b := startNode(t, cfgs[1], all[:2])
 	c := startNode(t, cfgs[2], all[2:])
 	// a and b know each other and would have had a quorum of 2 of 2: the
-	// guard keeps every server down, with no meta-group state written.
-	for _, n := range []*testNode{a, b, c} {
+	// guard keeps JetStream off on both, with no meta-group state
+	// written, while core NATS serves and routes between them.
+	for _, n := range []*testNode{a, b} {
 		st := n.Status()
-		if st.Running || !st.JetStream.Waiting || st.JetStream.Expect != 3 {
-			t.Fatalf("%s started early: %+v", n.name, st)
+		if !st.Running || st.JetStream.Enabled || !st.JetStream.Waiting || st.JetStream.Expect != 3 {
+			t.Fatalf("%s: %+v, want core NATS running and JetStream waiting", n.name, st)
 		}
-		if _, err := n.ConnectInProcess(); !errors.Is(err, ErrNotRunning) {
-			t.Fatalf("%s: in-process connect while waiting: %v", n.name, err)
-		}
+	}
+	checkForwarding(t, a, b)
+	if st := c.Status().JetStream; !st.Standalone || !st.Enabled || st.Waiting || st.MetaLeader != "" {
+		t.Fatalf("lone c: JetStream %+v, want standalone", st)
 	}
 	if k := a.Status().JetStream.Known; k != 2 {
 		t.Fatalf("a knows %d members, want 2", k)
 	}
 	// More member updates below the threshold change nothing.
 	a.SetMembers(all[:2])
-	c.SetMembers(all[1:])
-	waitFor(t, 5*time.Second, "c to count 2 members", func() bool { return c.Status().JetStream.Known == 2 })
+	b.SetMembers(all[:2])
+	time.Sleep(3 * bootstrapTick)
 	for _, n := range []*testNode{a, b, c} {
-		if n.Status().Running || hasJetStreamState(n.cfg.StoreDir) {
-			t.Fatalf("%s started or wrote meta-group state below bootstrap_expect", n.name)
+		if hasJetStreamState(n.cfg.StoreDir) || n.srv().JetStreamIsClustered() {
+			t.Fatalf("%s started a meta group below bootstrap_expect", n.name)
+		}
+	}
+	for _, n := range []*testNode{a, b} {
+		if st := n.Status().JetStream; st.Enabled || !st.Waiting {
+			t.Fatalf("%s: JetStream %+v below bootstrap_expect", n.name, st)
 		}
 	}
 
 	for _, n := range []*testNode{a, b, c} {
 		n.SetMembers(all)
-	}
-	for _, n := range []*testNode{a, b, c} {
-		select {
-		case <-n.Ready():
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%s did not start after bootstrap_expect members were known: %+v", n.name, n.Status())
-		}
 	}
 	waitOneMetaGroup(t, 3, a, b, c)
 	// Peers register with the leader as they are heard from: wait until
@@ -278,10 +297,10 @@ func TestBootstrapGuardPreventsSeparateMetaGroups(t *testing.T) {
 	}
 }
 
-// bootstrap_expect 1 starts JetStream at once. nats-server never lets a
-// clustered meta group be smaller than two (its raft floors the boot
-// cluster size at 2), so the meta group gets its leader when the second
-// member arrives, and it is one group.
+// bootstrap_expect 1 starts JetStream at once, without a cluster (nats-server
+// never lets a clustered meta group be smaller than two: its raft floors
+// the boot cluster size at 2). When the second member arrives the two
+// form one meta group.
 func TestBootstrapExpectOne(t *testing.T) {
 	c1 := baseConfig(t, "one", nil)
 	withJetStream(t, &c1, 1)

@@ -83,6 +83,7 @@ func permCluster(t *testing.T, edit func(*Config)) (nodes []*testNode, admin, me
 		}
 	})
 	waitOneMetaGroup(t, 2, nodes...)
+	waitPlacement(t, nodes[0])
 	return nodes, admin, mem, roles
 }
 

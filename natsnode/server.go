@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -20,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// ErrNotRunning is returned while the server is not running: an empty
-// JetStream store still waiting for bootstrap_expect members, or shut down.
+// ErrNotRunning is returned while the server is not running: not started
+// yet, restarting into its final mode (see doc.go), or shut down.
 var ErrNotRunning = errors.New("natsnode: server not running")
 
 // Server is the node's embedded nats-server.
@@ -39,19 +40,25 @@ type Server struct {
 	reloadMu sync.Mutex
 
 	mu        sync.Mutex
-	ns        *server.Server // set once, under mu; read via srv()
+	ns        *server.Server // the running server, under mu; read via srv()
+	mode      mode           // how ns runs (see bootstrap.go)
+	restarts  int            // mode changes since Start: at most one
 	sl        *serverLogger  // the running server's logger
 	members   []Member
 	self      Member
 	applied   []string // route URLs last applied
 	startErr  string   // last failed start
 	reloadErr string   // last failed reload
+	adoptErr  string   // last stream that could not be adopted
 	dirty     bool     // a reload (or a start) is owed
 	lastTry   time.Time
 	started   bool
+	jsPeer    bool      // a routed member runs clustered JetStream (core mode asks)
+	lastProbe time.Time // of jetStreamPeer; loop goroutine only
 	looping   bool
 	stopped   bool
 	ready     chan struct{}
+	readyOnce sync.Once
 	kick      chan struct{}
 	stop      chan struct{}
 	loopDone  chan struct{}
@@ -77,9 +84,6 @@ func New(cfg Config) (*Server, error) {
 		loopDone:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if cfg.clustered() && cfg.JetStream.Enabled && cfg.JetStream.BootstrapExpect == 1 {
-		s.log.Warn("bootstrap_expect 1 in a cluster: nats-server elects no JetStream meta leader until a second member joins")
-	}
 	s.clientAuth = &clientAuth{s: s, conns: map[uint64]authConn{}, internal: map[uint64]bool{}}
 	s.routeAuth = &routeAuth{s: s, accepted: map[uint64]acceptedRoute{}}
 	s.self = s.selfMember()
@@ -108,9 +112,9 @@ func (s *Server) withSelf(members []Member) []Member {
 	return append(slices.Clone(members), s.self)
 }
 
-// options builds a fresh option set; the start and every reload use it
-// so unchanged fields compare equal.
-func (s *Server) options(routes []*url.URL) *server.Options {
+// options builds a fresh option set for mode m; the start and every
+// reload use it so unchanged fields compare equal.
+func (s *Server) options(m mode, routes []*url.URL) *server.Options {
 	c := &s.cfg
 	o := &server.Options{
 		ServerName:                 c.ServerName,
@@ -121,7 +125,7 @@ func (s *Server) options(routes []*url.URL) *server.Options {
 		CustomClientAuthentication: s.clientAuth,
 		StoreDir:                   c.StoreDir,
 	}
-	if c.JetStream.Enabled {
+	if c.JetStream.Enabled && m != modeCore {
 		o.JetStream = true
 		o.JetStreamMaxMemory = c.JetStream.MaxMemory
 		o.JetStreamMaxStore = c.JetStream.MaxStore
@@ -130,7 +134,7 @@ func (s *Server) options(routes []*url.URL) *server.Options {
 		o.TLS = true
 		o.TLSConfig = c.ClientTLS
 	}
-	if c.clustered() {
+	if c.clustered() && m != modeAlone {
 		o.CustomRouterAuthentication = s.routeAuth
 		o.Cluster = server.ClusterOpts{
 			Name:      c.Cluster.Name,
@@ -146,18 +150,12 @@ func (s *Server) options(routes []*url.URL) *server.Options {
 			o.Cluster.Password = c.Cluster.RouteSecret
 		}
 		o.Routes = routes
+		if o.JetStream {
+			// The tag that pins an adopted stream to this server.
+			o.Tags = []string{serverTag(c.ServerName)}
+		}
 	}
 	return o
-}
-
-// canStart applies the bootstrap guard to a member set (self included):
-// an empty JetStream store in a cluster waits for BootstrapExpect members.
-func (s *Server) canStart(all []Member) bool {
-	js := s.cfg.JetStream
-	if !js.Enabled || !s.cfg.clustered() || hasJetStreamState(s.cfg.StoreDir) {
-		return true
-	}
-	return len(distinctAddrs(all)) >= js.BootstrapExpect
 }
 
 // hasJetStreamState reports whether the store already holds JetStream
@@ -169,10 +167,11 @@ func hasJetStreamState(storeDir string) bool {
 }
 
 // Start starts the server and blocks until it accepts connections, ctx
-// ends, StartTimeout passes, or the server reports a fatal error. With an
-// empty JetStream store and fewer than BootstrapExpect members known, it
-// returns nil at once and the server starts when SetMembers brings enough
-// members (Ready is closed then; Status says Waiting meanwhile).
+// ends, StartTimeout passes, or the server reports a fatal error. Core
+// NATS always starts at once. With an empty JetStream store the server
+// may start without JetStream (fewer than BootstrapExpect members known)
+// or without a cluster (no member but itself) and is restarted once into
+// its configured form later; Status says which (see doc.go).
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	if s.started {
@@ -183,13 +182,16 @@ func (s *Server) Start(ctx context.Context) error {
 	all := s.withSelf(s.members)
 	s.mu.Unlock()
 
-	if s.canStart(all) {
-		if err := s.startServer(ctx, all); err != nil {
-			return err
-		}
-	} else {
-		s.log.Info("nats server waits for bootstrap_expect members before starting JetStream",
+	m := s.nextMode(modeFull, false, all, false)
+	if m == modeCore {
+		s.log.Info("core NATS starts now; JetStream waits for bootstrap_expect members",
 			"known", len(distinctAddrs(all)), "expect", s.cfg.JetStream.BootstrapExpect)
+	}
+	if m == modeAlone {
+		s.log.Info("no other member known: JetStream runs without a cluster until one joins")
+	}
+	if err := s.startServer(ctx, all, m); err != nil {
+		return err
 	}
 
 	s.mu.Lock()
@@ -202,11 +204,20 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// startServer creates and starts the nats-server with all as routes. A
-// Fatalf from the server ends the wait with its message.
-func (s *Server) startServer(ctx context.Context, all []Member) error {
+// startServer creates and starts the nats-server in mode m with all as
+// routes. A Fatalf from the server ends the wait with its message.
+func (s *Server) startServer(ctx context.Context, all []Member, m mode) error {
+	if m == modeFull && s.cfg.JetStream.Enabled && s.cfg.clustered() {
+		n, err := setAsideStandaloneStreams(s.cfg.StoreDir)
+		if err != nil {
+			return s.startFailed(fmt.Errorf("natsnode: server %s: setting standalone streams aside: %w", s.cfg.ServerName, err))
+		}
+		if n > 0 {
+			s.log.Info("streams of the standalone run set aside for adoption into the meta group", "streams", n)
+		}
+	}
 	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
-	ns, err := server.NewServer(s.options(routes))
+	ns, err := server.NewServer(s.options(m, routes))
 	if err != nil {
 		return s.startFailed(fmt.Errorf("natsnode: server %s: %w", s.cfg.ServerName, err))
 	}
@@ -232,10 +243,11 @@ func (s *Server) startServer(ctx context.Context, all []Member) error {
 	if m := sl.fatalMsg(); m != "" {
 		return fail(fmt.Errorf("natsnode: server %s failed to start: %s", s.cfg.ServerName, m))
 	}
-	if s.cfg.JetStream.Enabled && !ns.JetStreamEnabled() {
+	wantJS := s.cfg.JetStream.Enabled && m != modeCore
+	if wantJS && !ns.JetStreamEnabled() {
 		return fail(fmt.Errorf("natsnode: server %s: JetStream did not start", s.cfg.ServerName))
 	}
-	if s.cfg.JetStream.Enabled {
+	if wantJS {
 		if err := s.limitAccount(ns); err != nil {
 			return fail(fmt.Errorf("natsnode: server %s: JetStream account limits: %w", s.cfg.ServerName, err))
 		}
@@ -248,15 +260,41 @@ func (s *Server) startServer(ctx context.Context, all []Member) error {
 		return errors.New("natsnode: shut down during start")
 	}
 	s.ns = ns
+	s.mode = m
 	s.sl = sl
 	s.applied = urlStrings(routes)
 	s.startErr = ""
 	s.dirty = true // members may have changed meanwhile; reconcile once
 	s.mu.Unlock()
-	close(s.ready)
+	s.readyOnce.Do(func() { close(s.ready) })
 	s.poke()
-	s.log.Info("nats server ready", "client_url", ns.ClientURL(), "routes", len(routes), "jetstream", ns.JetStreamEnabled())
+	s.log.Info("nats server ready", "client_url", ns.ClientURL(), "mode", m.String(), "routes", len(routes), "jetstream", ns.JetStreamEnabled())
 	return nil
+}
+
+// restart replaces the running server with one in mode m: the one
+// transition a fresh store makes (see doc.go). Clients are disconnected
+// and reconnect; connections made by ConnectInProcess reconnect too.
+func (s *Server) restart(all []Member, m mode) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.mu.Lock()
+	old, from := s.ns, s.mode
+	s.ns, s.sl = nil, nil
+	s.restarts++
+	s.mu.Unlock()
+	s.log.Info("restarting nats server into its final mode", "from", from.String(), "to", m.String(), "members", len(distinctAddrs(all)))
+	if old != nil {
+		old.Shutdown()
+		old.WaitForShutdown()
+	}
+	// Trap: nats-server numbers connections from 1 again, so what the
+	// old server's connections proved must not be found under the new
+	// server's ids (a new connection would skip authentication).
+	// TestTrapRestartForgetsConnectionIDs pins it.
+	s.clientAuth.reset()
+	s.routeAuth.reset()
+	return s.startServer(s.ctx, all, m)
 }
 
 func (s *Server) startFailed(err error) error {
@@ -304,7 +342,7 @@ func (s *Server) limitAccount(ns *server.Server) error {
 	return acc.UpdateJetStreamLimits(limits)
 }
 
-// Ready is closed once the server accepts connections.
+// Ready is closed once the server first accepts connections (core NATS).
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // SetMembers hands over the current member set. It returns at once; the
@@ -329,10 +367,17 @@ func (s *Server) loop() {
 	defer close(s.loopDone)
 	tick := time.NewTicker(s.cfg.RecheckInterval)
 	defer tick.Stop()
+	// Bootstrap work (a core-mode server asking whether a peer runs
+	// JetStream, a restarted one adopting standalone streams) retries
+	// on its own, faster tick.
+	boot := time.NewTicker(bootstrapTick)
+	defer boot.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
+		case <-boot.C:
+			s.bootstrapStep()
 		case <-tick.C:
 			s.Recheck()
 			s.mu.Lock()
@@ -357,8 +402,38 @@ func (s *Server) loop() {
 // startRetry spaces out start attempts that keep failing.
 const startRetry = 5 * time.Second
 
-// apply starts the server once the bootstrap guard allows, and otherwise
-// reloads the route set when it differs from what is running.
+// bootstrapTick is how often a server not yet in its final mode looks for
+// a JetStream peer, and a restarted one retries adopting streams.
+const bootstrapTick = time.Second
+
+// bootstrapStep asks, in core mode, whether a routed member runs
+// JetStream (then it is time to restart with JetStream), and in full mode
+// adopts streams set aside by a standalone run.
+func (s *Server) bootstrapStep() {
+	s.mu.Lock()
+	ns, m, stopped := s.ns, s.mode, s.stopped
+	s.mu.Unlock()
+	if ns == nil || stopped {
+		return
+	}
+	switch {
+	case m == modeCore && ns.NumRoutes() > 0 && time.Since(s.lastProbe) >= jsPeerProbeEvery:
+		s.lastProbe = time.Now()
+		if s.jetStreamPeer() {
+			s.mu.Lock()
+			s.jsPeer = true
+			s.dirty = true
+			s.mu.Unlock()
+			s.apply()
+		}
+	case m == modeFull && ns.JetStreamEnabled():
+		s.adoptStreams(ns)
+	}
+}
+
+// apply restarts the server into its final mode when it is time, retries
+// a failed start, and otherwise reloads the route set when it differs
+// from what is running.
 func (s *Server) apply() {
 	s.mu.Lock()
 	if !s.dirty || s.stopped {
@@ -366,36 +441,39 @@ func (s *Server) apply() {
 		return
 	}
 	s.dirty = false
-	ns := s.ns
+	ns, cur := s.ns, s.mode
 	all := s.withSelf(s.members)
+	next := s.nextMode(cur, ns != nil, all, s.jsPeer)
 	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
 	want := urlStrings(routes)
 	same := slices.Equal(want, s.applied)
 	s.mu.Unlock()
 
-	if ns == nil {
-		if !s.canStart(all) {
-			return
-		}
+	if ns == nil || next != cur {
 		s.mu.Lock()
 		wait := time.Until(s.lastTry.Add(startRetry))
-		if wait > 0 {
+		if ns == nil && wait > 0 {
 			s.dirty = true // retried on a later tick
 			s.mu.Unlock()
 			return
 		}
 		s.lastTry = time.Now()
 		s.mu.Unlock()
-		s.log.Info("bootstrap_expect reached: starting nats server", "members", len(distinctAddrs(all)))
-		if err := s.startServer(s.ctx, all); err != nil {
-			s.log.Error("nats server start failed", "err", err)
+		var err error
+		if ns == nil {
+			err = s.startServer(s.ctx, all, next)
+		} else {
+			err = s.restart(all, next)
+		}
+		if err != nil {
+			s.log.Error("nats server start failed", "mode", next.String(), "err", err)
 			s.mu.Lock()
 			s.dirty = true
 			s.mu.Unlock()
 		}
 		return
 	}
-	if same {
+	if same || cur == modeAlone {
 		return
 	}
 	if s.reload() == nil {
@@ -413,14 +491,14 @@ func (s *Server) reload() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	s.mu.Lock()
-	ns := s.ns
+	ns, m := s.ns, s.mode
 	routes := routeURLs(s.withSelf(s.members), s.cfg.Cluster.RouteSecret)
 	s.mu.Unlock()
 	if ns == nil {
 		return ErrNotRunning
 	}
 	s.clientAuth.gate.Lock()
-	err := ns.ReloadOptions(s.options(routes))
+	err := ns.ReloadOptions(s.options(m, routes))
 	s.clientAuth.gate.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -495,13 +573,25 @@ func (s *Server) ConnectInProcess(opts ...nats.Option) (*nats.Conn, error) {
 	return s.connectInternal(localUser, s.localPass, opts)
 }
 
-func (s *Server) connectInternal(user, pass string, opts []nats.Option) (*nats.Conn, error) {
-	ns := s.srv()
+// inProcess hands nats.go a pipe to whichever server runs now, so an
+// in-process connection survives the restart into the final mode: nats.go
+// asks for a new pipe when it reconnects.
+type inProcess struct{ s *Server }
+
+func (p inProcess) InProcessConn() (net.Conn, error) {
+	ns := p.s.srv()
 	if ns == nil {
 		return nil, ErrNotRunning
 	}
+	return ns.InProcessConn()
+}
+
+func (s *Server) connectInternal(user, pass string, opts []nats.Option) (*nats.Conn, error) {
+	if s.srv() == nil {
+		return nil, ErrNotRunning
+	}
 	all := append([]nats.Option{
-		nats.InProcessServer(ns),
+		nats.InProcessServer(inProcess{s}),
 		nats.UserInfo(user, pass),
 		nats.Name(user),
 	}, opts...)
@@ -606,11 +696,20 @@ type RouteConn struct {
 type JetStreamStatus struct {
 	Configured bool
 	Enabled    bool
-	// Waiting is true while an empty store waits for BootstrapExpect
-	// members (Known so far, self included) before the server starts.
-	Waiting     bool
-	Known       int
-	Expect      int
+	// Waiting is true while a fresh store waits for BootstrapExpect
+	// members (Known so far, self included) before JetStream starts;
+	// core NATS runs meanwhile.
+	Waiting bool
+	// Standalone is true while JetStream runs without a cluster because
+	// no other member is known (R1 streams only); they are adopted into
+	// the meta group when the mesh grows.
+	Standalone bool
+	Known      int
+	Expect     int
+	// Adopting counts streams of a standalone run not yet adopted into
+	// the meta group; AdoptError is the last reason one was not.
+	Adopting    int
+	AdoptError  string
 	MetaLeader  string
 	ClusterSize int
 }
@@ -639,7 +738,10 @@ func (s *Server) Status() Status {
 			Expect:     s.cfg.JetStream.BootstrapExpect,
 		},
 	}
-	st.JetStream.Waiting = s.started && ns == nil && !s.stopped && !s.canStart(all)
+	running := ns != nil && !s.stopped
+	st.JetStream.Waiting = running && s.mode == modeCore
+	st.JetStream.Standalone = running && s.mode == modeAlone
+	st.JetStream.AdoptError = s.adoptErr
 	if s.sl != nil {
 		st.ServerError = s.sl.fatalMsg()
 	}
@@ -650,6 +752,9 @@ func (s *Server) Status() Status {
 		}
 	}
 	s.mu.Unlock()
+	if s.cfg.JetStream.Enabled {
+		st.JetStream.Adopting = len(pendingAdoption(s.cfg.StoreDir))
+	}
 	if ns == nil {
 		return st
 	}

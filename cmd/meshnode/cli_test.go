@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/mesh/defaults"
+	"github.com/meshnode/meshnode/natsclient"
 )
 
 func initState(t *testing.T) string {
@@ -266,5 +271,53 @@ func TestRevokeOfflineAndArguments(t *testing.T) {
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "this node has been revoked by other at ") || !strings.Contains(err.Error(), ": retired") {
 		t.Fatalf("status of a revoked stopped node: %v", err)
+	}
+}
+
+// nats-env and `meshnode nats` share one recipe: NATS_URL with this node
+// first and the live members after it, and natsclient's settings.
+func TestNATSRecipe(t *testing.T) {
+	dir := identity.StateDir(initState(t))
+	r, err := loadRecipe(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dir.LoadMember(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := natsURL(m.Ticket.Addr.String(), defaults.NATSClientPort)
+	if r.URLs != local {
+		t.Fatalf("without a daemon NATS_URL = %q, want this node alone (%s)", r.URLs, local)
+	}
+	opts, err := r.options("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := nats.GetDefaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.PingInterval != natsclient.PingInterval || o.MaxPingsOut != natsclient.MaxPingsOutstanding || !o.NoRandomize || !o.Secure || o.Nkey == "" {
+		t.Fatalf("options: ping %v ×%d, no randomize %v, TLS %v, nkey %q", o.PingInterval, o.MaxPingsOut, o.NoRandomize, o.Secure, o.Nkey)
+	}
+
+	members := []api.MemberStatus{
+		{Name: "beta", Addr: netip.MustParseAddr("fd00::2"), State: api.StateAlive, NATSClientPort: 4222},
+		{Name: "gamma", Addr: netip.MustParseAddr("fd00::3"), State: api.StateDead, NATSClientPort: 4222},
+		{Name: "delta", Addr: netip.MustParseAddr("fd00::4"), State: api.StateAlive},
+		{Name: "eps", Addr: netip.MustParseAddr("fd00::5"), State: api.StateAlive, NATSClientPort: 4333},
+	}
+	got := natsclient.URLs(local, memberURLs(members)...)
+	if want := local + ",tls://[fd00::2]:4222,tls://[fd00::5]:4333"; got != want {
+		t.Fatalf("NATS_URL = %q, want %q", got, want)
+	}
+	r.URLs = got
+	var b strings.Builder
+	r.print(&b)
+	if !strings.HasPrefix(b.String(), "export NATS_URL="+got+"\n") || !strings.Contains(b.String(), "ping every 5s") {
+		t.Fatalf("nats-env prints:\n%s", b.String())
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshnode/meshnode/identity"
-	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/natsclient"
 )
 
 const natsUsage = `usage: meshnode nats [--state DIR] [--timeout D] [--server URL] COMMAND ...
@@ -143,7 +142,7 @@ func runNATS(ctx context.Context, args []string) error {
 		// JetStream instead of storing messages twice.
 		for i := 0; i < n; i++ {
 			id := fmt.Sprintf("%s-%d", a[2], i)
-			if _, err := js.Publish(ctx, a[1], []byte(a[2]), jetstream.WithMsgID(id)); err != nil {
+			if _, err := natsclient.Publish(ctx, nc, js, a[1], []byte(a[2]), id); err != nil {
 				return fmt.Errorf("message %d: %w", i, err)
 			}
 		}
@@ -153,61 +152,57 @@ func runNATS(ctx context.Context, args []string) error {
 	}
 }
 
-// connectLocal connects to the node's embedded server (or to url, when
-// set) over TLS with the node's own nkey. Losing the connection and
-// failing to get it back are reported on stderr as they happen, so that a
-// long-running sub says why it stopped (a revoked identity is closed and
-// then refused).
+// connectLocal connects as nats-env describes (loadRecipe): NATS_URL with
+// this node first, TLS pinned to the mesh CA, the node's nkey, and
+// natsclient's settings; url, when set (--server), replaces NATS_URL.
+// Losing the connection and failing to get it back are reported on stderr
+// as they happen, so that a long-running sub says why it stopped (a revoked
+// identity is closed and then refused).
 func connectLocal(ctx context.Context, dir identity.StateDir, url string) (*nats.Conn, error) {
-	m, err := dir.LoadMember(time.Now())
+	r, err := loadRecipe(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := mesh.LoadConfig(dir)
+	opts, err := r.options("meshnode-cli")
 	if err != nil {
 		return nil, err
 	}
-	nk, err := nats.NkeyOptionFromSeed(dir.NKeyPath())
-	if err != nil {
-		return nil, fmt.Errorf("nkey %s: %w", dir.NKeyPath(), err)
+	if url != "" {
+		r.URLs = url
 	}
-	if url == "" {
-		url = "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(cfg.NATSClientPort))
-	}
-	opts := []nats.Option{
-		nk, nats.Secure(identity.ClientTLS(m.Trust, nil)), nats.Name("meshnode-cli"),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			fmt.Fprintf(os.Stderr, "nats: disconnected from %s: %v\n", url, err)
+	opts = append(opts,
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			fmt.Fprintf(os.Stderr, "nats: disconnected from %s: %v\n", nc.ConnectedUrlRedacted(), err)
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			fmt.Fprintf(os.Stderr, "nats: reconnect to %s failed: %v\n", url, err)
+			fmt.Fprintf(os.Stderr, "nats: reconnect failed: %v\n", err)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			fmt.Fprintf(os.Stderr, "nats: %v\n", err)
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			if err := nc.LastError(); err != nil {
-				fmt.Fprintf(os.Stderr, "nats: connection to %s closed: %v\n", url, err)
+				fmt.Fprintf(os.Stderr, "nats: connection closed: %v\n", err)
 			}
 		}),
-	}
+	)
 	deadline, _ := ctx.Deadline()
 	for {
-		nc, err := nats.Connect(url, opts...)
+		nc, err := nats.Connect(r.URLs, opts...)
 		if err == nil {
 			return nc, nil
 		}
-		// The server may still be starting (JetStream bootstrap waits for
-		// members): retry until the deadline.
+		// The server may be starting, or restarting once into its
+		// cluster (see natsnode): retry until the deadline.
 		if time.Now().Add(200 * time.Millisecond).After(deadline) {
-			return nil, fmt.Errorf("connect %s: %w", url, err)
+			return nil, fmt.Errorf("connect %s: %w", r.URLs, err)
 		}
 		if strings.Contains(err.Error(), "Authorization") {
-			return nil, fmt.Errorf("connect %s: %w", url, err)
+			return nil, fmt.Errorf("connect %s: %w", r.URLs, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect %s: %w", url, err)
+			return nil, fmt.Errorf("connect %s: %w", r.URLs, err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -2,13 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
+	"github.com/meshnode/meshnode/mesh/api"
+	"github.com/meshnode/meshnode/natsclient"
 )
 
 func runNATSEnv(ctx context.Context, args []string) error {
@@ -20,18 +27,90 @@ func runNATSEnv(ctx context.Context, args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	dir := identity.StateDir(*state)
-	m, err := dir.LoadMember(time.Now())
+	r, err := loadRecipe(ctx, identity.StateDir(*state))
 	if err != nil {
 		return err
+	}
+	r.print(os.Stdout)
+	return nil
+}
+
+// recipe is how a client connects to this node's NATS: what nats-env
+// prints and what `meshnode nats` does, from one place.
+type recipe struct {
+	URLs     string // NATS_URL: this node first, then every live member
+	NKeyPath string
+	CAPath   string
+	dir      identity.StateDir
+	trust    *identity.Trust
+}
+
+// loadRecipe reads the node's state and asks the running daemon for the
+// live members; without a daemon NATS_URL lists this node alone.
+func loadRecipe(ctx context.Context, dir identity.StateDir) (*recipe, error) {
+	m, err := dir.LoadMember(time.Now())
+	if err != nil {
+		return nil, err
 	}
 	cfg, err := mesh.LoadConfig(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	url := "tls://" + net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(cfg.NATSClientPort))
-	fmt.Printf("export NATS_URL=%s\n", url)
-	fmt.Printf("export NATS_NKEY=%s\n", dir.NKeyPath())
-	fmt.Printf("export NATS_CA=%s\n", dir.CACertPath())
-	return nil
+	local := natsURL(m.Ticket.Addr.String(), cfg.NATSClientPort)
+	var members []api.MemberStatus
+	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := api.NewClient(dir).Status(c)
+	switch {
+	case err == nil:
+		members = st.Members
+	case errors.Is(err, api.ErrNotRunning):
+	default:
+		fmt.Fprintln(os.Stderr, "meshnode: listing this node only in NATS_URL: members unknown:", err)
+	}
+	return &recipe{
+		URLs:     natsclient.URLs(local, memberURLs(members)...),
+		NKeyPath: dir.NKeyPath(),
+		CAPath:   dir.CACertPath(),
+		dir:      dir,
+		trust:    m.Trust,
+	}, nil
+}
+
+func natsURL(host string, port int) string {
+	return "tls://" + net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// memberURLs are the client URLs of the live members, in the order given.
+func memberURLs(members []api.MemberStatus) []string {
+	var out []string
+	for _, m := range members {
+		if m.State == api.StateAlive && m.Addr.IsValid() && m.NATSClientPort != 0 {
+			out = append(out, natsURL(m.Addr.String(), int(m.NATSClientPort)))
+		}
+	}
+	return out
+}
+
+// options are the connection options: the node's nkey, TLS pinned to the
+// mesh CA, and natsclient's recommended settings.
+func (r *recipe) options(name string) ([]nats.Option, error) {
+	nk, err := nats.NkeyOptionFromSeed(r.NKeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("nkey %s: %w", r.NKeyPath, err)
+	}
+	opts := []nats.Option{nk, nats.Secure(identity.ClientTLS(r.trust, nil)), nats.Name(name)}
+	return append(opts, natsclient.Options()...), nil
+}
+
+func (r *recipe) print(w io.Writer) {
+	fmt.Fprintf(w, "export NATS_URL=%s\n", r.URLs)
+	fmt.Fprintf(w, "export NATS_NKEY=%s\n", r.NKeyPath)
+	fmt.Fprintf(w, "export NATS_CA=%s\n", r.CAPath)
+	fmt.Fprintf(w, `# Client settings (see README "Connecting a NATS client"): keep NATS_URL's order
+# (nats.go: DontRandomize), ping every %v with at most %d outstanding (a dead
+# member sends no TCP reset; nats.go's defaults notice after ~6 min), reconnect
+# forever every %v, and retry JetStream publishes with the same Msg-Id,
+# reconnecting after %d request timeouts in a row.
+`, natsclient.PingInterval, natsclient.MaxPingsOutstanding, natsclient.ReconnectWait, natsclient.TimeoutsBeforeReconnect)
 }

@@ -100,7 +100,7 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 		tw.Flush()
 	}
 	printPathNotes(w, st)
-	fmt.Fprintf(w, "NATS %s: routes %d/%d, JetStream %s\n", st.NATS.ServerName, st.NATS.RoutesUp, st.NATS.RoutesExpected, st.NATS.JetStream)
+	fmt.Fprintf(w, "NATS %s: routes %d/%d, JetStream: %s\n", st.NATS.ServerName, st.NATS.RoutesUp, st.NATS.RoutesExpected, st.NATS.JetStream)
 	printPhones(w, st, now)
 	if st.Healthy {
 		fmt.Fprintln(w, "healthy")

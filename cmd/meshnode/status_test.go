@@ -37,7 +37,7 @@ gamma  fd12:3456:789a::3  dead   -                       -          0 B   0 B
 REVOKED   OVERLAY            WHEN                  BY     REASON
 delta     fd12:3456:789a::4  2030-01-02T02:04:05Z  alpha  stolen laptop
 abcdef01  fd12:3456:789a::5  2029-12-31T03:04:05Z  -      -
-NATS alpha: routes 1/2, JetStream off
+NATS alpha: routes 1/2, JetStream: off
 degraded: member gamma is dead
 `
 	if got := b.String(); got != want {

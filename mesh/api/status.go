@@ -56,6 +56,9 @@ type MemberStatus struct {
 	LastHandshake time.Time      `json:"last_handshake,omitzero"`
 	RxBytes       int64          `json:"rx_bytes"`
 	TxBytes       int64          `json:"tx_bytes"`
+	// NATSClientPort is the member's NATS client port on its overlay
+	// address (nats-env lists every live member's client URL).
+	NATSClientPort uint16 `json:"nats_client_port,omitempty"`
 }
 
 // RenewalStatus is the automatic renewal of the node's credentials.
