@@ -17,7 +17,7 @@ import (
 	"github.com/meshnode/meshnode/mesh"
 	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/mesh/defaults"
-	"github.com/meshnode/meshnode/natsclient"
+	"github.com/meshnode/meshnode/natsnode/natsclient"
 )
 
 func initState(t *testing.T) string {

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshnode/meshnode/identity"
-	"github.com/meshnode/meshnode/natsclient"
+	"github.com/meshnode/meshnode/natsnode/natsclient"
 )
 
 const natsUsage = `usage: meshnode nats [--state DIR] [--timeout D] [--server URL] COMMAND ...

@@ -15,7 +15,7 @@ import (
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh"
 	"github.com/meshnode/meshnode/mesh/api"
-	"github.com/meshnode/meshnode/natsclient"
+	"github.com/meshnode/meshnode/natsnode/natsclient"
 )
 
 func runNATSEnv(ctx context.Context, args []string) error {
