@@ -199,19 +199,27 @@ func TestMemberPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("member consumer info: %v", err)
 	}
-	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(2*time.Second))
-	if err != nil {
-		t.Fatalf("member fetch: %v", err)
-	}
+	// The consumer's leader is elected a moment after the create: until
+	// then a pull has no responders, so fetch until the deadline.
 	got := 0
-	for m := range batch.Messages() {
-		if err := m.DoubleAck(ctx()); err != nil {
-			t.Fatalf("member ack: %v", err)
+	var lastErr error
+	waitFor(t, 15*time.Second, "the member to fetch and ack 3 messages", func() bool {
+		batch, err := cons.Fetch(3-got, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			lastErr = err
+			return false
 		}
-		got++
-	}
+		for m := range batch.Messages() {
+			if err := m.DoubleAck(ctx()); err != nil {
+				t.Fatalf("member ack: %v", err)
+			}
+			got++
+		}
+		lastErr = batch.Error()
+		return got >= 3
+	})
 	if got != 3 {
-		t.Fatalf("member fetched %d messages, want 3 (%v)", got, batch.Error())
+		t.Fatalf("member fetched %d messages, want 3 (%v)", got, lastErr)
 	}
 	if err := mjs.DeleteConsumer(refused(), "ORDERS", "work"); err == nil {
 		t.Fatal("member deleted another's consumer")
