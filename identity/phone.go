@@ -422,47 +422,12 @@ const maxPhones = 1 << 14
 
 // MarshalPhoneTickets encodes a list for a file or a gossip push/pull.
 func MarshalPhoneTickets(list []*PhoneTicket) []byte {
-	b := []byte(phoneFileMagic)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(list)))
-	for _, t := range list {
-		m := t.Marshal()
-		b = binary.BigEndian.AppendUint16(b, uint16(len(m)))
-		b = append(b, m...)
-	}
-	return b
+	return marshalRecordList(phoneFileMagic, list, (*PhoneTicket).Marshal)
 }
 
 // ParsePhoneTickets decodes MarshalPhoneTickets output strictly.
 func ParsePhoneTickets(b []byte) ([]*PhoneTicket, error) {
-	s := cryptobyte.String(b)
-	var magic []byte
-	ok := s.ReadBytes(&magic, len(phoneFileMagic))
-	if ok && string(magic) != phoneFileMagic {
-		return nil, errors.New("phone tickets: bad magic or unknown version")
-	}
-	var n uint32
-	if !ok || !s.ReadUint32(&n) {
-		return nil, errors.New("phone tickets: truncated")
-	}
-	if n > maxPhones || int(n) > len(s)/2 {
-		return nil, fmt.Errorf("phone tickets: count %d does not fit the data", n)
-	}
-	out := make([]*PhoneTicket, 0, n)
-	for i := range n {
-		var rec cryptobyte.String
-		if !s.ReadUint16LengthPrefixed(&rec) {
-			return nil, fmt.Errorf("phone tickets: record %d: truncated", i)
-		}
-		t, err := ParsePhoneTicket(rec)
-		if err != nil {
-			return nil, fmt.Errorf("phone tickets: record %d: %w", i, err)
-		}
-		out = append(out, t)
-	}
-	if err := wireEnd(true, s); err != nil {
-		return nil, fmt.Errorf("phone tickets: %w", err)
-	}
-	return out, nil
+	return parseRecordList(b, phoneFileMagic, "phone tickets", maxPhones, ParsePhoneTicket)
 }
 
 // Save writes the set atomically. Tickets hold only public keys, but the

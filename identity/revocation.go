@@ -271,14 +271,7 @@ const revocationFileMagic = "MNRV\x01"
 
 // MarshalRevocations encodes a list for a file or a gossip push/pull.
 func MarshalRevocations(list []*Revocation) []byte {
-	b := []byte(revocationFileMagic)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(list)))
-	for _, r := range list {
-		m := r.Marshal()
-		b = binary.BigEndian.AppendUint16(b, uint16(len(m)))
-		b = append(b, m...)
-	}
-	return b
+	return marshalRecordList(revocationFileMagic, list, (*Revocation).Marshal)
 }
 
 // maxRevocations bounds what a decoder will allocate for.
@@ -286,37 +279,7 @@ const maxRevocations = 1 << 16
 
 // ParseRevocations decodes MarshalRevocations output strictly.
 func ParseRevocations(b []byte) ([]*Revocation, error) {
-	s := cryptobyte.String(b)
-	var magic []byte
-	ok := s.ReadBytes(&magic, len(revocationFileMagic))
-	if ok && string(magic) != revocationFileMagic {
-		return nil, errors.New("revocations: bad magic or unknown version")
-	}
-	var n uint32
-	if !ok || !s.ReadUint32(&n) {
-		return nil, errors.New("revocations: truncated")
-	}
-	// Each record takes at least its two length bytes: a count the data
-	// cannot hold is refused before anything is allocated for it.
-	if n > maxRevocations || int(n) > len(s)/2 {
-		return nil, fmt.Errorf("revocations: count %d does not fit the data", n)
-	}
-	out := make([]*Revocation, 0, n)
-	for i := range n {
-		var rec cryptobyte.String
-		if !s.ReadUint16LengthPrefixed(&rec) {
-			return nil, fmt.Errorf("revocations: record %d: truncated", i)
-		}
-		r, err := ParseRevocation(rec)
-		if err != nil {
-			return nil, fmt.Errorf("revocations: record %d: %w", i, err)
-		}
-		out = append(out, r)
-	}
-	if err := wireEnd(true, s); err != nil {
-		return nil, fmt.Errorf("revocations: %w", err)
-	}
-	return out, nil
+	return parseRecordList(b, revocationFileMagic, "revocations", maxRevocations, ParseRevocation)
 }
 
 // Save writes the set atomically.
