@@ -148,13 +148,20 @@ type rig struct {
 // they are.
 func newRig(t *testing.T, srv *server.Server, esp update.DirFS, state, slot string, run update.Running, deadline time.Duration) *rig {
 	t.Helper()
+	return newRigHealth(t, srv, esp, state, slot, run, deadline, true)
+}
+
+// newRigHealth is newRig with the node healthy or not from the start: set
+// before the agent runs, since its checks begin at once.
+func newRigHealth(t *testing.T, srv *server.Server, esp update.DirFS, state, slot string, run update.Running, deadline time.Duration, healthy bool) *rig {
+	t.Helper()
 	_, pub := testCA(t)
 	box, err := update.Open(update.BoxConfig{ESP: esp, StatePath: state, Slot: slot, Running: run, Arch: "amd64"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, srv: srv, node: &fakeNode{name: "edge-1", srv: srv}, esp: esp, state: state, box: box, reboot: make(chan string, 1)}
-	r.node.setHealthy(true)
+	r.node.setHealthy(healthy)
 	r.agent = New(Config{Node: r.node, CA: pub, Box: box, TrialDeadline: deadline, HealthEvery: 50 * time.Millisecond,
 		Reboot: func(why string) { r.reboot <- why }, Say: func(l string) { t.Log(l) }})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -312,11 +319,7 @@ func trialRig(t *testing.T, healthy bool, deadline time.Duration) *rig {
 	if err := esp.Rename("loader/entries/meshnode-b+3.conf", "loader/entries/meshnode-b+2-1.conf"); err != nil {
 		t.Fatal(err)
 	}
-	r := newRig(t, srv, esp, state, "b", update.Running{Generation: 2, Release: "v2"}, deadline)
-	if !healthy {
-		r.node.setHealthy(false)
-	}
-	return r
+	return newRigHealth(t, srv, esp, state, "b", update.Running{Generation: 2, Release: "v2"}, deadline, healthy)
 }
 
 func TestTrialBlessedWhenHealthy(t *testing.T) {
