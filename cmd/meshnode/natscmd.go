@@ -171,8 +171,12 @@ func connectLocal(ctx context.Context, dir identity.StateDir, url string) (*nats
 		r.URLs = url
 	}
 	opts = append(opts,
-		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			fmt.Fprintf(os.Stderr, "nats: disconnected from %s: %v\n", nc.ConnectedUrlRedacted(), err)
+		// nats.go calls this on Close too, with no error: only a lost
+		// connection is worth a line (stdout stays the command's output).
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "nats: disconnected from %s: %v\n", r.URLs, err)
+			}
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			fmt.Fprintf(os.Stderr, "nats: reconnect failed: %v\n", err)
