@@ -234,8 +234,14 @@ func (n *Node) observeLoop(ctx context.Context) {
 			}
 			n.nat.mu.Lock()
 			n.nat.reports[h.Node] = HubReport{At: time.Now(), Reaches: reach}
-			if ans.Endpoint.IsValid() {
+			// A hub's word goes into our signed meta, so it must be an
+			// endpoint members may be told to dial: a hub answering with
+			// loopback or an overlay address would otherwise get this node
+			// refused by every member's admission.
+			if ans.Endpoint.IsValid() && (n.cfg.LabEndpoints || discovery.CheckDialable([]netip.AddrPort{ans.Endpoint}, n.member.Trust.Prefix()) == nil) {
 				n.nat.observed[h.Node] = observation{hub: h.Name, ep: ans.Endpoint}
+			} else if ans.Endpoint.IsValid() {
+				n.log.Warn("observe: hub reports an endpoint members must not dial; ignored", "hub", h.Name, "endpoint", ans.Endpoint)
 			}
 			adv := advertised(n.nat.observed, n.eps)
 			changed := !slices.Equal(adv, n.nat.adv)

@@ -126,12 +126,16 @@ func (p *Plan) planPhones(s Snapshot) {
 				ips = append(ips, pr)
 			}
 		}
+		// In a fixed order (the plan is a pure function: the same
+		// snapshot gives the same peers, not a map's iteration order).
+		var phones []netip.Prefix
 		for pr, to := range routeTo {
 			if to == i {
-				ips = append(ips, pr)
+				phones = append(phones, pr)
 			}
 		}
-		p.Peers[i].AllowedIPs = ips
+		slices.SortFunc(phones, comparePrefix)
+		p.Peers[i].AllowedIPs = append(ips, phones...)
 	}
 }
 

@@ -129,6 +129,7 @@ func TestNewPlan(t *testing.T) {
 	// naming the hub).
 	phA, phB := tm.phone("pha", hub), tm.phone("phb", hub)
 	hub.Routes = []netip.Prefix{host(phA.Addr), host(phB.Addr)}
+	slices.SortFunc(hub.Routes, comparePrefix) // the order the plan gives phone routes
 	hub.Endpoints = aps("[2001:db8::9]:51820", "192.0.2.9:51820")
 	hub.NATSRoutePort = 7222
 	selfEntry := self
