@@ -425,14 +425,8 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request, now time.Time) (a
 	if err := t.Verify(s.cfg.Member.Trust, now); err != nil {
 		return nil, fail(http.StatusForbidden, CodeBadTicket, "%v", err)
 	}
-	if !t.Node.Verify(req.signed(), req.Signature) {
-		return nil, fail(http.StatusBadRequest, CodeBadSignature, "hello is not signed by the ticket's identity %s", t.Node.ShortString())
-	}
-	if !s.challenges.take(req.Challenge, remoteAddr(r), now) {
-		return nil, fail(http.StatusForbidden, CodeBadChallenge, "challenge unknown, used or expired: ask for a fresh one")
-	}
-	if s.cfg.Revocations.IsRevoked(t.Node) {
-		return nil, fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", t.Node.ShortString())
+	if aerr := s.checkProof(t, req.signed(), req.Signature, req.Challenge, r, now, "hello"); aerr != nil {
+		return nil, aerr
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
@@ -494,14 +488,8 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request, now time.Time) (a
 		return nil, fail(http.StatusForbidden, CodeRenewTooLate, "ticket for %q expired at %s, more than %s ago: join again with a new token",
 			t.Name, t.NotAfter.UTC().Format(time.RFC3339), grace)
 	}
-	if !t.Node.Verify(req.signed(), req.Signature) {
-		return nil, fail(http.StatusBadRequest, CodeBadSignature, "renew request is not signed by the ticket's identity %s", t.Node.ShortString())
-	}
-	if !s.challenges.take(req.Challenge, remoteAddr(r), now) {
-		return nil, fail(http.StatusForbidden, CodeBadChallenge, "challenge unknown, used or expired: ask for a fresh one")
-	}
-	if s.cfg.Revocations.IsRevoked(t.Node) {
-		return nil, fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", t.Node.ShortString())
+	if aerr := s.checkProof(t, req.signed(), req.Signature, req.Challenge, r, now, "renew request"); aerr != nil {
+		return nil, aerr
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
@@ -532,4 +520,22 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request, now time.Time) (a
 		return nil, aerr
 	}
 	return renewResponse{Ticket: e.Ticket, NodeCert: string(e.NodeCertPEM), Mesh: s.cfg.Mesh, Members: members}, nil
+}
+
+// checkProof is what hello and renew ask of a member speaking for its
+// ticket t: the request (what) is signed by the ticket's identity over a
+// fresh challenge this endpoint issued to the caller's prefix, used once,
+// and the identity is not revoked. The challenge is taken only after the
+// signature checks out, so only members can use challenges up.
+func (s *Server) checkProof(t *identity.Ticket, signed, sig, challenge []byte, r *http.Request, now time.Time, what string) *apiError {
+	if !t.Node.Verify(signed, sig) {
+		return fail(http.StatusBadRequest, CodeBadSignature, "%s is not signed by the ticket's identity %s", what, t.Node.ShortString())
+	}
+	if !s.challenges.take(challenge, remoteAddr(r), now) {
+		return fail(http.StatusForbidden, CodeBadChallenge, "challenge unknown, used or expired: ask for a fresh one")
+	}
+	if s.cfg.Revocations.IsRevoked(t.Node) {
+		return fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", t.Node.ShortString())
+	}
+	return nil
 }
