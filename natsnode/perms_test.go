@@ -466,7 +466,14 @@ func TestRecheckClosesRefusedAcceptedRoute(t *testing.T) {
 	na := startNode(t, a, []Member{ma}) // a dials no one: b's route is accepted
 	nb := startNode(t, b, []Member{ma, mb})
 	waitRoutes(t, 1, na, nb)
-	checkForwarding(t, nb, na)
+	// No messages over the route before the refusal: nats-server 2.15's
+	// auth violation event (events.go sendAuthErrorEvent, from the reload)
+	// reads the route's message counters without the lock its read loop
+	// writes them under, which -race reports. The routes being up is what
+	// this test needs; forwarding is TestTwoNodeForwarding's.
+	waitFor(t, 10*time.Second, "b's route pool to a", func() bool {
+		return len(na.Status().Routes) >= server.DEFAULT_ROUTE_POOL_SIZE
+	})
 
 	allowed.Store(false)
 	refused := na.Status().RoutesRefused
