@@ -44,6 +44,10 @@ func (d StateDir) RouteSecretPath() string { return d.path("route.secret") }
 // RevocationsPath is the persisted revocation set.
 func (d StateDir) RevocationsPath() string { return d.path("revocations.bin") }
 
+// GossipKeysPath is the rotated gossip keys (0600; absent until the mesh
+// first rotates its gossip key).
+func (d StateDir) GossipKeysPath() string { return d.path("gossip.keys") }
+
 // InvitesPath is the CA holder's store of join tokens (0600).
 func (d StateDir) InvitesPath() string { return d.path("invites.json") }
 
