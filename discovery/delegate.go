@@ -62,6 +62,8 @@ func (g *delegate) NotifyMsg(b []byte) {
 		d.offerRevocations([]*identity.Revocation{r})
 	case msgPhone:
 		d.notifyPhoneMsg(b[1:])
+	case msgKeyNotice:
+		d.notifyNoticeMsg(b[1:])
 	}
 }
 
@@ -70,12 +72,20 @@ func (g *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 }
 
 func (g *delegate) LocalState(join bool) []byte {
-	return g.d().localState()
+	d := g.d()
+	return d.keyedState(d.localState())
 }
 
 func (g *delegate) MergeRemoteState(buf []byte, join bool) {
 	d := g.d()
 	d.stats.pushPulls.Add(1)
+	if len(buf) > 0 && buf[0] == stateKeyed {
+		inner, ok := d.splitKeyedState(buf)
+		if !ok {
+			return
+		}
+		buf = inner
+	}
 	if len(buf) > 0 && buf[0] == statePhones {
 		d.mergePhoneState(buf)
 		return

@@ -75,7 +75,14 @@ type Config struct {
 	// (default defaults.NeverSeenTimeout). A newcomer that was admitted
 	// but never came up must not stay a WireGuard peer for Retention.
 	NeverSeen time.Duration
-	Logger    *slog.Logger
+	// GossipKeysPath persists the rotated gossip keys (gossip.keys);
+	// empty keeps them in memory only (epoch 0 is always derived).
+	GossipKeysPath string
+	// GossipKeyUseAfter and GossipKeyRetireAfter are the delays of a
+	// rotation this node makes (RotateGossipKey); defaults from
+	// mesh/defaults, or 2 s and 5 s with Fast.
+	GossipKeyUseAfter, GossipKeyRetireAfter time.Duration
+	Logger                                  *slog.Logger
 
 	// drop, when set (tests only), blocks gossip to and from an address
 	// in addition to revoked members: a network partition.
@@ -108,6 +115,9 @@ type Discovery struct {
 
 	blockMu sync.RWMutex
 	blocked map[netip.Addr]bool
+
+	// keys is the gossip keyring and the rotation state (gossipkeys.go).
+	keys gossipKeys
 
 	alive   atomic.Int32 // alive members, for broadcast retransmits
 	stats   counters
@@ -211,6 +221,10 @@ func New(cfg Config) (*Discovery, error) {
 	if err := d.loadPhones(now); err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
+	d.cfg.GossipKeyUseAfter, d.cfg.GossipKeyRetireAfter = gossipKeyDelays(cfg.Fast, cfg.GossipKeyUseAfter, cfg.GossipKeyRetireAfter)
+	if err := d.initGossipKeys(); err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
 	d.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(d.alive.Load()) },
 		RetransmitMult: 4,
@@ -300,9 +314,9 @@ func (d *Discovery) memberlistConfig() *memberlist.Config {
 	// dead/suspect messages and push/pull carry no signature of their own.
 	// WireGuard already authenticates the sending box; the key shuts out a
 	// process on a member box that can reach the overlay but cannot read
-	// the state directory.
-	key := d.cfg.Member.GossipKey()
-	mc.SecretKey = key[:]
+	// the state directory. The keyring holds every key of the schedule
+	// (gossipkeys.go): after a rotation the revoked box's key is removed.
+	mc.Keyring = d.memberlistKeyring()
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.UDPBufferSize = udpBufferSize
 	mc.Delegate = (*delegate)(d)
@@ -343,9 +357,10 @@ func (d *Discovery) Start(ctx context.Context) error {
 	d.ml = ml
 	d.mu.Unlock()
 	ctx, d.cancel = context.WithCancel(ctx)
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.worker(ctx)
 	go d.rejoin(ctx)
+	go d.keyLoop(ctx)
 	d.log.Info("gossip started", "name", d.self, "addr", netip.AddrPortFrom(d.cfg.BindAddr, uint16(d.cfg.Port)), "known", len(d.Known()))
 	d.notify()
 	return nil

@@ -70,6 +70,7 @@ func (n *testNode) config(t testing.TB) Config {
 		Revocations:     n.revs,
 		RevocationsPath: filepath.Join(n.dir, "revocations.bin"),
 		MembersPath:     filepath.Join(n.dir, "members.json"),
+		GossipKeysPath:  filepath.Join(n.dir, "gossip.keys"),
 		Port:            testPort(t),
 		Endpoints:       []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820")},
 		NATSClientPort:  4222,

@@ -124,4 +124,28 @@ const (
 	EnrollMaxConns        = 256
 	// ChallengeTTL is how long a hello challenge is good for.
 	ChallengeTTL = time.Minute
+	// EnrollTicketRate and EnrollTicketBurst are the per-prefix token
+	// bucket of GET /v2/ticket (the first step of a join, answered before
+	// anything is proven): a joiner asks once per attempt, so a burst of
+	// 10 and one every 6 s is plenty, and a scanner cannot make the
+	// endpoint sign-and-send for free.
+	EnrollTicketRate  = 10.0 / 60 // per second
+	EnrollTicketBurst = 10
+)
+
+// Gossip key rotation (after a revocation). A member that learns of a new
+// epoch fetches its key at once; the admin picks use-at and retire-at so
+// that every alive member has fetched before anyone seals with it, and
+// every member seals with it before the old key stops decrypting.
+const (
+	// GossipKeyUseAfter is how long after a rotation members start
+	// sealing gossip with the new key.
+	GossipKeyUseAfter = 10 * time.Second
+	// GossipKeyRetireAfter is how long after a rotation the older keys
+	// are removed: from then on the revoked box's key opens nothing.
+	GossipKeyRetireAfter = 2 * time.Minute
+	// GossipKeyLonelyAfter is how long a node sees no other member alive
+	// (while it knows some) before it asks a member's enrollment endpoint
+	// for the current gossip key: it may have been off across a rotation.
+	GossipKeyLonelyAfter = 30 * time.Second
 )
