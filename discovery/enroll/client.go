@@ -38,7 +38,26 @@ type Error struct {
 	// Admin names a member holding the CA when this one does not.
 	Admin          string
 	AdminEndpoints []netip.AddrPort
-	Err            error
+	// Revocation is the record a CodeRevoked refusal carried, parsed but
+	// not verified: see Revoked.
+	Revocation *identity.Revocation
+	Err        error
+}
+
+// Revoked returns the CA-signed revocation of m's own identity that a
+// refusal (anywhere in err's chain) carried, verified against m's mesh
+// CA; false when err is no such refusal or the record does not verify
+// or names another identity.
+func Revoked(err error, m *identity.Member) (*identity.Revocation, bool) {
+	var ee *Error
+	if !errors.As(err, &ee) || ee.Code != CodeRevoked || ee.Revocation == nil {
+		return nil, false
+	}
+	r := ee.Revocation
+	if r.Node != m.ID.Public() || r.Verify(m.Trust) != nil {
+		return nil, false
+	}
+	return r, true
 }
 
 func (e *Error) Error() string {
@@ -161,6 +180,49 @@ func Hello(ctx context.Context, peer string, m *identity.Member, endpoints []net
 	return members, nil
 }
 
+// GossipKey is the mesh's current gossip key as a member's endpoint
+// handed it out: nil Notice means the peer knows of no rotation (epoch 0).
+type GossipKey struct {
+	Notice *identity.GossipKeyNotice
+	Key    [identity.GossipKeySize]byte
+}
+
+// FetchGossipKey asks the endpoint at peer for the mesh's current gossip
+// key, proving m's identity over a fresh challenge (like Hello). The
+// notice is verified against m's mesh CA and the key against the notice's
+// key id before it is returned.
+func FetchGossipKey(ctx context.Context, peer string, m *identity.Member) (*GossipKey, error) {
+	c := newClient(peer, verifyAgainst(m.Trust.Pool()))
+	var ch challengeResponse
+	if err := c.do(ctx, http.MethodGet, "/v1/challenge", nil, &ch); err != nil {
+		return nil, err
+	}
+	req := gossipKeyRequest{Version: version, Ticket: m.Ticket.Marshal(), Challenge: ch.Challenge}
+	req.Signature = m.ID.Sign(req.signed())
+	var resp gossipKeyResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/gossip-key", req, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Epoch == 0 && len(resp.Notice) == 0 {
+		return &GossipKey{}, nil
+	}
+	n, err := identity.ParseGossipKeyNotice(resp.Notice)
+	if err != nil {
+		return nil, fmt.Errorf("gossip key from %s: %w", c.peer, err)
+	}
+	if err := n.Verify(m.Trust); err != nil {
+		return nil, fmt.Errorf("gossip key from %s: %w", c.peer, err)
+	}
+	if n.Epoch != resp.Epoch || len(resp.Key) != identity.GossipKeySize {
+		return nil, fmt.Errorf("gossip key from %s: epoch %d with a notice for %d, or a %d-byte key", c.peer, resp.Epoch, n.Epoch, len(resp.Key))
+	}
+	k := GossipKey{Notice: n, Key: [identity.GossipKeySize]byte(resp.Key)}
+	if identity.GossipKeyID(k.Key) != n.KeyID {
+		return nil, fmt.Errorf("gossip key from %s (epoch %d): %w", c.peer, n.Epoch, identity.ErrGossipKeyMismatch)
+	}
+	return &k, nil
+}
+
 // pinnedCA accepts a chain whose last certificate has the pinned SHA-256
 // fingerprint and whose leaf that certificate signed. Every failure is
 // ErrWrongCA: the peer is not (only) a member of the token's mesh.
@@ -272,6 +334,9 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		e := &Error{Peer: c.peer, Status: resp.StatusCode, Code: er.Code, Message: er.Error}
 		if er.Admin != nil {
 			e.Admin, e.AdminEndpoints = er.Admin.Name, er.Admin.Endpoints
+		}
+		if len(er.Revocation) > 0 {
+			e.Revocation, _ = identity.ParseRevocation(er.Revocation)
 		}
 		if e.Message == "" {
 			e.Message = http.StatusText(resp.StatusCode)

@@ -105,6 +105,28 @@ func decodeHelloRequest(b []byte) (*helloRequest, *identity.Ticket, *apiError) {
 	return &req, t, nil
 }
 
+// decodeGossipKeyRequest parses a gossip key request and its ticket; the
+// caller checks the signatures, as for hello.
+func decodeGossipKeyRequest(b []byte) (*gossipKeyRequest, *identity.Ticket, *apiError) {
+	var req gossipKeyRequest
+	if err := decodeStrict(b, &req); err != nil {
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "gossip key request: %v", err)
+	}
+	switch {
+	case req.Version != version:
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "gossip key request version %d, this node speaks %d", req.Version, version)
+	case len(req.Challenge) != challengeSize:
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "gossip key request: challenge is %d bytes, want %d", len(req.Challenge), challengeSize)
+	case len(req.Signature) != ed25519.SignatureSize:
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "gossip key request: signature is %d bytes, want %d", len(req.Signature), ed25519.SignatureSize)
+	}
+	t, err := identity.ParseTicket(req.Ticket)
+	if err != nil {
+		return nil, nil, fail(http.StatusBadRequest, CodeMalformed, "gossip key request: %v", err)
+	}
+	return &req, t, nil
+}
+
 // decodeRenewRequest parses a renew request and its ticket; as for hello
 // the caller checks the signatures, and also how long ago the ticket
 // expired.

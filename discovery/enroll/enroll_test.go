@@ -458,7 +458,17 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 	rr := renewRequest{Version: 1, Ticket: []byte{1, 2}, Challenge: make([]byte, 32), Signature: make([]byte, 64)}
 	rb, _ := json.Marshal(rr)
 	f.Add(rb)
+	gr := gossipKeyRequest{Version: 1, Ticket: []byte{1, 2}, Challenge: make([]byte, 32), Signature: make([]byte, 64)}
+	gb, _ := json.Marshal(gr)
+	f.Add(gb)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if req, tk, aerr := decodeGossipKeyRequest(b); aerr == nil {
+			if len(req.Challenge) != challengeSize || len(req.Signature) != 64 || tk == nil || req.Version != version {
+				t.Fatalf("accepted an invalid gossip key request: %+v", req)
+			}
+		} else if aerr.status < 400 || aerr.status > 499 || aerr.code == "" {
+			t.Fatalf("gossip key refusal is not a precise 4xx: %+v", aerr)
+		}
 		if req, aerr := decodeJoinRequest(b); aerr == nil {
 			if !req.Node.Verify(req.signed(), req.Signature) || discovery.CheckEndpoints(req.Endpoints) != nil || identity.ValidateName(req.Name) != nil ||
 				req.Version != joinVersion || len(req.WireGuardProof) != identity.WireGuardProofSize {

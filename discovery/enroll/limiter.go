@@ -73,6 +73,46 @@ func (l *limiter) limited(a netip.Addr, now time.Time) bool {
 	return f.n >= l.max
 }
 
+// ticketRetryAfter is what a limited GET /v2/ticket is told to wait.
+const ticketRetryAfter = 10 * time.Second
+
+// ticketLimiter is the bucket of GET /v2/ticket: per source prefix
+// (defaults.EnrollTicketRate, burst EnrollTicketBurst) and endpoint-wide
+// (the refusal bucket's numbers). Every answer counts, since none proves
+// anything: a joiner asks once per attempt and never notices.
+type ticketLimiter struct {
+	global *rate.Limiter // locks itself
+
+	mu       sync.Mutex
+	prefixes *simplelru.LRU // netip.Prefix → *rate.Limiter
+}
+
+func newTicketLimiter() *ticketLimiter {
+	lru, err := simplelru.NewLRU(defaults.EnrollTrackedPrefixes, nil)
+	if err != nil {
+		panic(err)
+	}
+	return &ticketLimiter{
+		global:   rate.NewLimiter(rate.Limit(defaults.EnrollRefusalRate), defaults.EnrollRefusalBurst),
+		prefixes: lru,
+	}
+}
+
+// allow takes a token for a request from a, or reports that it must wait.
+func (l *ticketLimiter) allow(a netip.Addr, now time.Time) bool {
+	p := sourcePrefix(a)
+	l.mu.Lock()
+	var b *rate.Limiter
+	if v, ok := l.prefixes.Get(p); ok {
+		b = v.(*rate.Limiter)
+	} else {
+		b = rate.NewLimiter(rate.Limit(defaults.EnrollTicketRate), defaults.EnrollTicketBurst)
+		l.prefixes.Add(p, b)
+	}
+	l.mu.Unlock()
+	return b.AllowN(now, 1) && l.global.AllowN(now, 1)
+}
+
 // failed counts a refusal of a.
 func (l *limiter) failed(a netip.Addr, now time.Time) {
 	l.global.AllowN(now, 1)

@@ -36,6 +36,16 @@ type Members interface {
 
 var _ Members = (*discovery.Discovery)(nil)
 
+// GossipKeys is where the endpoint finds the gossip key it hands to
+// members (a *discovery.Discovery in a node).
+type GossipKeys interface {
+	// CurrentGossipKey is the newest rotated key and its notice; false
+	// when the mesh never rotated.
+	CurrentGossipKey() (identity.GossipKeyEntry, bool)
+}
+
+var _ GossipKeys = (*discovery.Discovery)(nil)
+
 // ServerConfig configures the enrollment endpoint of a node.
 type ServerConfig struct {
 	// Member is this node; its certificate is presented to clients. A
@@ -57,6 +67,9 @@ type ServerConfig struct {
 	// Revocations is the node's revocation set: revoked identities are
 	// neither admitted nor let back in.
 	Revocations *identity.RevocationSet
+	// GossipKeys supplies the gossip key for /v1/gossip-key; nil answers
+	// epoch 0 (no rotation known).
+	GossipKeys GossipKeys
 	// OnAdmit is called with every admitted or re-introduced member before
 	// the answer goes out, so that the node can add it as a WireGuard peer
 	// before the member's first handshake.
@@ -82,6 +95,7 @@ type Server struct {
 	cert       *identity.CertHolder
 	tls        *tls.Config
 	lim        *limiter
+	tickets    *ticketLimiter // GET /v2/ticket, which the failure limit exempts
 	challenges *challengeTable
 	admitMu    sync.Mutex    // one admission at a time: names stay unique
 	refusalLog *rate.Limiter // samples refusal log lines; locks itself
@@ -130,6 +144,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cert:       holder,
 		tls:        holder.ServerTLS(m.Trust),
 		lim:        newLimiter(cfg.MaxFailures, cfg.FailureWindow),
+		tickets:    newTicketLimiter(),
 		challenges: newChallengeTable(),
 		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
 	}, nil
@@ -209,11 +224,13 @@ func (w debugWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// apiError is a refusal: status, stable code, human message.
+// apiError is a refusal: status, stable code, human message, and for
+// CodeRevoked the CA-signed record when one is held.
 type apiError struct {
-	status int
-	code   string
-	msg    string
+	status     int
+	code       string
+	msg        string
+	revocation []byte
 }
 
 func fail(status int, code, format string, args ...any) *apiError {
@@ -227,9 +244,18 @@ func (s *Server) Handler() http.Handler {
 		from := remoteAddr(r)
 		// The admitting node's own ticket (the first step of a join) is
 		// a fixed, CA-signed answer about the box the caller already
-		// reached, and never counted: it stays answerable under a limit,
-		// so that a valid token can still get through.
+		// reached: the failure limit does not apply to it, so that a
+		// valid token can still get through from a prefix others abused,
+		// but it has a bucket of its own (per prefix and endpoint-wide),
+		// so that it cannot be asked for without end.
 		ownTicket := r.URL.Path == "/v2/ticket" && r.Method == http.MethodGet
+		if ownTicket && !s.tickets.allow(from, now) {
+			s.stats.limit()
+			w.Header().Set("Retry-After", fmt.Sprint(int(ticketRetryAfter.Seconds())))
+			w.Header().Set("Connection", "close")
+			writeError(w, fail(http.StatusTooManyRequests, CodeRateLimited, "too many ticket requests from %s; try again later", from))
+			return
+		}
 		if !ownTicket && s.lim.limited(from, now) && !s.carriesValidToken(w, r, now) {
 			s.stats.limit()
 			w.Header().Set("Retry-After", fmt.Sprint(int(s.lim.window.Seconds())))
@@ -252,12 +278,14 @@ func (s *Server) Handler() http.Handler {
 			out, aerr = s.hello(w, r, now)
 		case r.URL.Path == "/v1/renew" && r.Method == http.MethodPost:
 			out, aerr = s.renew(w, r, now)
+		case r.URL.Path == "/v1/gossip-key" && r.Method == http.MethodPost:
+			out, aerr = s.gossipKey(w, r, now)
 		case r.URL.Path == "/v1/challenge" && r.Method == http.MethodGet:
 			var ch []byte
 			if ch, aerr = s.challenges.issue(from, now); aerr == nil {
 				out = challengeResponse{Challenge: ch}
 			}
-		case r.URL.Path == "/v2/join" || r.URL.Path == "/v2/ticket" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/renew" || r.URL.Path == "/v1/challenge":
+		case r.URL.Path == "/v2/join" || r.URL.Path == "/v2/ticket" || r.URL.Path == "/v1/hello" || r.URL.Path == "/v1/renew" || r.URL.Path == "/v1/challenge" || r.URL.Path == "/v1/gossip-key":
 			aerr = fail(http.StatusMethodNotAllowed, CodeMethod, "%s is not allowed on %s", r.Method, r.URL.Path)
 		default:
 			aerr = fail(http.StatusNotFound, CodeNotFound, "no such endpoint %s", r.URL.Path)
@@ -288,7 +316,7 @@ func (s *Server) Handler() http.Handler {
 func writeError(w http.ResponseWriter, e *apiError) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.status)
-	json.NewEncoder(w).Encode(errorResponse{Error: e.msg, Code: e.code})
+	json.NewEncoder(w).Encode(errorResponse{Error: e.msg, Code: e.code, Revocation: e.revocation})
 }
 
 func remoteAddr(r *http.Request) netip.Addr {
@@ -351,7 +379,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 		return nil, tokenError(err)
 	}
 	if s.cfg.Revocations.IsRevoked(req.Node) {
-		return nil, fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", req.Node.ShortString())
+		return nil, s.revoked(req.Node)
 	}
 	if s.cfg.Members.NameTaken(req.Name, req.Node) {
 		return nil, fail(http.StatusConflict, CodeNameTaken, "name %q is taken by another member", req.Name)
@@ -535,7 +563,53 @@ func (s *Server) checkProof(t *identity.Ticket, signed, sig, challenge []byte, r
 		return fail(http.StatusForbidden, CodeBadChallenge, "challenge unknown, used or expired: ask for a fresh one")
 	}
 	if s.cfg.Revocations.IsRevoked(t.Node) {
-		return fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", t.Node.ShortString())
+		return s.revoked(t.Node)
 	}
 	return nil
+}
+
+// revoked is the refusal of a revoked identity. It carries the CA-signed
+// record: a box that was away when it was revoked is cut off by every
+// member, and would otherwise never learn why. The record tells it
+// nothing it could use (it names the box itself, its issuer and the
+// reason), and only a caller that proved the identity, or named it in a
+// join, gets it.
+func (s *Server) revoked(node identity.NodePublic) *apiError {
+	e := fail(http.StatusForbidden, CodeRevoked, "identity %s has been revoked", node.ShortString())
+	if r, ok := s.cfg.Revocations.Get(node); ok {
+		e.msg = fmt.Sprintf("identity %s has been %s", node.ShortString(), r.Summary())
+		e.revocation = r.Marshal()
+	}
+	return e
+}
+
+// gossipKey hands the newest gossip key to a member that proves its
+// identity over a challenge, with a valid ticket, and is not revoked
+// (checkProof, as for hello and renew). The key travels only inside this
+// TLS connection; the notice lets the member check it is the key the CA
+// announced.
+func (s *Server) gossipKey(w http.ResponseWriter, r *http.Request, now time.Time) (any, *apiError) {
+	body, aerr := readBody(w, r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	req, t, aerr := decodeGossipKeyRequest(body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if err := t.Verify(s.cfg.Member.Trust, now); err != nil {
+		return nil, fail(http.StatusForbidden, CodeBadTicket, "%v", err)
+	}
+	if aerr := s.checkProof(t, req.signed(), req.Signature, req.Challenge, r, now, "gossip key request"); aerr != nil {
+		return nil, aerr
+	}
+	if s.cfg.GossipKeys == nil {
+		return gossipKeyResponse{}, nil
+	}
+	e, ok := s.cfg.GossipKeys.CurrentGossipKey()
+	if !ok {
+		return gossipKeyResponse{}, nil
+	}
+	s.log.Info("gossip key handed out", "name", t.Name, "node", t.Node.ShortString(), "epoch", e.Notice.Epoch, "from", remoteAddr(r))
+	return gossipKeyResponse{Epoch: e.Notice.Epoch, Notice: e.Notice.Marshal(), Key: e.Key[:]}, nil
 }

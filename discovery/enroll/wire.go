@@ -19,6 +19,9 @@ import (
 //	POST /v1/hello      a known member re-introduces itself (signed challenge)
 //	POST /v1/renew      a member asks an admin for a fresh ticket and node
 //	                    certificate (signed challenge, like hello)
+//	POST /v1/gossip-key a member asks for the mesh's current gossip key
+//	                    (signed challenge, like hello): the key of the
+//	                    newest epoch with its CA-signed notice
 //
 // The version is explicit three times: in the path, in every request's
 // "version" field, and in the domain of every signature. Requests are
@@ -42,6 +45,7 @@ const (
 	joinVersion     = 2
 	helloDomain     = "meshnode hello v1"
 	renewDomain     = "meshnode renew v1"
+	gossipKeyDomain = "meshnode gossip key v1"
 	version         = 1
 
 	maxRequestBody  = 16 << 10
@@ -132,6 +136,32 @@ func (r *renewRequest) signed() []byte {
 	return appendEndpoints(b, r.Endpoints)
 }
 
+// gossipKeyRequest is what a member sends for the current gossip key.
+type gossipKeyRequest struct {
+	Version   int    `json:"version"`
+	Ticket    []byte `json:"ticket"`
+	Challenge []byte `json:"challenge"`
+	Signature []byte `json:"signature"`
+}
+
+// signed is "meshnode gossip key v1" || challenge [32] | ticket_len u8 |
+// ticket: hello's layout without endpoints, under its own domain.
+func (r *gossipKeyRequest) signed() []byte {
+	b := []byte(gossipKeyDomain)
+	b = append(b, r.Challenge...)
+	b = append(b, byte(len(r.Ticket)))
+	return append(b, r.Ticket...)
+}
+
+// gossipKeyResponse is the newest rotated gossip key the endpoint holds
+// and its notice (identity.GossipKeyNotice); both empty when the mesh
+// never rotated (every member derives epoch 0).
+type gossipKeyResponse struct {
+	Epoch  uint32 `json:"epoch"`
+	Notice []byte `json:"notice,omitempty"`
+	Key    []byte `json:"key,omitempty"`
+}
+
 // renewResponse carries the renewed credentials and the mesh's settings
 // as the admin knows them (a renewing member adopts the member validity).
 type renewResponse struct {
@@ -203,10 +233,16 @@ type helloResponse struct {
 // Admin was filled by earlier builds on a node without the CA (an admin's
 // name and underlay endpoints, told to anyone who asked); this build never
 // sends it, and the client still shows it from older peers.
+//
+// Revocation is set with CodeRevoked when the endpoint holds the
+// CA-signed record (identity.Revocation): a revoked box that was away
+// learns why it is refused, verifies the record and stops, as one that
+// was running does when gossip brings it.
 type errorResponse struct {
-	Error string     `json:"error"`
-	Code  string     `json:"code"`
-	Admin *adminHint `json:"admin,omitempty"`
+	Error      string     `json:"error"`
+	Code       string     `json:"code"`
+	Admin      *adminHint `json:"admin,omitempty"`
+	Revocation []byte     `json:"revocation,omitempty"`
 }
 
 type adminHint struct {
