@@ -66,6 +66,7 @@ type Node struct {
 	tlsCert   *identity.CertHolder
 	enrollSrv atomic.Pointer[enroll.Server]
 	renew     renewer
+	keys      keyFetch // the gossip key fetch loop (gossipkey.go)
 }
 
 // New loads an enrolled node from its state directory. It changes nothing
@@ -167,7 +168,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.disc, err = discovery.New(discovery.Config{
 		Member: m, Revocations: n.revs,
 		RevocationsPath: n.cfg.StateDir.RevocationsPath(), MembersPath: n.cfg.StateDir.MembersPath(),
-		PhonesPath: n.cfg.StateDir.PhonesPath(), BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
+		PhonesPath: n.cfg.StateDir.PhonesPath(), GossipKeysPath: n.cfg.StateDir.GossipKeysPath(), BindAddr: m.Ticket.Addr, Port: n.cfg.GossipPort, Endpoints: n.eps,
 		NATSClientPort: uint16(n.cfg.NATSClientPort), NATSRoutePort: uint16(n.cfg.NATSRoutePort),
 		Fast: n.cfg.FastTimers, NeverSeen: n.cfg.NeverSeenTimeout, LabEndpoints: n.cfg.LabEndpoints, Logger: n.log,
 	})
@@ -253,9 +254,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		cleanups = append(cleanups, stopMetrics)
 	}
+	n.rotateIfDue()
 	var renewWG sync.WaitGroup
-	renewWG.Add(1)
+	renewWG.Add(2)
 	go func() { defer renewWG.Done(); n.renewLoop(ctx) }()
+	go func() { defer renewWG.Done(); n.gossipKeyLoop(ctx) }()
 	cleanups = append(cleanups, func() { cancel(); renewWG.Wait() })
 
 	n.log.Info("node up", "addr", m.Ticket.Addr, "interface", n.cfg.Interface, "port", n.cfg.ListenPort, "endpoints", n.eps)
@@ -412,7 +415,7 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 		issued = identity.OpenIssued(n.cfg.StateDir.IssuedPath())
 	}
 	srv, err := enroll.NewServer(enroll.ServerConfig{
-		Member: n.member, Invites: invites, Issued: issued, Members: n.disc, Revocations: n.revs,
+		Member: n.member, Invites: invites, Issued: issued, Members: n.disc, Revocations: n.revs, GossipKeys: n.disc,
 		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect,
 			MemberValiditySeconds: int64(n.cfg.MemberValidity / time.Second), LabEndpoints: n.cfg.LabEndpoints},
 		// The newcomer becomes a WireGuard peer before the answer goes

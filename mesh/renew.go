@@ -232,6 +232,10 @@ func (n *Node) renewFromAdmins(ctx context.Context, m *identity.Member) (*enroll
 			return r, peer, nil
 		}
 		errs = append(errs, err)
+		if rev, ok := enroll.Revoked(err, m); ok {
+			n.takeOwnRevocation(rev, peer)
+			break
+		}
 		var ee *enroll.Error
 		if errors.As(err, &ee) && (ee.Code == enroll.CodeRevoked || ee.Code == enroll.CodeRenewTooLate) {
 			break // every admin would say the same
@@ -249,25 +253,38 @@ func (n *Node) renewFromAdmins(ctx context.Context, m *identity.Member) (*enroll
 // was away so long that their tickets in it have expired. Each admin is
 // asked on its underlay endpoints' addresses and its overlay address, at
 // this node's own enrollment port (the mesh's).
-func (n *Node) adminTargets() []string {
+func (n *Node) adminTargets() []string { return n.enrollTargets(true) }
+
+// enrollTargets are adminTargets, followed (unless adminsOnly) by every
+// other member's endpoints, live ones first.
+func (n *Node) enrollTargets(adminsOnly bool) []string {
 	port := defaults.EnrollPort
 	if _, p, err := net.SplitHostPort(n.cfg.EnrollAddr); err == nil {
 		if v, err := strconv.Atoi(p); err == nil && v > 0 {
 			port = v
 		}
 	}
-	var admins []discovery.Member
+	var admins, others []discovery.Member
 	if n.disc != nil {
 		for _, m := range n.disc.Members() {
-			if m.Roles.Has(identity.RoleAdmin) && !m.Self {
+			switch {
+			case m.Self:
+			case m.Roles.Has(identity.RoleAdmin):
 				admins = append(admins, m)
+			default:
+				others = append(others, m)
 			}
 		}
 	}
-	slices.SortStableFunc(admins, func(a, b discovery.Member) int {
+	liveFirst := func(a, b discovery.Member) int {
 		return boolInt(b.State == discovery.StateAlive) - boolInt(a.State == discovery.StateAlive)
-	})
+	}
+	slices.SortStableFunc(admins, liveFirst)
+	slices.SortStableFunc(others, liveFirst)
 	admins = append(admins, n.renew.admins...)
+	if !adminsOnly {
+		admins = append(admins, others...)
+	}
 	var out []string
 	seen := map[string]bool{}
 	add := func(a netip.Addr) {

@@ -53,6 +53,11 @@ func (n *Node) Revoke(target, reason string) (api.Revoked, error) {
 			return api.Revoked{}, err
 		}
 		n.log.Warn("member revoked", "member", r.Name, "node", r.Node.ShortString(), "reason", r.Reason)
+		// After the record went out (sealed with the key the revoked
+		// box still holds, so that it hears of its revocation too): a
+		// new gossip key, so that its copy opens nothing once the old
+		// one retires.
+		n.rotateGossipKey("revoked " + r.Name)
 	}
 	// Discovery's change event would do the same a moment later; doing it
 	// here means the WireGuard peer is gone before the CLI hears back.

@@ -54,6 +54,10 @@ func (n *Node) Status() api.Status {
 	}
 	renewErr := n.renew.lastErr
 	n.renew.mu.Unlock()
+	st.GossipKey = n.gossipKeyStatus()
+	if st.GossipKey.Pending != 0 {
+		st.Problems = append(st.Problems, fmt.Sprintf("gossip key epoch %d announced but not fetched yet", st.GossipKey.Pending))
+	}
 	if renewErr != nil {
 		st.Renewal.Error = renewErr.Error()
 	}

@@ -27,6 +27,8 @@ type Status struct {
 	// Renewal is the state of the automatic renewal of ticket and
 	// certificate.
 	Renewal RenewalStatus `json:"renewal,omitzero"`
+	// GossipKey is the gossip keyring: which epoch seals, which open.
+	GossipKey GossipKeyStatus `json:"gossip_key"`
 	// Degraded, when set, says why this node is not a full member (its
 	// ticket or certificate expired): it runs only to renew.
 	Degraded string         `json:"degraded,omitempty"`
@@ -59,6 +61,18 @@ type MemberStatus struct {
 	// NATSClientPort is the member's NATS client port on its overlay
 	// address (nats-env lists every live member's client URL).
 	NATSClientPort uint16 `json:"nats_client_port,omitempty"`
+}
+
+// GossipKeyStatus is the gossip keyring. Epoch 0 is the key every member
+// derives; each rotation (after a revocation) adds one.
+type GossipKeyStatus struct {
+	// Epoch is the newest epoch held; Primary the one gossip is sealed with.
+	Epoch   uint32 `json:"epoch"`
+	Primary uint32 `json:"primary"`
+	// Installed are the epochs that open gossip, the primary first.
+	Installed []uint32 `json:"installed"`
+	// Pending is an announced epoch whose key is not fetched yet (0: none).
+	Pending uint32 `json:"pending,omitempty"`
 }
 
 // RenewalStatus is the automatic renewal of the node's credentials.
