@@ -225,6 +225,22 @@ func TestRevoke(t *testing.T) {
 		return streamReplicated(spare, "ORDERS", 60, 3)
 	})
 
+	// The admin rotated the gossip key after the revocation: every other
+	// node fetched the new one and, once the old one retired, holds only
+	// it. The victim's copy of the old key opens nothing there.
+	eventually(t, 60*time.Second, "the revoked box's gossip key retired on every other node", func() error {
+		for _, n := range others {
+			st, err := n.Status()
+			if err != nil {
+				return err
+			}
+			if k := st.GossipKey; k.Epoch < 1 || k.Primary != k.Epoch || !slices.Equal(k.Installed, []uint32{k.Epoch}) {
+				return fmt.Errorf("%s: gossip key %+v", n.Name, k)
+			}
+		}
+		return nil
+	})
+
 	// up on the revoked state directory is a clear error.
 	if err := victim.Up(); err != nil {
 		t.Fatal(err)
@@ -292,6 +308,10 @@ func TestRevoke(t *testing.T) {
 		}
 		if listsMember(st, victim.Name) || !listsRevoked(st, victim.Name) {
 			t.Fatalf("%s after the restart: members %v, revoked %v", n.Name, st.Members, st.Revoked)
+		}
+		// The rotated key came back from gossip.keys: the old one stays retired.
+		if k := st.GossipKey; k.Epoch < 1 || !slices.Equal(k.Installed, []uint32{k.Epoch}) {
+			t.Fatalf("%s after the restart: gossip key %+v", n.Name, k)
 		}
 		if peers, err := n.NS.Run("wg", "show", n.Iface, "peers"); err != nil || strings.Contains(peers, victimKey) {
 			t.Fatalf("%s after the restart: wg peers %q (%v) include the revoked key", n.Name, peers, err)
