@@ -14,7 +14,8 @@ import (
 // TestGossipKeyOfflineAcrossRotation: two boxes are off while the admin
 // revokes one of them and rotates the gossip key. The one still a member
 // comes back although every member's gossip is sealed with a key it never
-// saw (it fetches the key from an enrollment endpoint at start); the
+// saw (it fetches the key from an enrollment endpoint at start), and so
+// does a newcomer that joins after the rotation; the
 // revoked one is told by the endpoint it asks, with the CA-signed record,
 // and stops saying who revoked it, when and why.
 func TestGossipKeyOfflineAcrossRotation(t *testing.T) {
@@ -73,6 +74,34 @@ func TestGossipKeyOfflineAcrossRotation(t *testing.T) {
 	})
 	t.Logf("figure: a member off across a rotation → complete again after its start: %s", time.Since(back).Round(100*time.Millisecond))
 	if err := logSays(away.Log, "gossip key fetched"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A newcomer joining after the rotation derives only epoch 0 from its
+	// join answer; it fetches the current key when it starts.
+	newcomer, err := lab.AddNode("epsilon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := alpha.Invite()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := newcomer.Join(alpha, tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := newcomer.WaitUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the newcomer in the mesh on the new gossip key", func() error {
+		for _, n := range []*meshlab.Node{alpha, beta, away, newcomer} {
+			if ok, why := n.Complete(4); !ok {
+				return fmt.Errorf("%s", why)
+			}
+		}
+		return nil
+	})
+	if err := logSays(newcomer.Log, "gossip key fetched"); err != nil {
 		t.Fatal(err)
 	}
 
