@@ -2,7 +2,10 @@
 // gossip inside the overlay, the signed node meta every member advertises,
 // admission of gossiped nodes against the mesh CA, the member table and its
 // change events, the persisted member list and the rejoin loop, and
-// revocation gossip. Enrollment (join and hello on the underlay) is the
+// revocation gossip, and the gossip keyring: memberlist's keys kept on the
+// rotation schedule, key notices gossiped like revocations, and the
+// pending-key signal the node answers by fetching the key (gossipkeys.go).
+// Enrollment (join and hello on the underlay) is the
 // subpackage enroll, which reads and adds to this member table.
 //
 // Contract with the node (mesh.Node):

@@ -68,8 +68,9 @@ func (n *Node) Revoke(target, reason string) (api.Revoked, error) {
 
 // RevokeOffline revokes a member on the state directory of an admin node
 // whose daemon is not running: the record is added to the revocations
-// file, and the daemon gossips it when it next starts. Names are looked up
-// in the persisted member table.
+// file, and the daemon gossips it when it next starts, and then rotates
+// the gossip key (rotateIfDue). Names are looked up in the persisted
+// member table.
 func RevokeOffline(dir identity.StateDir, target, reason string, now time.Time) (api.Revoked, error) {
 	m, err := dir.LoadMember(now)
 	if err != nil {

@@ -11,14 +11,19 @@
 //     secret and every member record. It writes nothing; the caller
 //     (mesh.Join) stores the result.
 //   - Hello proves a ticket's identity by signing a fresh, single-use
-//     challenge (challenge.go).
+//     challenge (challenge.go). FetchGossipKey does the same to be handed
+//     the mesh's current gossip key (only inside TLS, only to a valid,
+//     unrevoked ticket), checked against its CA-signed notice. A refusal
+//     of a revoked identity carries the CA-signed record (Revoked).
 //   - Server (server.go) is the endpoint. A member holding the CA admits
 //     newcomers; any member answers hello, and answers a join with the
 //     name of an admin member to ask instead. Requests are decoded
 //     strictly (decode.go); every check runs before anything changes, so
 //     a refusal (4xx with a stable Code*) leaves no trace and a token is
 //     spent only by an admission. Refusals are counted per source address
-//     and rate limited (limiter.go).
+//     and rate limited (limiter.go); GET /v2/ticket, exempt from that
+//     limit so that a valid token always gets through, has a bucket of
+//     its own.
 //
 // The member table belongs to discovery: the server reads and adds to it
 // through the Members interface (a *discovery.Discovery), and the answer
