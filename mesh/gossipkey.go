@@ -33,12 +33,37 @@ import (
 
 // keyFetch is the fetch loop's memory; mu guards it.
 type keyFetch struct {
-	mu   sync.Mutex
-	last time.Time     // the last fetch for a missing member
-	wait time.Duration // before the next one, doubling while nothing changes
+	mu      sync.Mutex
+	missing backoff // fetches because a known member is not alive
+	pending backoff // retries of an announced epoch not fetched yet
 }
 
-// gossipKeyLoop fetches gossip keys until ctx ends.
+// backoff spaces out repeated fetches for one reason: wait doubles up to
+// a ceiling while the reason stays, and starts over when it goes.
+type backoff struct {
+	last time.Time
+	gap  time.Duration // before the next fetch (0: at once)
+}
+
+// due reports whether a fetch for a reason that holds (cond) may go now,
+// and if so counts it: the first at once, the next base later, then
+// doubling gaps up to ceiling.
+func (b *backoff) due(cond bool, now time.Time, base, ceiling time.Duration) bool {
+	if !cond {
+		b.gap = 0
+		return false
+	}
+	if b.gap != 0 && now.Sub(b.last) < b.gap {
+		return false
+	}
+	b.last = now
+	b.gap = min(max(2*b.gap, base), ceiling)
+	return true
+}
+
+// gossipKeyLoop fetches gossip keys until ctx ends. A degraded node
+// (expired ticket) does not ask: every endpoint would refuse its ticket,
+// and the refusals would count against its renewal.
 func (n *Node) gossipKeyLoop(ctx context.Context) {
 	every, after := defaults.ReconcileInterval, defaults.GossipKeyLonelyAfter
 	if n.cfg.FastTimers {
@@ -46,59 +71,50 @@ func (n *Node) gossipKeyLoop(ctx context.Context) {
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	n.fetchGossipKey(ctx, "start")
+	if n.degraded(time.Now()) == "" {
+		n.fetchGossipKey(ctx, "start")
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.disc.GossipKeyNeeded():
-			n.fetchGossipKey(ctx, "new epoch announced")
+			if n.degraded(time.Now()) == "" {
+				n.fetchGossipKey(ctx, "new epoch announced")
+			}
 		case <-tick.C:
-			if _, ok := n.disc.PendingGossipKey(); ok {
+			now := time.Now()
+			if n.degraded(now) != "" {
+				continue
+			}
+			_, pending := n.disc.PendingGossipKey()
+			n.keys.mu.Lock()
+			retry := n.keys.pending.due(pending, now, every, time.Minute)
+			missing := !pending && n.keys.missing.due(n.memberMissing(now, after), now, after, 5*time.Minute)
+			n.keys.mu.Unlock()
+			switch {
+			case retry:
 				n.fetchGossipKey(ctx, "new epoch still missing")
-			} else if n.missingDue(time.Now(), after) {
-				epoch := n.disc.GossipKeys().Epoch
+			case missing:
 				n.fetchGossipKey(ctx, "a known member is not alive")
-				n.keys.mu.Lock()
-				if n.disc.GossipKeys().Epoch != epoch {
-					n.keys.wait = after
-				}
-				n.keys.mu.Unlock()
 			}
 		}
 	}
 }
 
-// missingDue reports whether a known member has not been alive for at
-// least after, and the last fetch for that reason is long enough ago
-// (after, doubling up to 5 min while fetches bring nothing new). Such a
-// member may be on a gossip key this node lacks: when this node was off
-// across a rotation, nobody can read its gossip and it cannot read
-// theirs, so gossip alone can never tell it; when an admin rotated while
-// this node was unreachable, the admin's notices are sealed with the new
-// key by the time it is back.
-func (n *Node) missingDue(now time.Time, after time.Duration) bool {
-	missing := false
+// memberMissing reports whether a known member (not one that left) has
+// not been alive for at least after. Such a member may be on a gossip key
+// this node lacks: when this node was off across a rotation, nobody can
+// read its gossip and it cannot read theirs, so gossip alone can never
+// tell it; when an admin rotated while this node was unreachable, the
+// admin's notices are sealed with the new key by the time it is back.
+func (n *Node) memberMissing(now time.Time, after time.Duration) bool {
 	for _, m := range n.disc.Members() {
 		if !m.Self && m.State != discovery.StateAlive && m.State != discovery.StateLeft && now.Sub(m.LastChange) >= after {
-			missing = true
+			return true
 		}
 	}
-	n.keys.mu.Lock()
-	defer n.keys.mu.Unlock()
-	if !missing {
-		n.keys.wait = after
-		return false
-	}
-	if n.keys.wait < after {
-		n.keys.wait = after
-	}
-	if now.Sub(n.keys.last) < n.keys.wait {
-		return false
-	}
-	n.keys.last = now
-	n.keys.wait = min(2*n.keys.wait, 5*time.Minute)
-	return true
+	return false
 }
 
 // fetchGossipKey asks members' enrollment endpoints for the current gossip

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -28,5 +29,27 @@ func TestRotationDue(t *testing.T) {
 		if got := rotationDue("alpha", c.revs, c.newest); got != c.want {
 			t.Errorf("%s: due = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+func TestFetchBackoff(t *testing.T) {
+	t0 := time.Date(2026, 3, 14, 15, 0, 0, 0, time.UTC)
+	var b backoff
+	base, ceiling := time.Second, 4*time.Second
+	var fired []time.Duration
+	for at := time.Duration(0); at <= 20*time.Second; at += 500 * time.Millisecond {
+		if b.due(true, t0.Add(at), base, ceiling) {
+			fired = append(fired, at)
+		}
+	}
+	want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second, 11 * time.Second, 15 * time.Second, 19 * time.Second}
+	if !slices.Equal(fired, want) {
+		t.Fatalf("fetches at %v, want %v (doubling from 1 s up to 4 s)", fired, want)
+	}
+	if b.due(false, t0.Add(time.Minute), base, ceiling) {
+		t.Fatal("due without a reason")
+	}
+	if !b.due(true, t0.Add(time.Minute), base, ceiling) || b.due(true, t0.Add(time.Minute+500*time.Millisecond), base, ceiling) {
+		t.Fatal("the wait did not start over once the reason went")
 	}
 }

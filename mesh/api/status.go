@@ -28,7 +28,7 @@ type Status struct {
 	// certificate.
 	Renewal RenewalStatus `json:"renewal,omitzero"`
 	// GossipKey is the gossip keyring: which epoch seals, which open.
-	GossipKey GossipKeyStatus `json:"gossip_key"`
+	GossipKey GossipKeyStatus `json:"gossip_key,omitzero"`
 	// Degraded, when set, says why this node is not a full member (its
 	// ticket or certificate expired): it runs only to renew.
 	Degraded string         `json:"degraded,omitempty"`
