@@ -204,3 +204,43 @@ func TestGossipKeyNoticeRefused(t *testing.T) {
 }
 
 func netAddr(ap netip.AddrPort) net.Addr { return net.UDPAddrFromAddrPort(ap) }
+
+// FuzzMergeRemoteState feeds push/pull states (the keyed form and the
+// forms inside it) to a member: no panic, and a keyed state hands on a
+// notice only when it parses.
+func FuzzMergeRemoteState(f *testing.F) {
+	tm := newTestMesh(f)
+	n := tm.node("fuzz")
+	d, err := New(n.config(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	key, _ := identity.NewGossipKey()
+	notice, _ := tm.ca.SignGossipKeyNotice(1, key, time.Now(), time.Now().Add(time.Minute))
+	rev, _ := tm.ca.Revoke(newIdentity(f).Public(), "fuzz", time.Now())
+	inner := append([]byte{stateRevocList}, identity.MarshalRevocations([]*identity.Revocation{rev})...)
+	if err := d.InstallGossipKey(notice, key); err != nil {
+		f.Fatal(err)
+	}
+	keyed := d.keyedState(inner)
+	f.Add(keyed)
+	f.Add(inner)
+	f.Add(keyed[:10])
+	f.Add([]byte{stateKeyed, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for len(d.keys.keyIn) > 0 {
+			<-d.keys.keyIn
+		}
+		(*delegate)(d).MergeRemoteState(b, false)
+		select {
+		case got := <-d.keys.keyIn:
+			if len(b) < 3 || b[0] != stateKeyed {
+				t.Fatalf("a notice was taken from a state that is not keyed")
+			}
+			if _, err := identity.ParseGossipKeyNotice(got.Marshal()); err != nil {
+				t.Fatalf("a notice that does not parse was handed on: %v", err)
+			}
+		default:
+		}
+	})
+}
