@@ -31,7 +31,7 @@ type enrollFixture struct {
 	addr  string
 	clock time.Time
 
-	revs  *identity.RevocationSet
+	revs *identity.RevocationSet
 
 	mu       sync.Mutex
 	admitted []discovery.Member
