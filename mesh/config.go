@@ -32,10 +32,10 @@ type Config struct {
 	// ListenPort.
 	Endpoints []string `toml:"endpoints,omitempty,omitzero"`
 	// EnrollAddr is where the enrollment endpoint listens (underlay TCP).
-	EnrollAddr      string `toml:"enroll_addr,omitempty,omitzero"`
-	GossipPort      int    `toml:"gossip_port,omitempty,omitzero"`
-	NATSClientPort  int    `toml:"nats_client_port,omitempty,omitzero"`
-	NATSRoutePort   int    `toml:"nats_route_port,omitempty,omitzero"`
+	EnrollAddr     string `toml:"enroll_addr,omitempty,omitzero"`
+	GossipPort     int    `toml:"gossip_port,omitempty,omitzero"`
+	NATSClientPort int    `toml:"nats_client_port,omitempty,omitzero"`
+	NATSRoutePort  int    `toml:"nats_route_port,omitempty,omitzero"`
 	// NATSLeafPort is a core member's leaf-node listener, and where a
 	// leaf member dials every core member: the same on every member.
 	NATSLeafPort    int `toml:"nats_leaf_port,omitempty,omitzero"`

@@ -44,7 +44,7 @@ type Node struct {
 	// NATS starts); natsCoreWarned whether the plan's disagreeing role
 	// was logged (under reconcileMu; see noteCoreChange).
 	natsCore, natsCoreWarned bool
-	leaveOne    sync.Once
+	leaveOne                 sync.Once
 
 	// plan is the last reconcile's plan (New stores one that knows only
 	// this node). Readers, NATS admission on every connection and status,

@@ -79,4 +79,3 @@ func (p *Plan) AllowLeaf(remote netip.Addr, cert *x509.Certificate) bool {
 	want, ok := p.leafFrom[remote.Unmap()]
 	return ok && want == node && !p.isRevoked(want)
 }
-
