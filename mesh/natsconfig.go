@@ -91,9 +91,9 @@ func (n *Node) noteCoreChange(p *Plan) {
 // core member it is connected to (a problem while it is connected to
 // none although core members are alive).
 func natsRole(st *api.Status, ns natsnode.Status) {
+	st.NATS.Leaves = len(ns.Leafs)
 	if !ns.Leaf {
 		st.NATS.Role = api.NATSRoleCore
-		st.NATS.Leaves = len(ns.Leafs)
 		return
 	}
 	st.NATS.Role = api.NATSRoleLeaf

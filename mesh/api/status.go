@@ -101,7 +101,8 @@ type NATSStatus struct {
 	// ("" while none is), of LeafCore core members it may use.
 	LeafOf   string `json:"leaf_of,omitempty"`
 	LeafCore int    `json:"leaf_core,omitempty"`
-	// Leaves is, on a core member, how many leaf members are connected.
+	// Leaves counts the open leaf connections: on a core member those of
+	// its leaf members, on a leaf its own (one when connected).
 	Leaves int `json:"leaves,omitempty"`
 }
 
