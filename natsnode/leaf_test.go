@@ -1,9 +1,14 @@
 package natsnode
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -390,5 +395,86 @@ func TestLeafURLs(t *testing.T) {
 	want := []string{"nats-leaf://[fd00::1]:7422", "nats-leaf://[fd00::2]:7422"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("leafURLs = %v, want %v", got, want)
+	}
+}
+
+// TestLeafCoreEnforcesPermissions speaks the leaf protocol itself, as a
+// malicious box would with a modified server that ignores the
+// permissions the core hands it: the core refuses a member leaf's
+// publish of a JetStream admin request (the stream survives) and says
+// so, while a plain publish from the same connection goes through. A
+// leaf that declares itself the hub (making the core the spoke of the
+// connection) is held to the same permissions.
+func TestLeafCoreEnforcesPermissions(t *testing.T) {
+	for _, hub := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hub=%v", hub), func(t *testing.T) { testLeafCoreEnforces(t, hub) })
+	}
+}
+
+func testLeafCoreEnforces(t *testing.T, hub bool) {
+	lm := newLeafMesh(t)
+	mCore, mLeaf := lm.ca.member(t, "core"), lm.ca.member(t, "leaf")
+	lm.allowed.set(mLeaf, true)
+	core := startNode(t, lm.coreConfig(mCore, true), nil)
+	admin := connectLocal(t, core)
+	ajs, _ := jetstream.New(admin)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := ajs.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := admin.SubscribeSync("plain.subject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.Flush()
+
+	raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", core.cfg.Leaf.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(15 * time.Second))
+	r := bufio.NewReader(raw)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Fatalf("first line %q: %v", line, err)
+	}
+	var info struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info); err != nil || info.Nonce == "" {
+		t.Fatalf("INFO %q: %v", line, err)
+	}
+	conn := tls.Client(raw, mLeaf.routeTLS(lm.ca))
+	if err := conn.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	kp := mLeaf.id.NKeyPair()
+	pub, _ := kp.PublicKey()
+	sig, _ := kp.Sign([]byte(info.Nonce))
+	connect, _ := json.Marshal(map[string]any{"nkey": pub, "sig": base64.RawURLEncoding.EncodeToString(sig), "name": "evil", "headers": true, "hub": hub})
+	fmt.Fprintf(conn, "CONNECT %s\r\nPING\r\n", connect)
+	var seen strings.Builder
+	r = bufio.NewReader(conn)
+	readUntil := func(want string) {
+		t.Helper()
+		for !strings.Contains(seen.String(), want) {
+			l, err := r.ReadString('\n')
+			seen.WriteString(l)
+			if err != nil {
+				t.Fatalf("waiting for %q: %v; got:\n%s", want, err, seen.String())
+			}
+		}
+	}
+	readUntil("PONG")
+	waitLeafs(t, core, 1)
+	fmt.Fprintf(conn, "LMSG $JS.API.STREAM.DELETE.S _INBOX.evil 0\r\n\r\nLMSG plain.subject 2\r\nhi\r\nPING\r\n")
+	readUntil("Permissions Violation")
+	if _, err := plain.NextMsg(5 * time.Second); err != nil {
+		t.Errorf("a plain publish from the leaf did not arrive: %v", err)
+	}
+	if _, err := ajs.Stream(ctx, "S"); err != nil {
+		t.Fatalf("the stream is gone after a raw leaf's delete: %v", err)
 	}
 }
