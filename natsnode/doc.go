@@ -91,8 +91,9 @@
 // (source address and certificate of one live member), Authorize, and
 // gives the connection its member's role as leaf permissions
 // (leafPermissions; TestLeafUsesCoreJetStream shows a leaf box cannot
-// delete streams or publish into $SYS; TestTrapLeafSeesJetStreamAPI pins
-// what it can see). nats-server never re-checks a leaf connection on a
+// delete streams or publish into $SYS, TestLeafCoreEnforcesPermissions
+// that the core enforces it against a leaf speaking the protocol itself;
+// TestTrapLeafSeesJetStreamAPI pins what it can see). nats-server never re-checks a leaf connection on a
 // reload, so Recheck closes refused ones itself (DisconnectClientByID
 // closes leaf connections too). Traps: a changed remote URL list is a new
 // remote, so the leaf reconnects (TestTrapLeafRemoteChangeReconnects);
