@@ -161,3 +161,44 @@ func leafConns(t *testing.T, core ...*meshlab.Node) int {
 	}
 	return n
 }
+
+// TestLaunchDefaultMaxCore: meshlab's Launch (what the benchmarks drive)
+// with the default max_core: six boxes are five core members and one
+// leaf, and the mesh completes.
+func TestLaunchDefaultMaxCore(t *testing.T) {
+	lab := newLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := lab.StartMesh(ctx, "six", []string{"n1", "n2", "n3", "n4", "n5", "n6"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitComplete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]int{}
+	for _, n := range lab.Nodes {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		roles[st.NATS.Role]++
+		if st.NATS.Role == api.NATSRoleCore && st.NATS.RoutesUp != 4 {
+			t.Errorf("%s: core member with %d routes, want 4", n.Name, st.NATS.RoutesUp)
+		}
+	}
+	if roles[api.NATSRoleCore] != 5 || roles[api.NATSRoleLeaf] != 1 {
+		t.Fatalf("roles %v, want 5 core and 1 leaf", roles)
+	}
+	// The leaf reaches a core member's subscriber.
+	leaf := lab.Nodes[0]
+	for _, n := range lab.Nodes {
+		if st, _ := n.Status(); st != nil && st.NATS.Role == api.NATSRoleLeaf {
+			leaf = n
+		}
+	}
+	c, cancelSend := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelSend()
+	if got, err := lab.SendAcross(c, leaf, lab.Nodes[0], "six.hello", "hi"); err != nil || got != "hi" {
+		t.Fatalf("NATS %s → %s: %q, %v", leaf.Name, lab.Nodes[0].Name, got, err)
+	}
+}
