@@ -95,6 +95,20 @@ const goldenTicket = "0105616c706861" + // version 1, name_len 5, "alpha"
 	"bb296ce51d2c78f8afa3d6b064d5fca5fcc7ad80ddca55910e24599542aa6dfa" + // signature
 	"fe4b00d10dbf90892d62fc06d1c036ad837fc9dd7b77450a4ffc7a367712e10d"
 
+// goldenTicketCore is goldenTicket with roles admin,hub,core: the same
+// encoding with the core bit (0x04) set in the roles byte. Tickets
+// without it (goldenTicket) are unchanged.
+const goldenTicketCore = "0105616c706861" + // version 1, name_len 5, "alpha"
+	"79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664" + // identity
+	"baa8f7a2ffd3a679e2e7e7caf41dfc8db812f22d6bbaeed3dfb9dc140411d022" + // wireguard
+	"fdb4b7e4b5ab65b60673d6ed884bf01c" + // overlay address
+	"07" + // roles admin|hub|core
+	"0000000069b579ea" + // not_before = t0 - 1 minute
+	"000000006b96ada6" + // not_after = t0 + TicketValidity
+	"b4b7e4b5abbe6fd9" + // CA key id
+	"74da1785402b83d2627bcc27673a201b0fabf459b5d6afb6502a7231327fc967" + // signature
+	"f250e97d8d8a2db7465907a22e963b1639c7e036685046ebb3aa2f97338e7802"
+
 // goldenRevocation is the golden CA's version 1 revocation, at t0, of the
 // zero seed's identity with reason "key compromised". This build no longer
 // signs version 1 but must keep reading it.
@@ -308,6 +322,44 @@ func TestGoldenTicket(t *testing.T) {
 		t.Errorf("parsed golden ticket is not Equal to the issued one")
 	}
 }
+
+// TestGoldenTicketCore pins the ticket of a core member: the core role is
+// bit 0x04 of the roles byte, and ParseTicket reads it back.
+func TestGoldenTicketCore(t *testing.T) {
+	ca := fixedCA(t)
+	id := FromSeed(seedCounting())
+	tk := issue(t, ca, "alpha", id, RoleAdmin|RoleHub|RoleCore)
+	if got := hex.EncodeToString(tk.Marshal()); got != goldenTicketCore {
+		t.Fatalf("core ticket encoding changed:\n got %s\nwant %s", got, goldenTicketCore)
+	}
+	want := mustHex(t, goldenTicketCore)
+	body, sig := want[:len(want)-ed25519.SignatureSize], want[len(want)-ed25519.SignatureSize:]
+	if !ed25519.Verify(ed25519.PublicKey(mustHex(t, goldenCAPublic)), append([]byte("meshnode ticket v1"), body...), sig) {
+		t.Errorf("golden core ticket signature does not verify")
+	}
+	p, err := ParseTicket(want)
+	if err != nil {
+		t.Fatalf("ParseTicket(golden core): %v", err)
+	}
+	if err := p.Verify(ca.Trust, t0); err != nil {
+		t.Errorf("golden core ticket does not verify: %v", err)
+	}
+	if p.Roles != RoleAdmin|RoleHub|RoleCore || p.Roles.String() != "admin,hub,core" {
+		t.Errorf("golden core ticket roles = %v (%#x), want admin,hub,core", p.Roles, uint8(p.Roles))
+	}
+	// The only byte that differs from the plain golden ticket (before the
+	// signature) is the roles byte.
+	plain := mustHex(t, goldenTicket)
+	for i := range body {
+		if body[i] != plain[i] && i != rolesOffset(len("alpha")) {
+			t.Errorf("byte %d differs from the ticket without the core role", i)
+		}
+	}
+}
+
+// rolesOffset is where the roles byte sits in a ticket whose name has n
+// bytes.
+func rolesOffset(n int) int { return 1 + 1 + n + 32 + 32 + 16 }
 
 func TestGoldenRevocation(t *testing.T) {
 	ca := fixedCA(t)

@@ -30,6 +30,9 @@ type issuedRecord struct {
 	Node      NodePublic      `json:"node"`
 	WireGuard WireGuardPublic `json:"wireguard"`
 	NotAfter  time.Time       `json:"not_after"`
+	// Roles are the ticket's roles (absent in records written before core
+	// members: those count as not core).
+	Roles Roles `json:"roles,omitempty"`
 }
 
 // maxIssuedFile bounds what a load reads (a record is ~200 bytes).
@@ -43,7 +46,7 @@ func OpenIssued(path string) *Issued { return &Issued{path: path} }
 func (s *Issued) Record(t *Ticket, now time.Time) error {
 	return s.update(func(recs []issuedRecord) ([]issuedRecord, error) {
 		recs = slices.DeleteFunc(recs, func(r issuedRecord) bool { return r.Node == t.Node || !now.Before(r.NotAfter) })
-		return append(recs, issuedRecord{Name: t.Name, Node: t.Node, WireGuard: t.WireGuard, NotAfter: t.NotAfter.UTC()}), nil
+		return append(recs, issuedRecord{Name: t.Name, Node: t.Node, WireGuard: t.WireGuard, NotAfter: t.NotAfter.UTC(), Roles: t.Roles}), nil
 	})
 }
 
@@ -75,6 +78,22 @@ func (s *Issued) Conflict(name string, node NodePublic, wg WireGuardPublic, now 
 		return nil, nil // no change
 	})
 	return why, err
+}
+
+// CoreHolders returns the identities holding an unexpired core ticket
+// (RoleCore) in the record, revoked ones left out: the core set as this
+// CA holder issued it, which admission keeps below the mesh's maximum.
+func (s *Issued) CoreHolders(now time.Time, revoked func(NodePublic) bool) (map[NodePublic]bool, error) {
+	out := map[NodePublic]bool{}
+	err := s.update(func(recs []issuedRecord) ([]issuedRecord, error) {
+		for _, r := range recs {
+			if r.Roles.Has(RoleCore) && now.Before(r.NotAfter) && (revoked == nil || !revoked(r.Node)) {
+				out[r.Node] = true
+			}
+		}
+		return nil, nil // no change
+	})
+	return out, err
 }
 
 // update runs fn on the records under the in-process mutex and the file

@@ -92,3 +92,57 @@ func FuzzIssuedFile(f *testing.F) {
 		}
 	})
 }
+
+// TestIssuedCoreHolders: the core set is the unexpired, unrevoked core
+// tickets of the record; a record written before core members (no roles)
+// counts as not core, and a renewal without the core bit drops it.
+func TestIssuedCoreHolders(t *testing.T) {
+	ca := newCA(t, "acme")
+	path := filepath.Join(t.TempDir(), "issued.json")
+	s := OpenIssued(path)
+	now := time.Now()
+	a, b, c, d := FromSeed(Seed{1}), FromSeed(Seed{2}), FromSeed(Seed{3}), FromSeed(Seed{4})
+	issueAt := func(name string, id *Identity, roles Roles, start time.Time) *Ticket {
+		t.Helper()
+		tk, err := ca.IssueTicket(name, id.Public(), id.WireGuardPublic(), roles, start, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Record(tk, now); err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	issueAt("alpha", a, RoleCore|RoleAdmin, now)
+	issueAt("beta", b, RoleCore, now)
+	issueAt("gamma", c, 0, now)
+	// Written by an earlier build: no roles field.
+	old := strings.Replace(mustReadString(t, path), `"roles": "core"`, `"zzz": 1`, 1)
+	if err := os.WriteFile(path, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	issueAt("delta", d, RoleCore, now.Add(-2*time.Hour)) // expired
+	got, err := s.CoreHolders(now, func(k NodePublic) bool { return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got[a.Public()] {
+		t.Errorf("core holders = %v; want only alpha (beta's record has no roles, gamma is no core, delta expired)", got)
+	}
+	if got, _ := s.CoreHolders(now, func(k NodePublic) bool { return k == a.Public() }); len(got) != 0 {
+		t.Errorf("a revoked core member still counts: %v", got)
+	}
+	issueAt("alpha", a, RoleAdmin, now) // renewed without the core bit
+	if got, _ := s.CoreHolders(now, nil); len(got) != 0 {
+		t.Errorf("a replaced core ticket still counts: %v", got)
+	}
+}
+
+func mustReadString(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -304,7 +304,8 @@ func (d StateDir) SaveRenewal(m *Member, ticket, certPEM []byte, now time.Time) 
 }
 
 // InitMesh creates a new mesh in an empty state directory: seed, CA, route
-// secret, and this node's own admin ticket and certificate, valid for
+// secret, and this node's own admin ticket (a core member: the first of
+// the core set, see RoleCore) and certificate, valid for
 // validity (the mesh's member validity; 0 means TicketValidity). It
 // refuses a directory that already holds an identity.
 func (d StateDir) InitMesh(mesh, name string, roles Roles, validity time.Duration, now time.Time) (*Member, error) {
@@ -335,7 +336,7 @@ func (d StateDir) InitMesh(mesh, name string, roles Roles, validity time.Duratio
 	if err := ca.Save(d.CAKeyPath(), d.CACertPath()); err != nil {
 		return nil, err
 	}
-	e, err := ca.EnrollFor(name, id.Public(), id.WireGuardPublic(), roles|RoleAdmin, now, validity)
+	e, err := ca.EnrollFor(name, id.Public(), id.WireGuardPublic(), roles|RoleAdmin|RoleCore, now, validity)
 	if err != nil {
 		return nil, err
 	}

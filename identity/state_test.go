@@ -30,7 +30,7 @@ func TestInitMeshLoadMember(t *testing.T) {
 	if !d.HasIdentity() {
 		t.Errorf("HasIdentity false after InitMesh")
 	}
-	if m.CA == nil || !m.Ticket.Roles.Has(RoleAdmin|RoleHub) || m.Ticket.Name != "alpha" || m.Trust.Mesh != "acme" {
+	if m.CA == nil || !m.Ticket.Roles.Has(RoleAdmin|RoleHub|RoleCore) || m.Ticket.Name != "alpha" || m.Trust.Mesh != "acme" {
 		t.Errorf("InitMesh member: CA %v roles %s name %q mesh %q", m.CA != nil, m.Ticket.Roles, m.Ticket.Name, m.Trust.Mesh)
 	}
 

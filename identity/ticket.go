@@ -21,14 +21,20 @@ const (
 	RoleAdmin Roles = 1 << iota
 	// RoleHub is reachable from outside and relays for phones and NATed peers.
 	RoleHub
+	// RoleCore is a core member: one of the NATS route cluster and the
+	// JetStream meta group, which every other (leaf) member reaches as a
+	// NATS leaf node. The admitting CA decides it (a mesh-wide maximum of
+	// core tickets), so every member agrees on the core set; a mesh whose
+	// tickets carry no core bit at all is all core (see mesh.CoreSet).
+	RoleCore
 
-	knownRoles = RoleAdmin | RoleHub
+	knownRoles = RoleAdmin | RoleHub | RoleCore
 )
 
 var roleNames = []struct {
 	r    Roles
 	name string
-}{{RoleAdmin, "admin"}, {RoleHub, "hub"}}
+}{{RoleAdmin, "admin"}, {RoleHub, "hub"}, {RoleCore, "core"}}
 
 // Has reports whether every role in want is set.
 func (r Roles) Has(want Roles) bool { return r&want == want }
@@ -76,7 +82,7 @@ func ParseRoles(s string) (Roles, error) {
 			}
 		}
 		if !found {
-			return 0, fmt.Errorf("unknown role %q (known: admin, hub)", part)
+			return 0, fmt.Errorf("unknown role %q (known: admin, hub, core)", part)
 		}
 	}
 	return r, nil

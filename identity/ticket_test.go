@@ -108,7 +108,7 @@ func TestParseTicketErrors(t *testing.T) {
 		{"name with a dot", with(nameAt+2, '.'), "name"},
 		{"name starting with '-'", with(nameAt, '-'), "name"},
 		{"name with NUL", with(nameAt+4, 0), "name"},
-		{"unknown role bit", with(rolesAt, 0x04), "unknown role"},
+		{"unknown role bit", with(rolesAt, 0x08), "unknown role"},
 		{"all role bits", with(rolesAt, 0xff), "unknown role"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -270,13 +270,16 @@ func TestRoles(t *testing.T) {
 		{"hub,admin", RoleAdmin | RoleHub, "admin,hub"},
 		{"hub, admin", RoleAdmin | RoleHub, "admin,hub"},
 		{"admin,admin", RoleAdmin, "admin"},
+		{"core", RoleCore, "core"},
+		{"core,admin", RoleAdmin | RoleCore, "admin,core"},
+		{"admin,hub,core", RoleAdmin | RoleHub | RoleCore, "admin,hub,core"},
 	} {
 		r, err := ParseRoles(tc.in)
 		if err != nil || r != tc.want || r.String() != tc.str {
 			t.Errorf("ParseRoles(%q) = %v (%s), %v; want %v (%s)", tc.in, uint8(r), r, err, uint8(tc.want), tc.str)
 		}
 	}
-	for _, bad := range []string{"root", "admin,", "Admin", "admin;hub", ","} {
+	for _, bad := range []string{"root", "admin,", "Admin", "admin;hub", ",", "Core", "leaf"} {
 		if _, err := ParseRoles(bad); err == nil {
 			t.Errorf("ParseRoles(%q) accepted", bad)
 		}

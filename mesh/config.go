@@ -32,11 +32,21 @@ type Config struct {
 	// ListenPort.
 	Endpoints []string `toml:"endpoints,omitempty,omitzero"`
 	// EnrollAddr is where the enrollment endpoint listens (underlay TCP).
-	EnrollAddr      string `toml:"enroll_addr,omitempty,omitzero"`
-	GossipPort      int    `toml:"gossip_port,omitempty,omitzero"`
-	NATSClientPort  int    `toml:"nats_client_port,omitempty,omitzero"`
-	NATSRoutePort   int    `toml:"nats_route_port,omitempty,omitzero"`
-	BootstrapExpect int    `toml:"bootstrap_expect,omitempty,omitzero"`
+	EnrollAddr     string `toml:"enroll_addr,omitempty,omitzero"`
+	GossipPort     int    `toml:"gossip_port,omitempty,omitzero"`
+	NATSClientPort int    `toml:"nats_client_port,omitempty,omitzero"`
+	NATSRoutePort  int    `toml:"nats_route_port,omitempty,omitzero"`
+	// NATSLeafPort is a core member's leaf-node listener, and where a
+	// leaf member dials every core member: the same on every member.
+	NATSLeafPort    int `toml:"nats_leaf_port,omitempty,omitzero"`
+	BootstrapExpect int `toml:"bootstrap_expect,omitempty,omitzero"`
+	// MaxCore is the mesh's maximum of core members (NATS route cluster
+	// and JetStream meta group; the others are leaf nodes): set by
+	// `meshnode init --max-core`, adopted by joiners, and used by every
+	// admin when it admits (discovery/enroll grants the core role while
+	// fewer hold it). It also bounds bootstrap_expect in a core mesh:
+	// only core members count.
+	MaxCore int `toml:"max_core,omitempty,omitzero"`
 	// JetStream limits; zero would mean "75% of RAM" to nats-server, so
 	// the defaults are explicit and small, fit for an edge box.
 	JetStreamMaxMemory int64  `toml:"jetstream_max_memory,omitempty,omitzero"`
@@ -112,8 +122,14 @@ func (c Config) withDefaults() Config {
 	if c.NATSRoutePort == 0 {
 		c.NATSRoutePort = defaults.NATSRoutePort
 	}
+	if c.NATSLeafPort == 0 {
+		c.NATSLeafPort = defaults.NATSLeafPort
+	}
 	if c.BootstrapExpect == 0 {
 		c.BootstrapExpect = defaults.BootstrapExpect
+	}
+	if c.MaxCore == 0 {
+		c.MaxCore = defaults.MaxCore
 	}
 	if c.JetStreamMaxMemory == 0 {
 		c.JetStreamMaxMemory = defaults.JetStreamMaxMemory
@@ -142,7 +158,7 @@ func (c Config) Validate() error {
 	for _, p := range []struct {
 		name string
 		v    int
-	}{{"listen_port", c.ListenPort}, {"gossip_port", c.GossipPort}, {"nats_client_port", c.NATSClientPort}, {"nats_route_port", c.NATSRoutePort}} {
+	}{{"listen_port", c.ListenPort}, {"gossip_port", c.GossipPort}, {"nats_client_port", c.NATSClientPort}, {"nats_route_port", c.NATSRoutePort}, {"nats_leaf_port", c.NATSLeafPort}} {
 		if p.v < 1 || p.v > 65535 {
 			return fmt.Errorf("%s %d: want 1-65535", p.name, p.v)
 		}
@@ -152,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if c.BootstrapExpect < 1 {
 		return fmt.Errorf("bootstrap_expect %d: want at least 1", c.BootstrapExpect)
+	}
+	if c.MaxCore < 1 {
+		return fmt.Errorf("max_core %d: want at least 1", c.MaxCore)
 	}
 	if c.RelayOnly && c.NoRelay {
 		return errors.New("relay_only and no_relay: choose one")

@@ -174,6 +174,9 @@ func Join(ctx context.Context, cfg Config, req JoinRequest) (*JoinResult, error)
 	if v := res.Mesh.MemberValidity(); identity.CheckMemberValidity(v) == nil && v > 0 {
 		cfg.MemberValidity = v
 	}
+	if mc := res.Mesh.MaxCore; mc > 0 {
+		cfg.MaxCore = mc
+	}
 	// A lab mesh stays one: its members advertise internal endpoints.
 	cfg.LabEndpoints = cfg.LabEndpoints || res.Mesh.LabEndpoints
 

@@ -126,7 +126,7 @@ func newJoinFixture(t *testing.T) *joinFixture {
 	f := &joinFixture{inv: identity.OpenInvites(filepath.Join(t.TempDir(), "invites.json"), ca.Trust)}
 	srv, err := enroll.NewServer(enroll.ServerConfig{
 		Member: m, Invites: f.inv, Members: d, Revocations: revs,
-		Mesh: enroll.MeshParams{GossipPort: 7999, BootstrapExpect: 2},
+		Mesh: enroll.MeshParams{GossipPort: 7999, BootstrapExpect: 2, MaxCore: 3},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -181,11 +181,11 @@ func TestJoinStoresMembership(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	// The mesh's gossip port and bootstrap_expect are adopted and saved.
-	if res.Config.GossipPort != 7999 || res.Config.BootstrapExpect != 2 {
-		t.Fatalf("adopted gossip port %d, bootstrap_expect %d", res.Config.GossipPort, res.Config.BootstrapExpect)
+	if res.Config.GossipPort != 7999 || res.Config.BootstrapExpect != 2 || res.Config.MaxCore != 3 {
+		t.Fatalf("adopted gossip port %d, bootstrap_expect %d, max_core %d", res.Config.GossipPort, res.Config.BootstrapExpect, res.Config.MaxCore)
 	}
 	saved, err := LoadConfig(cfg.StateDir)
-	if err != nil || saved.GossipPort != 7999 || saved.BootstrapExpect != 2 {
+	if err != nil || saved.GossipPort != 7999 || saved.BootstrapExpect != 2 || saved.MaxCore != 3 {
 		t.Fatalf("saved config %+v: %v", saved, err)
 	}
 	// The state directory is a member's: the node loads from it.

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +40,11 @@ type Node struct {
 	evictKick chan struct{}
 
 	reconcileMu sync.Mutex // one reconcile at a time (loop and enrollment)
-	leaveOne    sync.Once
+	// natsCore is whether NATS runs as a core member (set once, before
+	// NATS starts); natsCoreWarned whether the plan's disagreeing role
+	// was logged (under reconcileMu; see noteCoreChange).
+	natsCore, natsCoreWarned bool
+	leaveOne                 sync.Once
 
 	// plan is the last reconcile's plan (New stores one that knows only
 	// this node). Readers, NATS admission on every connection and status,
@@ -194,31 +197,16 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		n.disc.Shutdown()
 	})
 
-	// Both TLS configs ask tlsCert on every handshake: a renewal reaches
-	// new routes and clients without a reload, and open ones stay up.
-	n.nats, err = natsnode.New(natsnode.Config{
-		ServerName: m.Ticket.Name, StoreDir: n.cfg.StateDir.NATSDir(),
-		Host: m.Ticket.Addr.String(), ClientPort: n.cfg.NATSClientPort,
-		ClientTLS: n.tlsCert.ServerTLS(m.Trust),
-		Authorize: n.authorizeClient, Role: n.clientRole, PhoneGrant: n.phoneGrant,
-		Cluster: natsnode.ClusterConfig{
-			Name: m.Trust.Mesh, Host: m.Ticket.Addr.String(), Port: n.cfg.NATSRoutePort,
-			Advertise:   net.JoinHostPort(m.Ticket.Addr.String(), strconv.Itoa(n.cfg.NATSRoutePort)),
-			RouteSecret: m.RouteSecret, RouteTLS: n.tlsCert.RouteTLS(m.Trust),
-			AllowRoute: n.allowRoute,
-		},
-		JetStream: natsnode.JetStreamConfig{
-			Enabled: true, MaxMemory: n.cfg.JetStreamMaxMemory, MaxStore: n.cfg.JetStreamMaxStore,
-			BootstrapExpect: n.cfg.BootstrapExpect,
-		},
-		Logger: n.log,
-	})
+	// reconcile above built the first plan: it says whether this node is
+	// a core or a leaf member (natsconfig.go), NATS starts with its
+	// routes or leaf remotes and asks it from the first connection.
+	first := n.plan.Load()
+	n.natsCore = first.Core
+	n.nats, err = natsnode.New(n.natsConfig(first))
 	if err != nil {
 		return err
 	}
-	// reconcile above built the first plan: NATS starts with its routes
-	// and asks it from the first connection.
-	n.nats.SetMembers(n.plan.Load().Routes)
+	n.nats.SetMembers(first.NATSMembers())
 	if err := n.nats.Start(ctx); err != nil {
 		return err
 	}
@@ -319,7 +307,8 @@ func (n *Node) reconcile() {
 	n.applyPhones(p)
 	n.applyCutOff(p, time.Now())
 	if n.nats != nil {
-		n.nats.SetMembers(p.Routes)
+		n.noteCoreChange(p)
+		n.nats.SetMembers(p.NATSMembers())
 		n.nats.Recheck()
 	}
 	n.kickEvict()
@@ -331,7 +320,7 @@ func (n *Node) reconcile() {
 func (n *Node) snapshot() Snapshot {
 	t := n.current().Ticket
 	s := Snapshot{
-		Self: Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, Roles: t.Roles,
+		Self: Self{Name: t.Name, Node: n.member.ID.Public(), Addr: t.Addr, RoutePort: n.cfg.NATSRoutePort, LeafPort: n.cfg.NATSLeafPort, Roles: t.Roles,
 			WireGuard: t.WireGuard, Prefix: n.member.Trust.Prefix()},
 		Revoked: n.revs, Endpoints: n.eps,
 		Paths: n.nat.current(), Mode: n.nat.mode,
@@ -358,6 +347,10 @@ func (n *Node) clientRole(k identity.NodePublic) natsnode.Role {
 
 func (n *Node) allowRoute(remote netip.Addr, cert *x509.Certificate) bool {
 	return n.plan.Load().AllowRoute(remote, cert)
+}
+
+func (n *Node) allowLeaf(remote netip.Addr, cert *x509.Certificate) bool {
+	return n.plan.Load().AllowLeaf(remote, cert)
 }
 
 // LocalEndpoints lists this box's global unicast addresses at port, for
@@ -417,7 +410,8 @@ func (n *Node) serveEnrollment(ctx context.Context) (func(), error) {
 	srv, err := enroll.NewServer(enroll.ServerConfig{
 		Member: n.member, Invites: invites, Issued: issued, Members: n.disc, Revocations: n.revs, GossipKeys: n.disc,
 		Mesh: enroll.MeshParams{GossipPort: n.cfg.GossipPort, BootstrapExpect: n.cfg.BootstrapExpect,
-			MemberValiditySeconds: int64(n.cfg.MemberValidity / time.Second), LabEndpoints: n.cfg.LabEndpoints},
+			MemberValiditySeconds: int64(n.cfg.MemberValidity / time.Second), LabEndpoints: n.cfg.LabEndpoints,
+			MaxCore: n.cfg.MaxCore},
 		// The newcomer becomes a WireGuard peer before the answer goes
 		// out, so its first handshake already finds us ready.
 		OnAdmit: func(m discovery.Member) {

@@ -50,7 +50,10 @@ type Self struct {
 	Node      identity.NodePublic
 	Addr      netip.Addr // overlay address
 	RoutePort int        // NATS route port, used as given
-	Roles     identity.Roles
+	// LeafPort is the NATS leaf-node port of every core member (0: the
+	// default): see plancore.go.
+	LeafPort int
+	Roles    identity.Roles
 	// WireGuard is this node's WireGuard key and Prefix the mesh /48: no
 	// member may claim the key, hub routes must lie inside the prefix (see
 	// filterPeers), and revoked members' addresses derive from it.
@@ -79,9 +82,17 @@ type Plan struct {
 	// with relayed members' addresses on their hubs' peers; under
 	// --relay-only only hubs have peers (routeThroughHubs).
 	Peers []wg.Peer
-	// Routes is the NATS route set: this node first, then every alive
-	// member in Members order.
+	// Routes is the NATS route set of a core member: this node first,
+	// then every alive core member in Members order (every alive member
+	// in a mesh without core members). Empty on a leaf member.
 	Routes []natsnode.Member
+	// Core says whether this node is a core member (plancore.go):
+	// routes, JetStream and a leaf-node listener; otherwise a leaf whose
+	// nats-server connects to one of LeafRemotes.
+	Core bool
+	// LeafRemotes are, on a leaf member, the alive core members, in
+	// Members order; empty on a core member.
+	LeafRemotes []natsnode.Member
 	// CutOff is the overlay address of every revoked member, sorted:
 	// connections to and from them are to be reset at the TUN (a revoked
 	// box gets no WireGuard peer, so nothing else would end them). Each
@@ -102,9 +113,13 @@ type Plan struct {
 	// with the roles of its CA-signed ticket: every member in Members, in
 	// any state.
 	clients map[identity.NodePublic]identity.Roles
-	// routeFrom maps the overlay address of each alive member (and of
-	// self) to the identity whose certificate must carry a route from it.
+	// routeFrom maps the overlay address of each alive core member (and
+	// of self) to the identity whose certificate must carry a route from
+	// it; leafFrom the same for alive leaf members and leaf connections.
 	routeFrom map[netip.Addr]identity.NodePublic
+	leafFrom  map[netip.Addr]identity.NodePublic
+	// coreMesh: the mesh has core members at all (plancore.go).
+	coreMesh bool
 	// phone is the phone part: peers on a hub, routes elsewhere, NATS
 	// admission (phone.go).
 	phone phonePlan
@@ -119,7 +134,7 @@ func NewPlan(s Snapshot) *Plan {
 		revoked:   s.Revoked,
 		clients:   make(map[identity.NodePublic]identity.Roles, len(s.Members)),
 		routeFrom: make(map[netip.Addr]identity.NodePublic, len(s.Members)+1),
-		Routes:    []natsnode.Member{{ServerName: s.Self.Name, Addr: s.Self.Addr, RoutePort: s.Self.RoutePort}},
+		leafFrom:  map[netip.Addr]identity.NodePublic{},
 	}
 	for _, m := range s.Members {
 		if m.Node == s.Self.Node || m.Self || p.isRevoked(m.Node) {
@@ -145,21 +160,35 @@ func NewPlan(s Snapshot) *Plan {
 	})
 	p.Members, p.Dropped = filterPeers(s.Self, p.Members, phoneHubs(s))
 
+	core := coreMesh(s.Self, p.Members, p.isRevoked)
+	p.coreMesh = core
+	p.Core = isCore(s.Self.Roles, core)
+	if p.Core {
+		p.Routes = []natsnode.Member{{ServerName: s.Self.Name, Addr: s.Self.Addr, RoutePort: s.Self.RoutePort}}
+	}
 	for _, m := range p.Members {
 		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))
 		p.clients[m.Node] = m.Roles
 		if m.State != discovery.StateAlive {
 			continue
 		}
-		port := int(m.NATSRoutePort)
-		if port == 0 {
-			port = defaults.NATSRoutePort
-		}
-		p.Routes = append(p.Routes, natsnode.Member{ServerName: m.Name, Addr: m.Addr, RoutePort: port})
+		nm := natsMember(m)
 		// The first alive member holding an address decides (addresses
 		// derive from identity keys, so in a sound table there is one).
-		if _, ok := p.routeFrom[m.Addr]; !ok {
-			p.routeFrom[m.Addr] = m.Node
+		from := p.leafFrom
+		switch {
+		case isCore(m.Roles, core) && p.Core:
+			p.Routes = append(p.Routes, nm)
+			from = p.routeFrom
+		case isCore(m.Roles, core):
+			nm.LeafPort = s.Self.leafPort()
+			p.LeafRemotes = append(p.LeafRemotes, nm)
+			from = nil // a leaf accepts neither routes nor leaves
+		case !p.Core:
+			from = nil
+		}
+		if _, ok := from[m.Addr]; !ok && from != nil {
+			from[m.Addr] = m.Node
 		}
 	}
 	p.Peers = routeThroughHubs(p.Members, p.Peers, s.Paths, s.Mode, s.Self.Roles.Has(identity.RoleHub))
@@ -167,7 +196,7 @@ func NewPlan(s Snapshot) *Plan {
 	// so a member claiming our address would win as before. Discovery's
 	// admission makes that impossible (a ticket's address derives from its
 	// key); the plan does not rely on it beyond keeping the old order.
-	if _, ok := p.routeFrom[s.Self.Addr]; !ok {
+	if _, ok := p.routeFrom[s.Self.Addr]; !ok && p.Core {
 		p.routeFrom[s.Self.Addr] = s.Self.Node
 	}
 	p.planPhones(s)

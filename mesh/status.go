@@ -136,6 +136,7 @@ func (n *Node) Status() api.Status {
 		for _, r := range ns.Routes {
 			st.NATS.Routes = append(st.NATS.Routes, api.RouteConn{ID: r.ID, Remote: r.Remote, Start: r.Start})
 		}
+		natsRole(&st, ns)
 		if ns.JetStream.Waiting {
 			st.Problems = append(st.Problems, fmt.Sprintf("JetStream waits for %d of %d members (core NATS is up)", ns.JetStream.Known, ns.JetStream.Expect))
 		}

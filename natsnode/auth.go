@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
@@ -59,10 +60,18 @@ type clientAuth struct {
 	internal map[uint64]bool     // in-process internal users
 }
 
-// authConn is what a connection proved and the role it was given.
+// authConn is what a connection proved and the role it was given. A
+// leaf connection (a leaf member's server) also proved a certificate
+// from a source address, which AllowLeaf is asked about again on every
+// Recheck.
 type authConn struct {
 	node identity.NodePublic
 	role Role
+
+	leaf   bool
+	remote netip.Addr
+	cert   *x509.Certificate
+	at     time.Time // when a leaf connection authenticated
 }
 
 // role is the role Config.Role gives node (RoleMember without a Role).
@@ -76,11 +85,20 @@ func (s *Server) role(node identity.NodePublic) Role {
 // admitted reports whether a connection that proved node with role may
 // stay: still authorized, with the role it was given.
 func (a *clientAuth) admitted(ac authConn) bool {
+	if ac.leaf && !a.s.cfg.Leaf.AllowLeaf(ac.remote, ac.cert) {
+		return false
+	}
 	return a.s.cfg.Authorize(ac.node) && a.s.role(ac.node) == ac.role
 }
 
 func (a *clientAuth) Check(c server.ClientAuthentication) bool {
-	if c.Kind() != server.CLIENT {
+	// Leaf connections come here too: nats-server hands an inbound leaf
+	// connection to CustomClientAuthentication when the leaf-node options
+	// have no users or nkey of their own (isLeafNodeAuthorized falls
+	// through to isClientAuthorized; TestTrapLeafAuthFallsThrough pins
+	// it). Only a core server with a leaf listener accepts them.
+	leaf := c.Kind() == server.LEAF
+	if c.Kind() != server.CLIENT && !(leaf && a.s.cfg.leafListener()) {
 		return false
 	}
 	id := c.GetID()
@@ -109,7 +127,7 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	}
 	defer a.gate.RUnlock()
 	opts := c.GetOpts()
-	if isInProcess(c.RemoteAddress()) && opts.Username != "" {
+	if !leaf && isInProcess(c.RemoteAddress()) && opts.Username != "" {
 		return a.checkInternal(c, opts, id)
 	}
 	if opts.Nkey == "" {
@@ -143,10 +161,16 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	// seen either here or by the Recheck that follows it. The role is
 	// asked first so that the record and the permissions agree.
 	ac = authConn{node: node, role: a.s.role(node)}
+	if leaf {
+		var ok bool
+		if ac, ok = a.leafProof(c, ac); !ok {
+			return false
+		}
+	}
 	a.mu.Lock()
 	a.conns[id] = ac
 	a.mu.Unlock()
-	if ac.role == RoleNone || !a.s.cfg.Authorize(node) {
+	if ac.role == RoleNone || !a.admitted(ac) {
 		a.forget(id)
 		a.s.log.Info("nats client refused: not a member", "node", node.ShortString(), "role", ac.role, "remote", addrString(c.RemoteAddress()))
 		return false
@@ -158,6 +182,39 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	c.RegisterUser(&server.User{Permissions: a.s.permissionsFor(ac)})
 	opts.Nkey, opts.Sig = "", ""
 	return true
+}
+
+// leafProof checks what a leaf connection proves beyond its nkey: a
+// certificate verified against the mesh CA for that same identity, from
+// the overlay address of a live member whose certificate it is
+// (AllowLeaf, like AllowRoute for routes), and a member's role: a phone
+// runs no server. It returns ac with what it proved.
+func (a *clientAuth) leafProof(c server.ClientAuthentication, ac authConn) (authConn, bool) {
+	remote := addrOf(c.RemoteAddress())
+	st := c.GetTLSConnectionState()
+	if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+		a.s.leafRefused.Add(1)
+		a.s.log.Warn("nats leaf connection refused: no verified certificate", "remote", remote, "node", ac.node.ShortString())
+		return ac, false
+	}
+	cert := st.VerifiedChains[0][0]
+	if certNode, ok := identity.CertNode(cert); !ok || certNode != ac.node {
+		a.s.leafRefused.Add(1)
+		a.s.log.Warn("nats leaf connection refused: the certificate names another node than the nkey", "remote", remote, "node", ac.node.ShortString(), "cert", certName(cert))
+		return ac, false
+	}
+	if ac.role != RoleMember && ac.role != RoleAdmin {
+		a.s.leafRefused.Add(1)
+		a.s.log.Warn("nats leaf connection refused: not a member's server", "remote", remote, "node", ac.node.ShortString(), "role", ac.role)
+		return ac, false
+	}
+	if !remote.IsValid() || !a.s.cfg.Leaf.AllowLeaf(remote, cert) {
+		a.s.leafRefused.Add(1)
+		a.s.log.Warn("nats leaf connection refused: not a live member's address, or the certificate names another member", "remote", remote, "cert", certName(cert))
+		return ac, false
+	}
+	ac.leaf, ac.remote, ac.cert, ac.at = true, remote, cert, time.Now()
+	return ac, true
 }
 
 func (a *clientAuth) checkInternal(c server.ClientAuthentication, opts *server.ClientOpts, id uint64) bool {
@@ -216,20 +273,41 @@ func (a *clientAuth) recheck(ns *server.Server) int {
 	a.mu.Unlock()
 	closed := 0
 	for id, ac := range snap {
-		if ns.GetClient(id) == nil {
+		if !connected(ns, id, ac) {
 			a.forget(id)
 			continue
 		}
 		if a.admitted(ac) {
 			continue
 		}
-		if err := ns.DisconnectClientByID(id); err == nil {
+		err := ns.DisconnectClientByID(id)
+		if err == nil {
 			closed++
-			a.s.log.Info("nats client closed: no longer a member, or its role changed", "node", ac.node.ShortString(), "cid", id)
+			a.s.log.Info("nats client closed: no longer a member, or its role changed", "node", ac.node.ShortString(), "cid", id, "leaf", ac.leaf)
+		} else if ac.leaf {
+			// Not in the leaf table yet (see leafRegisterGrace): the
+			// next Recheck closes it.
+			continue
 		}
 		a.forget(id)
 	}
 	return closed
+}
+
+// leafRegisterGrace is how long a leaf connection's record is kept before
+// the server lists it: nats-server authenticates a leaf connection before
+// it adds it to its leaf table (processLeafnodeConnect), so a Recheck in
+// between must not forget it.
+const leafRegisterGrace = 10 * time.Second
+
+// connected reports whether connection id, which proved ac, may still be
+// open: a client the server lists, or a leaf connection it lists or that
+// authenticated moments ago.
+func connected(ns *server.Server, id uint64, ac authConn) bool {
+	if !ac.leaf {
+		return ns.GetClient(id) != nil
+	}
+	return ns.GetLeafNode(id) != nil || time.Since(ac.at) < leafRegisterGrace
 }
 
 // routeAuth is the CustomRouterAuthentication. nats-server uses it INSTEAD

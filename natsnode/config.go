@@ -58,6 +58,9 @@ type Config struct {
 
 	Cluster   ClusterConfig
 	JetStream JetStreamConfig
+	// Leaf is the leaf-node listener of a core server, or makes this a
+	// leaf server (see LeafConfig).
+	Leaf LeafConfig
 
 	Logger *slog.Logger
 
@@ -128,6 +131,9 @@ func (c *Config) validate() error {
 		return errors.New("natsnode: client TLS has no certificate")
 	}
 	if err := c.validateCluster(); err != nil {
+		return err
+	}
+	if err := c.validateLeaf(); err != nil {
 		return err
 	}
 	js := &c.JetStream

@@ -37,6 +37,11 @@
 //     (as well as when the caller removes its WireGuard peer). Routes this
 //     server dialled are never re-checked by nats-server; removing their
 //     URL from the route set closes them.
+//   - Config.Leaf makes the server a core server with a leaf-node
+//     listener (AllowLeaf asked for every inbound leaf connection) or a
+//     leaf server (Solicit): no cluster, no JetStream, and the members
+//     SetMembers hands over are the core servers it connects to, at their
+//     LeafPort, through one remote (see "Leaf nodes" below).
 //   - RemovePeer(name) takes a server out of the JetStream meta group.
 //   - ConnectInProcess, ClientURL, Ready, Routes, Status and Shutdown serve
 //     the node.
@@ -74,6 +79,27 @@
 // shared account's, and nats-server counts MaxConsumers per stream. Trap:
 // an account holds two copies of its JetStream limits and every reload
 // restores the configured one, so limitAccount sets both.
+//
+// Leaf nodes. A leaf member's server connects to one core server at a
+// time over mutual mesh-CA TLS and proves its node's nkey over the core's
+// nonce (RemoteLeafOpts.Nkey, the seed: with a SignatureCB nats-server
+// sends no nkey, and a reload compares remotes with DeepEqual, which a
+// func never passes). The core has no leaf users of its own, so
+// nats-server hands the connection to clientAuth with Kind() == LEAF
+// (TestTrapLeafAuthFallsThrough); clientAuth checks the nkey signature,
+// that the verified certificate names the same identity, AllowLeaf
+// (source address and certificate of one live member), Authorize, and
+// gives the connection its member's role as leaf permissions
+// (leafPermissions; TestLeafUsesCoreJetStream shows a leaf box cannot
+// delete streams or publish into $SYS, TestLeafCoreEnforcesPermissions
+// that the core enforces it against a leaf speaking the protocol itself;
+// TestTrapLeafSeesJetStreamAPI pins what it can see). nats-server never re-checks a leaf connection on a
+// reload, so Recheck closes refused ones itself (DisconnectClientByID
+// closes leaf connections too). Traps: a changed remote URL list is a new
+// remote, so the leaf reconnects (TestTrapLeafRemoteChangeReconnects);
+// nats-server denies the JetStream API on every leaf connection of a
+// non-system account unless the account names the default domain "",
+// which both sides set (JsAccDefaultDomain, see leafOptions).
 //
 // JetStream bootstrap. Core NATS (pub/sub, request/reply, with the same
 // authentication and TLS) serves from the first node; only JetStream may

@@ -105,3 +105,36 @@ func permissions(r Role) *server.Permissions {
 		Subscribe: &server.SubjectPermission{Deny: append([]string(nil), memberSubDeny...)},
 	}
 }
+
+// leafSubDeny is what a leaf connection may not receive: $SYS, but not
+// the JetStream API, which memberSubDeny denies a member client.
+//
+// Trap (nats-server 2.15): one subscribe list governs both directions of
+// a leaf connection. The leaf server forwards its clients' JetStream
+// requests because of the core's interest in "$JS.API.>", and it filters
+// what it sends along that wildcard interest with the subscribe denies
+// the core handed it (deliverMsg's deny filter); the core filters what it
+// delivers to the leaf with the same list. Any deny of a JetStream API
+// subject therefore cuts the leaf's own clients off that request, while
+// without one a leaf box that subscribes to "$JS.API.>" receives the
+// JetStream requests of other members (TestTrapLeafSeesJetStreamAPI pins
+// it). A leaf member's box can thus read JetStream API requests, which a
+// member client cannot; it cannot publish what a member may not (the
+// admin API, $SYS), and every member may already subscribe to _INBOX.>,
+// where the answers go.
+var leafSubDeny = []string{"$SYS.>"}
+
+// leafPermissions are the permissions of a leaf member's leaf connection
+// on a core server, as seen from the leaf (nats-server reverses them
+// inside the hub): a member publishes what a member client may (the
+// admin JetStream API and $SYS are denied) and receives what leafSubDeny
+// leaves. An admin's leaf is unrestricted, like an admin client.
+func leafPermissions(r Role) *server.Permissions {
+	if r != RoleMember {
+		return nil
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Deny: append([]string(nil), memberDeny...)},
+		Subscribe: &server.SubjectPermission{Deny: append([]string(nil), leafSubDeny...)},
+	}
+}

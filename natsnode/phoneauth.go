@@ -23,6 +23,9 @@ type PhoneGrant struct {
 // permissionsFor is the nats-server permissions of an authenticated
 // connection.
 func (s *Server) permissionsFor(ac authConn) *server.Permissions {
+	if ac.leaf {
+		return leafPermissions(ac.role)
+	}
 	if ac.role != RolePhone {
 		return permissions(ac.role)
 	}

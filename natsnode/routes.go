@@ -11,6 +11,9 @@ type Member struct {
 	ServerName string
 	Addr       netip.Addr // overlay address
 	RoutePort  int
+	// LeafPort is the member's leaf-node listener; a leaf server connects
+	// to the members SetMembers hands it there.
+	LeafPort int
 }
 
 func (m Member) addrPort() netip.AddrPort {
@@ -55,4 +58,11 @@ func urlStrings(us []*url.URL) []string {
 		s[i] = u.String()
 	}
 	return s
+}
+
+// appliedURLs is what apply compares with the running configuration: the
+// route set and then the leaf remote (one of them is empty: a server is
+// core or leaf).
+func appliedURLs(routes, leaves []*url.URL) []string {
+	return append(urlStrings(routes), urlStrings(leaves)...)
 }

@@ -34,6 +34,7 @@ type Server struct {
 	clientAuth            *clientAuth
 	routeAuth             *routeAuth
 	routeRefused          atomic.Int64
+	leafRefused           atomic.Int64
 
 	// reloadMu serializes ReloadOptions calls (route changes and
 	// Recheck's re-authorization) with the bookkeeping around them.
@@ -114,7 +115,7 @@ func (s *Server) withSelf(members []Member) []Member {
 
 // options builds a fresh option set for mode m; the start and every
 // reload use it so unchanged fields compare equal.
-func (s *Server) options(m mode, routes []*url.URL) *server.Options {
+func (s *Server) options(m mode, routes, leaves []*url.URL) *server.Options {
 	c := &s.cfg
 	o := &server.Options{
 		ServerName:                 c.ServerName,
@@ -134,6 +135,7 @@ func (s *Server) options(m mode, routes []*url.URL) *server.Options {
 		o.TLS = true
 		o.TLSConfig = c.ClientTLS
 	}
+	s.leafOptions(o, leaves)
 	if c.clustered() && m != modeAlone {
 		o.CustomRouterAuthentication = s.routeAuth
 		o.Cluster = server.ClusterOpts{
@@ -217,7 +219,8 @@ func (s *Server) startServer(ctx context.Context, all []Member, m mode) error {
 		}
 	}
 	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
-	ns, err := server.NewServer(s.options(m, routes))
+	leaves := leafURLs(all)
+	ns, err := server.NewServer(s.options(m, routes, leaves))
 	if err != nil {
 		return s.startFailed(fmt.Errorf("natsnode: server %s: %w", s.cfg.ServerName, err))
 	}
@@ -262,7 +265,7 @@ func (s *Server) startServer(ctx context.Context, all []Member, m mode) error {
 	s.ns = ns
 	s.mode = m
 	s.sl = sl
-	s.applied = urlStrings(routes)
+	s.applied = appliedURLs(routes, leaves)
 	s.startErr = ""
 	s.dirty = true // members may have changed meanwhile; reconcile once
 	s.mu.Unlock()
@@ -445,7 +448,7 @@ func (s *Server) apply() {
 	all := s.withSelf(s.members)
 	next := s.nextMode(cur, ns != nil, all, s.jsPeer)
 	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
-	want := urlStrings(routes)
+	want := appliedURLs(routes, leafURLs(all))
 	same := slices.Equal(want, s.applied)
 	s.mu.Unlock()
 
@@ -477,7 +480,11 @@ func (s *Server) apply() {
 		return
 	}
 	if s.reload() == nil {
-		s.log.Info("nats routes reloaded", "routes", len(want))
+		if s.cfg.leafNode() {
+			s.log.Info("nats leaf remote reloaded", "core", len(want))
+		} else {
+			s.log.Info("nats routes reloaded", "routes", len(want))
+		}
 	}
 }
 
@@ -492,13 +499,14 @@ func (s *Server) reload() error {
 	defer s.reloadMu.Unlock()
 	s.mu.Lock()
 	ns, m := s.ns, s.mode
-	routes := routeURLs(s.withSelf(s.members), s.cfg.Cluster.RouteSecret)
+	all := s.withSelf(s.members)
+	routes, leaves := routeURLs(all, s.cfg.Cluster.RouteSecret), leafURLs(all)
 	s.mu.Unlock()
 	if ns == nil {
 		return ErrNotRunning
 	}
 	s.clientAuth.gate.Lock()
-	err := ns.ReloadOptions(s.options(m, routes))
+	err := ns.ReloadOptions(s.options(m, routes, leaves))
 	s.clientAuth.gate.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -509,7 +517,7 @@ func (s *Server) reload() error {
 		return err
 	}
 	s.reloadErr = ""
-	s.applied = urlStrings(routes)
+	s.applied = appliedURLs(routes, leaves)
 	return nil
 }
 
@@ -683,6 +691,16 @@ type Status struct {
 
 	// RouteNames names the servers a route is up to, sorted.
 	RouteNames []string
+
+	// Leaf is true on a leaf server (LeafConfig.Solicit): no routes, one
+	// leaf connection to a core server. LeafExpected is how many core
+	// servers its remote lists.
+	Leaf         bool
+	LeafExpected int
+	// Leafs are the open leaf connections: on a leaf server the one to
+	// its core server, on a core server those of its leaf members.
+	Leafs       []LeafConn
+	LeafRefused int64 // inbound leaf connections refused since start
 }
 
 // RouteConn is one open route connection.
@@ -747,9 +765,14 @@ func (s *Server) Status() Status {
 	}
 	self := s.self.addrPort()
 	for _, ap := range distinctAddrs(all) {
-		if ap != self {
+		if ap != self && s.cfg.clustered() {
 			st.RoutesExpected++
 		}
+	}
+	st.Leaf = s.cfg.leafNode()
+	st.LeafRefused = s.leafRefused.Load()
+	if st.Leaf {
+		st.LeafExpected = len(leafURLs(all))
 	}
 	s.mu.Unlock()
 	if s.cfg.JetStream.Enabled {
@@ -761,6 +784,7 @@ func (s *Server) Status() Status {
 	st.JetStream.Enabled = ns.JetStreamEnabled()
 	st.ClientURL = ns.ClientURL()
 	st.Clients = ns.NumClients()
+	st.Leafs = leafConns(ns)
 	if rz, err := ns.Routez(nil); err == nil {
 		ids := map[string]bool{}
 		for _, r := range rz.Routes {

@@ -314,6 +314,16 @@ func TestNATSRecipe(t *testing.T) {
 	if want := local + ",tls://[fd00::2]:4222,tls://[fd00::5]:4333"; got != want {
 		t.Fatalf("NATS_URL = %q, want %q", got, want)
 	}
+	// On a leaf: this node, then the core members only.
+	members[0].Roles = identity.RoleCore
+	members[3].Roles = identity.RoleHub
+	leafSt := &api.Status{NATS: api.NATSStatus{Role: api.NATSRoleLeaf}, Members: members}
+	if got, want := natsclient.URLs(local, memberURLs(natsEnvMembers(leafSt))...), local+",tls://[fd00::2]:4222"; got != want {
+		t.Fatalf("NATS_URL on a leaf = %q, want %q", got, want)
+	}
+	if got := natsEnvMembers(&api.Status{NATS: api.NATSStatus{Role: api.NATSRoleCore}, Members: members}); len(got) != len(members) {
+		t.Fatalf("on a core member nats-env lists %d members, want all %d", len(got), len(members))
+	}
 	r.URLs = got
 	var b strings.Builder
 	r.print(&b)

@@ -18,6 +18,8 @@ func runInit(ctx context.Context, args []string) error {
 	hub := fs.Bool("hub", false, "this node is reachable and relays for phones")
 	validity := fs.Duration("member-validity", defaults.MemberValidity,
 		"lifetime of the mesh's tickets and node certificates (at least 1m); members renew at 2/3 of it")
+	maxCore := fs.Int("max-core", defaults.MaxCore,
+		"most core members (NATS route cluster and JetStream meta group; at least 1): the first members admitted are core, every later one a NATS leaf node")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,6 +41,10 @@ func runInit(ctx context.Context, args []string) error {
 		return fmt.Errorf("--member-validity %s: want at least %s", *validity, identity.MinMemberValidity)
 	}
 	cfg.MemberValidity = *validity
+	if *maxCore < 1 {
+		return fmt.Errorf("--max-core %d: want at least 1", *maxCore)
+	}
+	cfg.MaxCore = *maxCore
 	m, err := cfg.StateDir.InitMesh(*meshName, *name, roles, *validity, time.Now())
 	if err != nil {
 		return err
@@ -51,6 +57,7 @@ func runInit(ctx context.Context, args []string) error {
 	fmt.Printf("overlay:       %s (mesh %s)\n", m.Ticket.Addr, m.Trust.Prefix())
 	fmt.Printf("wireguard key: %s\n", m.ID.WireGuardPublic())
 	fmt.Printf("validity:      members %s (renewed at 2/3), CA until %s\n", *validity, m.Trust.Cert.NotAfter.Format("2006-01-02"))
+	fmt.Printf("core members:  at most %d (NATS routes and JetStream; later members are leaf nodes)\n", cfg.MaxCore)
 	fmt.Printf("state:         %s\n", cfg.StateDir)
 	fmt.Printf("next:          meshnode up --state %s\n", cfg.StateDir)
 	return nil

@@ -26,6 +26,9 @@ func runInvite(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--role: %w", err)
 	}
+	if roles.Has(identity.RoleCore) {
+		return fmt.Errorf("--role core: the admitting node decides who is core (the first members, up to the mesh's max_core)")
+	}
 	if *ttl <= 0 {
 		return fmt.Errorf("--ttl %s: must be positive", *ttl)
 	}

@@ -38,7 +38,7 @@ func runNATSEnv(ctx context.Context, args []string) error {
 // recipe is how a client connects to this node's NATS: what nats-env
 // prints and what `meshnode nats` does, from one place.
 type recipe struct {
-	URLs     string // NATS_URL: this node first, then every live member
+	URLs     string // NATS_URL: this node first, then every live member (core members on a leaf)
 	NKeyPath string
 	CAPath   string
 	dir      identity.StateDir
@@ -63,7 +63,7 @@ func loadRecipe(ctx context.Context, dir identity.StateDir) (*recipe, error) {
 	st, err := api.NewClient(dir).Status(c)
 	switch {
 	case err == nil:
-		members = st.Members
+		members = natsEnvMembers(st)
 	case errors.Is(err, api.ErrNotRunning):
 	default:
 		fmt.Fprintln(os.Stderr, "meshnode: listing this node only in NATS_URL: members unknown:", err)
@@ -79,6 +79,23 @@ func loadRecipe(ctx context.Context, dir identity.StateDir) (*recipe, error) {
 
 func natsURL(host string, port int) string {
 	return "tls://" + net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// natsEnvMembers are the members whose servers a client of this node
+// falls back to: every member on a core member; on a leaf only the core
+// members, whose servers hold the routes and JetStream (another leaf's
+// server would depend on a core member too).
+func natsEnvMembers(st *api.Status) []api.MemberStatus {
+	if st.NATS.Role != api.NATSRoleLeaf {
+		return st.Members
+	}
+	var out []api.MemberStatus
+	for _, m := range st.Members {
+		if m.Roles.Has(identity.RoleCore) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // memberURLs are the client URLs of the live members, in the order given.

@@ -100,7 +100,7 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 		tw.Flush()
 	}
 	printPathNotes(w, st)
-	fmt.Fprintf(w, "NATS %s: routes %d/%d, JetStream: %s\n", st.NATS.ServerName, st.NATS.RoutesUp, st.NATS.RoutesExpected, st.NATS.JetStream)
+	fmt.Fprintln(w, natsStatusLine(st.NATS))
 	printPhones(w, st, now)
 	if st.Healthy {
 		fmt.Fprintln(w, "healthy")
@@ -148,4 +148,21 @@ func nextString(t, now time.Time) string {
 		return "-"
 	}
 	return "in " + ageString(t.Sub(now))
+}
+
+// natsStatusLine is status's NATS line: a core member's routes and leaves, or
+// the core member a leaf is connected to.
+func natsStatusLine(n api.NATSStatus) string {
+	if n.Role == api.NATSRoleLeaf {
+		of := n.LeafOf
+		if of == "" {
+			of = "none"
+		}
+		return fmt.Sprintf("NATS %s: leaf, connected to core member %s (of %d), JetStream: %s", n.ServerName, of, n.LeafCore, n.JetStream)
+	}
+	leaves := ""
+	if n.Leaves > 0 {
+		leaves = fmt.Sprintf(", %d leaves", n.Leaves)
+	}
+	return fmt.Sprintf("NATS %s: core, routes %d/%d%s, JetStream: %s", n.ServerName, n.RoutesUp, n.RoutesExpected, leaves, n.JetStream)
 }

@@ -37,10 +37,32 @@ gamma  fd12:3456:789a::3  dead   -                       -          0 B   0 B
 REVOKED   OVERLAY            WHEN                  BY     REASON
 delta     fd12:3456:789a::4  2030-01-02T02:04:05Z  alpha  stolen laptop
 abcdef01  fd12:3456:789a::5  2029-12-31T03:04:05Z  -      -
-NATS alpha: routes 1/2, JetStream: off
+NATS alpha: core, routes 1/2, JetStream: off
 degraded: member gamma is dead
 `
 	if got := b.String(); got != want {
 		t.Errorf("printStatus:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestNATSStatusLine: the NATS line says core or leaf, and on a leaf which core
+// member it is connected to.
+func TestNATSStatusLine(t *testing.T) {
+	for _, c := range []struct {
+		in   api.NATSStatus
+		want string
+	}{
+		{api.NATSStatus{ServerName: "a", Role: api.NATSRoleCore, RoutesUp: 1, RoutesExpected: 1, Leaves: 2, JetStream: "ok"},
+			"NATS a: core, routes 1/1, 2 leaves, JetStream: ok"},
+		{api.NATSStatus{ServerName: "a", RoutesUp: 0, RoutesExpected: 0, JetStream: "off"}, // an earlier build: core
+			"NATS a: core, routes 0/0, JetStream: off"},
+		{api.NATSStatus{ServerName: "l", Role: api.NATSRoleLeaf, LeafOf: "a", LeafCore: 2, JetStream: "through the core (leaf)"},
+			"NATS l: leaf, connected to core member a (of 2), JetStream: through the core (leaf)"},
+		{api.NATSStatus{ServerName: "l", Role: api.NATSRoleLeaf, LeafCore: 2, JetStream: "through the core (leaf)"},
+			"NATS l: leaf, connected to core member none (of 2), JetStream: through the core (leaf)"},
+	} {
+		if got := natsStatusLine(c.in); got != c.want {
+			t.Errorf("natsStatusLine(%+v) =\n %q\nwant\n %q", c.in, got, c.want)
+		}
 	}
 }

@@ -31,6 +31,8 @@ type enrollFixture struct {
 	addr  string
 	clock time.Time
 
+	revs *identity.RevocationSet
+
 	mu       sync.Mutex
 	admitted []discovery.Member
 }
@@ -44,9 +46,14 @@ func newEnrollFixture(t *testing.T, withCA bool, maxFailures int) *enrollFixture
 // newEnrollFixtureWith is newEnrollFixture with a last say over the
 // endpoint's configuration.
 func newEnrollFixtureWith(t *testing.T, withCA bool, maxFailures int, configure func(*ServerConfig)) *enrollFixture {
+	return newEnrollFixtureAs(t, withCA, maxFailures, identity.RoleAdmin, configure)
+}
+
+// newEnrollFixtureAs is newEnrollFixtureWith with the admin's roles.
+func newEnrollFixtureAs(t *testing.T, withCA bool, maxFailures int, adminRoles identity.Roles, configure func(*ServerConfig)) *enrollFixture {
 	tm := newTestMesh(t)
 	f := &enrollFixture{t: t, tm: tm, clock: time.Now()}
-	admin := tm.enroll("admin", identity.RoleAdmin)
+	admin := tm.enroll("admin", adminRoles)
 	admin.CA = tm.ca
 	self := admin
 	if !withCA {
@@ -54,6 +61,7 @@ func newEnrollFixtureWith(t *testing.T, withCA bool, maxFailures int, configure 
 	}
 	f.self = self
 	revs := identity.NewRevocationSet(self.Trust)
+	f.revs = revs
 	d, err := discovery.New(tm.discoveryConfig(t, self, revs, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)

@@ -387,6 +387,12 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, now time.Time) (an
 	if aerr := s.checkJoinKeys(req, now); aerr != nil {
 		return nil, aerr
 	}
+	roles &^= identity.RoleCore
+	if core, err := s.coreRole(req.Node, now); err != nil {
+		return nil, fail(http.StatusInternalServerError, CodeInternalError, "core set: %v", err)
+	} else if core {
+		roles |= identity.RoleCore
+	}
 	e, err := ca.EnrollFor(req.Name, req.Node, req.WireGuard, roles, now, s.cfg.Mesh.MemberValidity())
 	if err != nil {
 		return nil, fail(http.StatusInternalServerError, CodeInternalError, "issue: %v", err)

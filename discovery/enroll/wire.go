@@ -197,6 +197,12 @@ type MeshParams struct {
 	// and an admitted admin issues with the mesh's setting (0: not sent
 	// by an earlier build; the default applies).
 	MemberValiditySeconds int64 `json:"member_validity_s,omitempty"`
+
+	// MaxCore is the mesh's maximum number of core members (NATS route
+	// cluster and JetStream meta group; the others are leaf nodes), so
+	// that an admitted admin grants the core role with the mesh's
+	// setting (0: not sent by an earlier build; see Server.coreRole).
+	MaxCore int `json:"max_core,omitempty"`
 }
 
 // MemberValidity is MemberValiditySeconds as a duration (0 when unset).

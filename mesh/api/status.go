@@ -106,7 +106,25 @@ type NATSStatus struct {
 	// RouteServers names the servers a route is up to (what nats-server's
 	// Routez reports), sorted.
 	RouteServers []string `json:"route_servers,omitempty"`
+
+	// Role is "core" (route cluster and JetStream meta group, a leaf-node
+	// listener) or "leaf" (a NATS leaf node of the core). Empty from an
+	// earlier build: core.
+	Role string `json:"role,omitempty"`
+	// LeafOf is, on a leaf, the core member its leaf connection is up to
+	// ("" while none is), of LeafCore core members it may use.
+	LeafOf   string `json:"leaf_of,omitempty"`
+	LeafCore int    `json:"leaf_core,omitempty"`
+	// Leaves counts the open leaf connections: on a core member those of
+	// its leaf members, on a leaf its own (one when connected).
+	Leaves int `json:"leaves,omitempty"`
 }
+
+// NATS roles (NATSStatus.Role).
+const (
+	NATSRoleCore = "core"
+	NATSRoleLeaf = "leaf"
+)
 
 // RouteConn is one open NATS route connection.
 type RouteConn struct {

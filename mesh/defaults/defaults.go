@@ -35,6 +35,15 @@ const (
 	// client and cluster route listeners.
 	NATSClientPort = 4222
 	NATSRoutePort  = 6222
+	// NATSLeafPort is a core member's leaf-node listener: every leaf
+	// member's nats-server connects to the core there (the same port on
+	// every member, as gossip does not carry it).
+	NATSLeafPort = 7422
+	// MaxCore is a mesh's default maximum of core members (`meshnode init
+	// --max-core`): the NATS route cluster and the JetStream meta group.
+	// Every other member is a NATS leaf node of the core, so a mesh of at
+	// most MaxCore members is all core.
+	MaxCore = 5
 	// ObservePort is where every node answers, over the overlay, "your
 	// WireGuard endpoint as I see it" (TCP, HTTP; mesh/observe.go):
 	// members behind NAT learn their mapped endpoint from hubs.

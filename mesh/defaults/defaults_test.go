@@ -26,6 +26,8 @@ func TestDesignTable(t *testing.T) {
 		{"GossipPort", GossipPort, 7946},
 		{"NATSClientPort", NATSClientPort, 4222},
 		{"NATSRoutePort", NATSRoutePort, 6222},
+		{"NATSLeafPort", NATSLeafPort, 7422},
+		{"MaxCore", MaxCore, 5},
 		{"BootstrapExpect", BootstrapExpect, 3},
 		{"Keepalive", Keepalive, 25 * time.Second},
 		{"CAValidity", CAValidity, 10 * 365 * 24 * time.Hour},

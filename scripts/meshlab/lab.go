@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/mesh/defaults"
 	"github.com/meshnode/meshnode/scripts/netns"
@@ -257,10 +258,33 @@ func (n *Node) Complete(want int) (bool, string) {
 	if alive != want-1 {
 		return false, fmt.Sprintf("%s sees %d of %d members alive with a handshake", n.Name, alive, want-1)
 	}
-	if st.NATS.RoutesExpected != want-1 || st.NATS.RoutesUp != want-1 {
-		return false, fmt.Sprintf("%s: NATS routes %d/%d, want %d", n.Name, st.NATS.RoutesUp, st.NATS.RoutesExpected, want-1)
+	if st.NATS.Role == api.NATSRoleLeaf {
+		if st.NATS.LeafOf == "" {
+			return false, fmt.Sprintf("%s: NATS leaf not connected to any of %d core members", n.Name, st.NATS.LeafCore)
+		}
+		return true, ""
+	}
+	routes := coreRoutes(st, want)
+	if st.NATS.RoutesExpected != routes || st.NATS.RoutesUp != routes {
+		return false, fmt.Sprintf("%s: NATS routes %d/%d, want %d", n.Name, st.NATS.RoutesUp, st.NATS.RoutesExpected, routes)
 	}
 	return true, ""
+}
+
+// coreRoutes is how many NATS routes a core node of a complete mesh of
+// want nodes has: one per other core member, or per other member in a
+// mesh without core members (all core).
+func coreRoutes(st *api.Status, want int) int {
+	core := 0
+	for _, m := range st.Members {
+		if m.Roles.Has(identity.RoleCore) {
+			core++
+		}
+	}
+	if core == 0 && !st.Roles.Has(identity.RoleCore) {
+		return want - 1
+	}
+	return core
 }
 
 // WaitComplete polls until every running node is Complete, or ctx ends; the
