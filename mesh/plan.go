@@ -42,6 +42,10 @@ type Snapshot struct {
 	// See routeThroughHubs.
 	Paths map[identity.NodePublic]Path
 	Mode  PathMode
+	// KeepRoutes lists members gossip calls dead or left whose NATS
+	// routes stay: WireGuard has not yet confirmed the death, or it
+	// refutes it (natsdead.go). nil: gossip alone decides.
+	KeepRoutes map[identity.NodePublic]bool
 }
 
 // Self is what a plan needs to know about this node.
@@ -80,7 +84,9 @@ type Plan struct {
 	// --relay-only only hubs have peers (routeThroughHubs).
 	Peers []wg.Peer
 	// Routes is the NATS route set: this node first, then every alive
-	// member in Members order.
+	// member in Members order, and every member gossip calls dead or
+	// left that Snapshot.KeepRoutes keeps (WireGuard has not confirmed
+	// its death).
 	Routes []natsnode.Member
 	// CutOff is the overlay address of every revoked member, sorted:
 	// connections to and from them are to be reset at the TUN (a revoked
@@ -102,7 +108,7 @@ type Plan struct {
 	// with the roles of its CA-signed ticket: every member in Members, in
 	// any state.
 	clients map[identity.NodePublic]identity.Roles
-	// routeFrom maps the overlay address of each alive member (and of
+	// routeFrom maps the overlay address of each routed member (and of
 	// self) to the identity whose certificate must carry a route from it.
 	routeFrom map[netip.Addr]identity.NodePublic
 	// phone is the phone part: peers on a hub, routes elsewhere, NATS
@@ -148,7 +154,7 @@ func NewPlan(s Snapshot) *Plan {
 	for _, m := range p.Members {
 		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))
 		p.clients[m.Node] = m.Roles
-		if m.State != discovery.StateAlive {
+		if !routable(m, s.KeepRoutes) {
 			continue
 		}
 		port := int(m.NATSRoutePort)
@@ -275,4 +281,17 @@ func (p *Plan) AllowRoute(remote netip.Addr, cert *x509.Certificate) bool {
 	// Self is never dropped for revocation here: it was not when the
 	// member list was re-read on every route either.
 	return want == p.self || !p.isRevoked(want)
+}
+
+// routable: the member's NATS routes belong in the plan. Gossip's dead
+// and left need WireGuard's agreement (keep lists where it has none yet);
+// unknown members (not seen by gossip since start) get no routes.
+func routable(m discovery.Member, keep map[identity.NodePublic]bool) bool {
+	switch {
+	case m.State == discovery.StateAlive:
+		return true
+	case gossipDead(m.State):
+		return keep[m.Node]
+	}
+	return false
 }
