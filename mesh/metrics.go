@@ -91,6 +91,7 @@ func (n *Node) metricsSnapshot(now time.Time) *metrics.Snapshot {
 		if !gs.LastChange.IsZero() {
 			s.Gossip.SinceMembersChange = now.Sub(gs.LastChange)
 		}
+		s.Gossip.DeathsRefuted = n.witness.refuted()
 	}
 	if n.nats != nil {
 		st, ns := n.nats.Stats(), n.nats.Status()

@@ -38,6 +38,12 @@ type Node struct {
 	leave chan struct{}
 	// evictKick wakes evictLoop (revoked members out of JetStream).
 	evictKick chan struct{}
+	// deathWake asks Run for a reconcile when a NATS death verdict comes
+	// due (natsdead.go); deathTimer, under reconcileMu, sends on it.
+	deathWake  chan struct{}
+	deathTimer *time.Timer
+	// witness judges gossip's deaths against WireGuard (natsdead.go).
+	witness deathWitness
 
 	reconcileMu sync.Mutex // one reconcile at a time (loop and enrollment)
 	// natsCore is whether NATS runs as a core member (set once, before
@@ -107,7 +113,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: log.With("node", m.Ticket.Name), member: m, revs: revs, eps: eps,
 		ready: make(chan struct{}), leave: make(chan struct{}), evictKick: make(chan struct{}, 1),
-		tlsCert: identity.NewCertHolder(tlsCert),
+		deathWake: make(chan struct{}, 1),
+		tlsCert:   identity.NewCertHolder(tlsCert),
 	}
 	n.cur.Store(m)
 	n.renew.now = make(chan struct{}, 1)
@@ -266,6 +273,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			n.reconcile()
 		case <-tick.C:
 			n.reconcile()
+		case <-n.deathWake:
+			n.reconcile()
 		}
 		if rev := n.selfRevoked(); rev != nil {
 			// Gossip told us (every member sends a revoked member its
@@ -296,7 +305,17 @@ func (n *Node) reconcile() {
 	}
 	n.reconcileMu.Lock()
 	defer n.reconcileMu.Unlock()
-	p := NewPlan(n.snapshot())
+	now := time.Now()
+	s := n.snapshot()
+	// Peers read before Apply: the handshakes WireGuard has seen so far.
+	peers, err := n.dev.Peers()
+	if err != nil {
+		n.log.Warn("read WireGuard peers", "err", err)
+	}
+	var wake time.Time
+	s.KeepRoutes, wake = n.witness.judge(s.Members, peers, s.Paths, nodeAsker{n.dev}, n.log, now)
+	n.wakeForDeath(wake, now)
+	p := NewPlan(s)
 	n.plan.Store(p)
 	n.drops.note(n.log, p.Dropped)
 	// The device logs what it changed ("wireguard peers applied"); this

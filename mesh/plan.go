@@ -42,6 +42,10 @@ type Snapshot struct {
 	// See routeThroughHubs.
 	Paths map[identity.NodePublic]Path
 	Mode  PathMode
+	// KeepRoutes lists members gossip calls dead or left whose NATS
+	// routes stay: WireGuard has not yet confirmed the death, or it
+	// refutes it (natsdead.go). nil: gossip alone decides.
+	KeepRoutes map[identity.NodePublic]bool
 }
 
 // Self is what a plan needs to know about this node.
@@ -83,14 +87,17 @@ type Plan struct {
 	// --relay-only only hubs have peers (routeThroughHubs).
 	Peers []wg.Peer
 	// Routes is the NATS route set of a core member: this node first,
-	// then every alive core member in Members order (every alive member
-	// in a mesh without core members). Empty on a leaf member.
+	// then every routed core member in Members order (every routed
+	// member in a mesh without core members). Empty on a leaf member.
+	// Routed: alive, or called dead or left by gossip while
+	// Snapshot.KeepRoutes keeps it (the data plane has not confirmed
+	// the death, natsdead.go); the same holds for LeafRemotes.
 	Routes []natsnode.Member
 	// Core says whether this node is a core member (plancore.go):
 	// routes, JetStream and a leaf-node listener; otherwise a leaf whose
 	// nats-server connects to one of LeafRemotes.
 	Core bool
-	// LeafRemotes are, on a leaf member, the alive core members, in
+	// LeafRemotes are, on a leaf member, the routed core members, in
 	// Members order; empty on a core member.
 	LeafRemotes []natsnode.Member
 	// CutOff is the overlay address of every revoked member, sorted:
@@ -113,9 +120,9 @@ type Plan struct {
 	// with the roles of its CA-signed ticket: every member in Members, in
 	// any state.
 	clients map[identity.NodePublic]identity.Roles
-	// routeFrom maps the overlay address of each alive core member (and
+	// routeFrom maps the overlay address of each routed core member (and
 	// of self) to the identity whose certificate must carry a route from
-	// it; leafFrom the same for alive leaf members and leaf connections.
+	// it; leafFrom the same for routed leaf members and leaf connections.
 	routeFrom map[netip.Addr]identity.NodePublic
 	leafFrom  map[netip.Addr]identity.NodePublic
 	// coreMesh: the mesh has core members at all (plancore.go).
@@ -169,7 +176,7 @@ func NewPlan(s Snapshot) *Plan {
 	for _, m := range p.Members {
 		p.Peers = append(p.Peers, peerFor(m, s.Endpoints))
 		p.clients[m.Node] = m.Roles
-		if m.State != discovery.StateAlive {
+		if !routable(m, s.KeepRoutes) {
 			continue
 		}
 		nm := natsMember(m)
@@ -304,4 +311,17 @@ func (p *Plan) AllowRoute(remote netip.Addr, cert *x509.Certificate) bool {
 	// Self is never dropped for revocation here: it was not when the
 	// member list was re-read on every route either.
 	return want == p.self || !p.isRevoked(want)
+}
+
+// routable: the member's NATS routes belong in the plan. Gossip's dead
+// and left need WireGuard's agreement (keep lists where it has none yet);
+// unknown members (not seen by gossip since start) get no routes.
+func routable(m discovery.Member, keep map[identity.NodePublic]bool) bool {
+	switch {
+	case m.State == discovery.StateAlive:
+		return true
+	case gossipDead(m.State):
+		return keep[m.Node]
+	}
+	return false
 }

@@ -61,6 +61,20 @@ const (
 	// ReconcileInterval is how often the member table is turned into
 	// WireGuard peers and NATS routes even when nothing changed.
 	ReconcileInterval = 5 * time.Second
+	// NATSDeathProbeGrace is how long a member gossip calls dead has to
+	// answer (a WireGuard handshake, a datagram to its kernel) before its
+	// NATS routes go (mesh/natsdead.go). A live member answers in one
+	// round trip; if both asks are lost its routes go and come back the
+	// next time it sends anything.
+	NATSDeathProbeGrace = time.Second
+	// NATSDeathReask is how often a member gossip still calls dead, but
+	// who answered, is asked again (more than wireguard-go's 5 s between
+	// handshake initiations).
+	NATSDeathReask = 10 * time.Second
+	// NATSDeathNudgePort is the closed UDP port (discard) a member gossip
+	// calls dead is sent one datagram at: its kernel's port-unreachable,
+	// coming back through the tunnel, shows it alive (mesh/natsdead.go).
+	NATSDeathNudgePort = 9
 	// MemberRetention is how long a member that left or failed stays in the
 	// persisted member table (and is rejoined) before it is forgotten.
 	MemberRetention = 72 * time.Hour

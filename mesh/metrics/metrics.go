@@ -92,6 +92,10 @@ type Gossip struct {
 	PushPulls          uint64            // full state exchanges merged
 	Probes             uint64            // probe round trips completed
 	SinceMembersChange time.Duration
+	// DeathsRefuted counts the members gossip calls dead that answer
+	// WireGuard handshakes: their NATS routes stay (mesh/natsdead.go).
+	// Non-zero for long means gossip is broken where the tunnel is not.
+	DeathsRefuted int
 }
 
 // NATS is read from the embedded nats-server's own monitoring structures.
@@ -168,6 +172,7 @@ func Write(w io.Writer, s *Snapshot, process bool) {
 	c("meshnode_gossip_push_pulls_total", s.Gossip.PushPulls)
 	c("meshnode_gossip_probes_total", s.Gossip.Probes)
 	g("meshnode_gossip_members_changed_age_seconds", s.Gossip.SinceMembersChange.Seconds())
+	g("meshnode_gossip_deaths_refuted", float64(s.Gossip.DeathsRefuted))
 
 	n := s.NATS
 	g("meshnode_nats_up", bool01(n.Running))

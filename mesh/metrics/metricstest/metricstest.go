@@ -96,6 +96,7 @@ var Families = map[string]dto.MetricType{
 	"meshnode_gossip_push_pulls_total":                dto.MetricType_COUNTER,
 	"meshnode_gossip_probes_total":                    dto.MetricType_COUNTER,
 	"meshnode_gossip_members_changed_age_seconds":     dto.MetricType_GAUGE,
+	"meshnode_gossip_deaths_refuted":                  dto.MetricType_GAUGE,
 	"meshnode_nats_up":                                dto.MetricType_GAUGE,
 	"meshnode_nats_routes_up":                         dto.MetricType_GAUGE,
 	"meshnode_nats_routes_expected":                   dto.MetricType_GAUGE,
