@@ -220,6 +220,11 @@ func TestJetStreamFaults(t *testing.T) {
 		t.Errorf("%d acks name a stream sequence that holds another message: %v", misacked, head(misackedIDs, 20))
 	}
 	for _, ph := range phases {
+		// The client was connected to a server the fault took away: if it
+		// never noticed, the phase tested nothing.
+		if ph.discAt.IsZero() {
+			t.Errorf("phase %d (%s): the client was never disconnected after the fault", ph.n, ph.what)
+		}
 		if ph.gap > maxAckGap {
 			t.Errorf("phase %d (%s): acks paused %s (after %s), want ≤ %s", ph.n, ph.what, ph.gap.Round(time.Millisecond), ph.gapAfter, maxAckGap)
 		}
@@ -454,8 +459,9 @@ type ack struct {
 type phaseResult struct {
 	n         int
 	what      string
-	faultAt   time.Time // when the fault was injected
-	discAt    time.Time // the client's first disconnect after it
+	faultAt   time.Time     // when the fault was injected
+	discAt    time.Time     // the client's first disconnect after it
+	acksAgain time.Duration // fault → the first ack after discAt
 	acks      []ack
 	refused   int
 	conns     int // connects, the first included
@@ -483,9 +489,10 @@ type publisher struct {
 	exited  chan struct{}
 	stopped bool // stop ran
 
-	mu       sync.Mutex // guards res and connURLs
+	mu       sync.Mutex // guards res, connURLs and events
 	res      *phaseResult
 	connURLs []string
+	events   []string // the helper's lines other than acks
 }
 
 // startPublisher starts a publisher for one phase, its URLs from
@@ -538,6 +545,11 @@ func (p *publisher) scan(r io.Reader) {
 				ss, _ := strconv.ParseUint(fl[3], 10, 64)
 				p.res.acks = append(p.res.acks, ack{id: p.prefix + "-" + fl[1], seq: seq, at: time.Unix(0, ns), streamSeq: ss, dup: fl[4] == "1"})
 			}
+		case "conn", "disc", "refused", "connfail":
+			// The phase's story, printed when it ends.
+			p.events = append(p.events, sc.Text())
+		}
+		switch fl[0] {
 		case "conn":
 			if len(fl) == 3 {
 				p.connURLs = append(p.connURLs, fl[2])
@@ -647,10 +659,17 @@ func (p *publisher) stop() *phaseResult {
 	if t := p.tail(); t != "" {
 		p.f.t.Logf("%s publisher stderr: %s", p.prefix, t)
 	}
-	firstAck := "none"
+	p.f.t.Logf("phase %d: the client's events (s from the fault):\n%s", r.n, p.story())
+	// Acks again: the first ack after the client left the server at fault
+	// (an ack already on its way at the fault says nothing).
+	again, from := "none", r.discAt
+	if from.IsZero() {
+		from = r.faultAt
+	}
 	for _, a := range r.acks {
-		if a.at.After(r.faultAt) {
-			firstAck = a.at.Sub(r.faultAt).Round(time.Millisecond).String()
+		if a.at.After(from) {
+			r.acksAgain = a.at.Sub(r.faultAt)
+			again = r.acksAgain.Round(time.Millisecond).String()
 			break
 		}
 	}
@@ -658,9 +677,27 @@ func (p *publisher) stop() *phaseResult {
 	if !r.discAt.IsZero() {
 		disc = r.discAt.Sub(r.faultAt).Round(time.Millisecond).String()
 	}
-	p.f.t.Logf("figure: phase %d (%s): acked %d, duplicate acks %d, refusals %d, longest ack gap %s (after %s), fault → client disconnect %s, fault → first ack %s, reconnects %d, time to healthy %s",
-		r.n, r.what, len(r.acks), r.dupAcks(), r.refused, r.gap.Round(time.Millisecond), r.gapAfter, disc, firstAck, max(r.conns-1, 0), r.toHealthy.Round(time.Millisecond))
+	p.f.t.Logf("figure: phase %d (%s): acked %d, duplicate acks %d, refusals %d, longest ack gap %s (after %s), fault → client disconnect %s, fault → acks again %s, reconnects %d, time to healthy %s",
+		r.n, r.what, len(r.acks), r.dupAcks(), r.refused, r.gap.Round(time.Millisecond), r.gapAfter, disc, again, max(r.conns-1, 0), r.toHealthy.Round(time.Millisecond))
 	return r
+}
+
+// story is the helper's events with their times relative to the fault
+// (p.mu held).
+func (p *publisher) story() string {
+	var b strings.Builder
+	for _, e := range p.events {
+		kind, rest, _ := strings.Cut(e, " ")
+		ts, rest, _ := strings.Cut(rest, " ")
+		if kind == "refused" { // refused SEQ TIME ERR
+			seq := ts
+			ts, rest, _ = strings.Cut(rest, " ")
+			rest = p.prefix + "-" + seq + ": " + rest
+		}
+		ns, _ := strconv.ParseInt(ts, 10, 64)
+		fmt.Fprintf(&b, "\t%+8.3f %s %s\n", time.Unix(0, ns).Sub(p.res.faultAt).Seconds(), kind, rest)
+	}
+	return b.String()
 }
 
 // kill stops the helper by PID if it is still running.
