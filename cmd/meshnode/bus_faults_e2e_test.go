@@ -536,6 +536,11 @@ func (p *publisher) scan(r io.Reader) {
 		if len(fl) < 2 {
 			continue
 		}
+		if fl[0] == "stopped" {
+			// What follows is the helper closing its connection.
+			io.Copy(io.Discard, r)
+			return
+		}
 		p.mu.Lock()
 		switch fl[0] {
 		case "ack":

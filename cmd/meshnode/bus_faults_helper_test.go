@@ -105,7 +105,7 @@ func faultsConnect(ctx context.Context, out *lineWriter) (*nats.Conn, error) {
 
 func oneLine(err error) string {
 	if err == nil {
-		return "-"
+		return "(no error: a reconnect natsclient.Publish forced)"
 	}
 	return strings.ReplaceAll(err.Error(), "\n", " ")
 }
