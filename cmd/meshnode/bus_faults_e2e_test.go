@@ -96,9 +96,11 @@ func TestJetStreamFaults(t *testing.T) {
 			break
 		}
 	}
-	if _, err := f.healthy(); err != nil {
-		t.Fatal(err)
-	}
+	// A stream just created may not have its replicas current yet.
+	f.waitFor(maxToHealthy, "the mesh healthy before the faults", func() error {
+		_, err := f.healthy()
+		return err
+	})
 	t.Logf("mesh of %d up, stream %s on %v, publisher on %s, after %s", len(names), faultsStream, info.servers(), f.via.Name, time.Since(begun).Round(time.Millisecond))
 
 	var phases []*phaseResult
