@@ -97,10 +97,7 @@ func TestJetStreamFaults(t *testing.T) {
 		}
 	}
 	// A stream just created may not have its replicas current yet.
-	f.waitFor(maxToHealthy, "the mesh healthy before the faults", func() error {
-		_, err := f.healthy()
-		return err
-	})
+	f.waitFor(maxToHealthy, "the mesh healthy before the faults", f.healthy)
 	t.Logf("mesh of %d up, stream %s on %v, publisher on %s, after %s", len(names), faultsStream, info.servers(), f.via.Name, time.Since(begun).Round(time.Millisecond))
 
 	var phases []*phaseResult
@@ -339,27 +336,24 @@ func (f *faults) waitStream(n *meshlab.Node) *faultsStreamInfo {
 // alive with a handshake and all NATS routes up (meshlab's Complete), every
 // node's JetStream has a meta leader, and the stream has a leader with both
 // replicas current.
-func (f *faults) healthy() (bool, error) {
+func (f *faults) healthy() error {
 	for _, n := range f.lab.Nodes {
 		if ok, why := n.Complete(len(f.lab.Nodes)); !ok {
-			return false, errors.New(why)
+			return errors.New(why)
 		}
 		st, err := n.Status()
 		if err != nil {
-			return false, err
+			return err
 		}
 		if !strings.HasPrefix(st.NATS.JetStream, "ok, meta leader") {
-			return false, fmt.Errorf("%s: JetStream %s", n.Name, st.NATS.JetStream)
+			return fmt.Errorf("%s: JetStream %s", n.Name, st.NATS.JetStream)
 		}
 	}
 	info, err := streamInfo(f.via)
 	if err != nil {
-		return false, err
+		return err
 	}
-	if err := info.current(); err != nil {
-		return false, err
-	}
-	return true, nil
+	return info.current()
 }
 
 // sleep waits d (a duration the scenario prescribes, not a guess at how
@@ -390,10 +384,9 @@ func (f *faults) waitHealthy(p *publisher, what string) time.Time {
 	var why, first error
 	polls := 0
 	for time.Since(since) < maxToHealthy && f.ctx.Err() == nil {
-		var ok bool
-		ok, why = f.healthy()
+		why = f.healthy()
 		polls++
-		if ok {
+		if why == nil {
 			at := time.Now()
 			p.res.toHealthy = at.Sub(since)
 			f.t.Logf("phase %d: healthy %s in %s (%d polls; the first said: %v)", p.res.n, what, p.res.toHealthy.Round(time.Millisecond), polls, first)
