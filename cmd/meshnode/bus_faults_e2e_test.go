@@ -670,6 +670,9 @@ func (p *publisher) stop() *phaseResult {
 		p.f.t.Logf("%s publisher stderr: %s", p.prefix, t)
 	}
 	p.f.t.Logf("phase %d: the client's events (s from the fault):\n%s", r.n, p.story())
+	if leaders := p.f.leaderChanges(r.faultAt, stopped); leaders != "" {
+		p.f.t.Logf("phase %d: JetStream leader changes in the node logs (s from the fault):\n%s", r.n, leaders)
+	}
 	// Acks again: the first ack after the client left the server at fault
 	// (an ack already on its way at the fault says nothing).
 	again, from := "none", r.discAt
@@ -724,6 +727,42 @@ func (p *publisher) kill() {
 		p.cmd.Process.Kill()
 		<-p.exited
 	}
+}
+
+// leaderChanges lists the stream and meta leader elections the nodes
+// logged between from and to, with their times relative to from: what the
+// client waited for after a fault.
+func (f *faults) leaderChanges(from, to time.Time) string {
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var ls []line
+	for _, n := range f.lab.Nodes {
+		b, err := os.ReadFile(n.Log)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if !strings.Contains(l, "new stream leader") && !strings.Contains(l, "new metadata leader") {
+				continue
+			}
+			ts, ok := strings.CutPrefix(strings.SplitN(l, " ", 2)[0], "time=")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			if !ok || err != nil || at.Before(from) || at.After(to) {
+				continue
+			}
+			_, msg, _ := strings.Cut(l, `msg="`)
+			msg, _, _ = strings.Cut(msg, `"`)
+			ls = append(ls, line{at, n.Name + ": " + msg})
+		}
+	}
+	slices.SortFunc(ls, func(a, b line) int { return a.at.Compare(b.at) })
+	var b strings.Builder
+	for _, l := range ls {
+		fmt.Fprintf(&b, "\t%+8.3f %s\n", l.at.Sub(from).Seconds(), l.text)
+	}
+	return b.String()
 }
 
 // storedStream is the stream as a fresh consumer read it.
