@@ -23,6 +23,9 @@ import (
 var meshnodeBin string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(faultsModeEnv); mode != "" {
+		os.Exit(faultsHelper(mode)) // TestJetStreamFaults' NATS client
+	}
 	if os.Getenv("PHONE_NATS_MODE") != "" {
 		os.Exit(m.Run()) // a phone's NATS client (TestPhoneNATSHelper) needs no binary
 	}

@@ -1,6 +1,7 @@
 // Package netns is the test and demo harness for real network namespaces:
-// it creates namespaces, veth links and bridges, runs commands inside them
-// and tears everything down again.
+// it creates namespaces, veth links and bridges, runs commands inside them,
+// cuts a namespace off its bridge (Partition, Heal) and tears everything
+// down again.
 //
 // It does not import testing, so the demo and the benchmarks (ordinary
 // programs) can use it; the *testing.T side (RequireRoot, RequireTool and

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,6 +52,18 @@ func (ns *NS) Run(name string, args ...string) (string, error) {
 	return Run("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
 }
 
+// RunStdin runs a command inside the namespace with stdin as its input.
+func (ns *NS) RunStdin(stdin, name string, args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := ns.Command(name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), ns.Name, err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
 // Command returns an unstarted command that runs inside the namespace.
 func (ns *NS) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
@@ -81,9 +94,15 @@ func CreateVeth(a *NS, addrA string, b *NS, addrB string) (string, string, error
 // Bridge is a namespace holding a bridge that other namespaces attach to,
 // like hosts on one switch.
 type Bridge struct {
-	NS   *NS
-	mu   sync.Mutex
+	NS *NS
+
+	mu   sync.Mutex // guards ports and partitioned, and serialises Connect
 	name string
+	// ports is the bridge-side veth of every namespace Connect attached,
+	// by namespace name: what Partition cuts.
+	ports map[string]string
+	// partitioned says whether the partition table exists yet.
+	partitioned bool
 }
 
 // CreateBridge makes a switch namespace with one bridge in it. The caller
@@ -93,7 +112,7 @@ func CreateBridge() (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	br := &Bridge{NS: ns, name: "br0"}
+	br := &Bridge{NS: ns, name: "br0", ports: map[string]string{}}
 	for _, s := range [][]string{
 		{"link", "add", br.name, "type", "bridge"},
 		{"link", "set", br.name, "up"},
@@ -130,5 +149,6 @@ func (br *Bridge) Connect(ns *NS, ifname, cidr string) error {
 			return err
 		}
 	}
+	br.ports[ns.Name] = host
 	return nil
 }
