@@ -103,6 +103,8 @@ func Publish(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subject
 				timeouts = 0
 				_ = nc.ForceReconnect()
 			}
+		case errors.As(err, &apiErr) && transientAPIError(apiErr.ErrorCode):
+			// A failover in progress: try again with the same Msg-Id.
 		case errors.As(err, &apiErr):
 			// The stream refused the message (limits, a subject it does
 			// not take): trying again cannot help.
@@ -117,4 +119,27 @@ func Publish(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, subject
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// The JetStream API errors a failover answers with, which a retry with the
+// same Msg-Id gets past (nats-server's error identifiers):
+//
+//   - 10158 "duplicate message id is in process": a retry reached the new
+//     stream leader while the first try was still being stored there; the
+//     next try is answered as a duplicate (the fault test saw it in 3 of
+//     12 runs);
+//   - 10008 "JetStream system temporarily unavailable" and 10009 "JetStream
+//     cluster can not handle request": no meta or stream leader yet.
+const (
+	errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+	errCodeClusterNotAvail    jetstream.ErrorCode = 10008
+	errCodeClusterNotLeader   jetstream.ErrorCode = 10009
+)
+
+func transientAPIError(c jetstream.ErrorCode) bool {
+	switch c {
+	case errCodeDuplicateInProcess, errCodeClusterNotAvail, errCodeClusterNotLeader:
+		return true
+	}
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -239,5 +240,46 @@ func TestOptionsDetectFrozenServer(t *testing.T) {
 		t.Logf("frozen server detected and left after %v", time.Since(t0).Round(time.Millisecond))
 	case <-time.After(limit):
 		t.Fatalf("no reconnect within %v", limit)
+	}
+}
+
+// A failover answers a retry with an API error that a later try with the
+// same Msg-Id gets past ("duplicate message id is in process" when the
+// retry reaches the new leader while the first try is being stored there):
+// Publish tries again. A refusal that no retry can help is returned.
+func TestPublishRetriesFailoverErrors(t *testing.T) {
+	s := runServer(t, false)
+	nc, err := nats.Connect(s.ClientURL(), Options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var ids []string
+	answers := []string{
+		`{"error":{"code":409,"err_code":10158,"description":"duplicate message id is in process"}}`,
+		`{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`,
+		`{"stream":"F","seq":7,"duplicate":true}`,
+	}
+	sub, err := nc.Subscribe("f", func(m *nats.Msg) {
+		ids = append(ids, m.Header.Get(nats.MsgIdHdr))
+		_ = m.Respond([]byte(answers[min(len(ids), len(answers))-1]))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	js, _ := jetstream.New(nc)
+	ack, err := Publish(t.Context(), nc, js, "f", []byte("x"), "id-9")
+	if err != nil {
+		t.Fatalf("publish through a failover: %v", err)
+	}
+	if ack.Sequence != 7 || !ack.Duplicate || !slices.Equal(ids, []string{"id-9", "id-9", "id-9"}) {
+		t.Fatalf("ack %+v after tries with Msg-Ids %v: want the third try's answer, every try with id-9", ack, ids)
+	}
+
+	answers = []string{`{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}`}
+	ids = nil
+	if _, err := Publish(t.Context(), nc, js, "f", []byte("x"), "id-10"); err == nil || len(ids) != 1 {
+		t.Fatalf("a refusal no retry can help: err %v after %d tries, want an error after 1", err, len(ids))
 	}
 }
