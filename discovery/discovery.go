@@ -76,6 +76,10 @@ type Config struct {
 	// but never came up must not stay a WireGuard peer for Retention.
 	NeverSeen time.Duration
 	Logger    *slog.Logger
+	// Transport makes the transport gossip runs over (transport.go);
+	// nil is NetTransport, UDP and TCP on BindAddr:Port. Simulations pass
+	// an in-memory network's. Revoked members are filtered on any.
+	Transport TransportFactory
 
 	// drop, when set (tests only), blocks gossip to and from an address
 	// in addition to revoked members: a network partition.
@@ -325,15 +329,11 @@ func (d *Discovery) Start(ctx context.Context) error {
 		return errors.New("discovery: already started or shut down")
 	}
 	mc := d.memberlistConfig()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{d.cfg.BindAddr.String()},
-		BindPort:  d.cfg.Port,
-		Logger:    mc.Logger,
-	})
+	tr, err := d.newTransport(mc.Logger)
 	if err != nil {
-		return fmt.Errorf("discovery: gossip on %s: %w", netip.AddrPortFrom(d.cfg.BindAddr, uint16(d.cfg.Port)), err)
+		return err
 	}
-	mc.Transport = newFilterTransport(nt, d.cfg.BindAddr, d.isBlocked)
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		mc.Transport.Shutdown()
