@@ -20,10 +20,10 @@ type pipe struct {
 	eof   bool
 	eofAt time.Time
 	// gone: the reader closed; writes fail.
-	gone       bool
-	readDL     time.Time
-	writeDL    time.Time
-	wake       chan struct{} // closed and replaced on every change
+	gone    bool
+	readDL  time.Time
+	writeDL time.Time
+	wake    chan struct{} // closed and replaced on every change
 }
 
 type chunk struct {
