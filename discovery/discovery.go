@@ -84,6 +84,9 @@ type Config struct {
 	// drop, when set (tests only), blocks gossip to and from an address
 	// in addition to revoked members: a network partition.
 	drop func(netip.Addr) bool
+	// tune, when set (tests only), adjusts memberlist's settings before
+	// Start creates it: simulations scale timers to their network.
+	tune func(*memberlist.Config)
 }
 
 // Discovery is a running member of the gossip mesh.
@@ -329,6 +332,9 @@ func (d *Discovery) Start(ctx context.Context) error {
 		return errors.New("discovery: already started or shut down")
 	}
 	mc := d.memberlistConfig()
+	if d.cfg.tune != nil {
+		d.cfg.tune(mc)
+	}
 	tr, err := d.newTransport(mc.Logger)
 	if err != nil {
 		return err
