@@ -59,7 +59,7 @@ func main() {
 	joinCPU := flag.Float64("join-cpu", 0.6, "start the next join only while the process uses less than this share of its CPUs (0: no pacing)")
 	steady := flag.Duration("steady", 30*time.Second, "steady-state window for bytes/s and CPU (the push/pull interval at 1,000 members is 30 s)")
 	settle := flag.Duration("settle", 2*time.Minute, "longest wait after convergence for the broadcast queues to drain before the steady window")
-	timeout := flag.Duration("timeout", 5*time.Minute, "give up waiting for a phase after this long")
+	timeout := flag.Duration("timeout", 3*time.Minute, "give up on a phase (joining, converging, detecting the kill) after this long")
 	seed := flag.Uint64("seed", 1, "seed of loss, jitter and the killed member")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	verbose := flag.Bool("v", false, "log discovery warnings to stderr")
