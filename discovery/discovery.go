@@ -83,10 +83,17 @@ type Config struct {
 	// mesh/defaults, or 2 s and 5 s with Fast.
 	GossipKeyUseAfter, GossipKeyRetireAfter time.Duration
 	Logger                                  *slog.Logger
+	// Transport makes the transport gossip runs over (transport.go);
+	// nil is NetTransport, UDP and TCP on BindAddr:Port. Simulations pass
+	// an in-memory network's. Revoked members are filtered on any.
+	Transport TransportFactory
 
 	// drop, when set (tests only), blocks gossip to and from an address
 	// in addition to revoked members: a network partition.
 	drop func(netip.Addr) bool
+	// tune, when set (tests only), adjusts memberlist's settings before
+	// Start creates it: simulations scale timers to their network.
+	tune func(*memberlist.Config)
 }
 
 // Discovery is a running member of the gossip mesh.
@@ -339,15 +346,14 @@ func (d *Discovery) Start(ctx context.Context) error {
 		return errors.New("discovery: already started or shut down")
 	}
 	mc := d.memberlistConfig()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{d.cfg.BindAddr.String()},
-		BindPort:  d.cfg.Port,
-		Logger:    mc.Logger,
-	})
-	if err != nil {
-		return fmt.Errorf("discovery: gossip on %s: %w", netip.AddrPortFrom(d.cfg.BindAddr, uint16(d.cfg.Port)), err)
+	if d.cfg.tune != nil {
+		d.cfg.tune(mc)
 	}
-	mc.Transport = newFilterTransport(nt, d.cfg.BindAddr, d.isBlocked)
+	tr, err := d.newTransport(mc.Logger)
+	if err != nil {
+		return err
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		mc.Transport.Shutdown()

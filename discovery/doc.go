@@ -40,6 +40,11 @@
 // is back. The member table, its records and the persisted file are in
 // member.go.
 //
+// Gossip runs over the transport Config.Transport makes (transport.go):
+// memberlist's UDP/TCP by default, the in-memory network of the test-only
+// subpackage memtransport in simulations; the revoked-address filter wraps
+// either.
+//
 // Nothing here imports the WireGuard device, NATS or enrollment: discovery
 // emits member changes and the node acts on them.
 package discovery

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/netip"
 	"sync"
@@ -12,14 +13,83 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// filterTransport is memberlist's UDP/TCP transport with an address filter:
-// nothing is sent to, dialled at or accepted from a blocked address (a
-// revoked member, or one side of a partition in tests). Dials are bound to
-// the gossip address so that the receiving side sees the sender's real
-// address even on loopback.
-type filterTransport struct {
+// TransportFactory makes the transport one member's gossip runs over,
+// bound to bind (its gossip address and port): the narrow seam between
+// discovery and the network, like wireguard-go's conn.Bind. Production
+// leaves Config.Transport nil and gets NetTransport (UDP and TCP on the
+// overlay address); simulations pass an in-memory network's factory.
+//
+// Whatever the factory returns, discovery wraps it in its address filter
+// (filterTransport), so a revoked member's gossip is dropped on every
+// transport. The returned transport's packets and streams must carry the
+// sender's gossip address as *net.UDPAddr / *net.TCPAddr (From,
+// RemoteAddr): the filter and admission read the sender from them.
+type TransportFactory func(bind netip.AddrPort, logger *log.Logger) (memberlist.NodeAwareTransport, error)
+
+// NetTransport is the default TransportFactory: memberlist's UDP/TCP
+// transport on bind, with dials bound to the gossip address (so that the
+// receiving side sees the sender's real address even on loopback) and
+// ended at Shutdown.
+func NetTransport(bind netip.AddrPort, logger *log.Logger) (memberlist.NodeAwareTransport, error) {
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{bind.Addr().String()},
+		BindPort:  int(bind.Port()),
+		Logger:    logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &boundNetTransport{NetTransport: nt, local: bind.Addr(), dials: ctx, cancelDial: cancel}, nil
+}
+
+// newTransport makes this member's transport (Config.Transport, default
+// NetTransport) and puts the address filter over it.
+func (d *Discovery) newTransport(logger *log.Logger) (*filterTransport, error) {
+	factory := d.cfg.Transport
+	if factory == nil {
+		factory = NetTransport
+	}
+	bind := netip.AddrPortFrom(d.cfg.BindAddr, uint16(d.cfg.Port))
+	inner, err := factory(bind, logger)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: gossip on %s: %w", bind, err)
+	}
+	return newFilterTransport(inner, d.isBlocked), nil
+}
+
+// boundNetTransport is memberlist's NetTransport with dials bound to the
+// gossip address.
+type boundNetTransport struct {
 	*memberlist.NetTransport
-	local   netip.Addr
+	local netip.Addr
+	// dials ends pending dials at Shutdown, so that a join towards a dead
+	// member does not hold up a node's shutdown for a whole TCP timeout.
+	dials      context.Context
+	cancelDial context.CancelFunc
+}
+
+var _ memberlist.NodeAwareTransport = (*boundNetTransport)(nil)
+
+func (t *boundNetTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
+func (t *boundNetTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: t.local.AsSlice()}}
+	return d.DialContext(t.dials, "tcp", a.Addr)
+}
+
+func (t *boundNetTransport) Shutdown() error {
+	t.cancelDial()
+	return t.NetTransport.Shutdown()
+}
+
+// filterTransport is an address filter over any transport: nothing is
+// sent to, dialled at or accepted from a blocked address (a revoked
+// member, or one side of a partition in tests).
+type filterTransport struct {
+	inner   memberlist.NodeAwareTransport
 	blocked func(netip.Addr) bool
 
 	packets chan *memberlist.Packet
@@ -27,25 +97,17 @@ type filterTransport struct {
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
-	// dials ends pending dials at Shutdown, so that a join towards a dead
-	// member does not hold up a node's shutdown for a whole TCP timeout.
-	dials      context.Context
-	cancelDial context.CancelFunc
 }
 
 var _ memberlist.NodeAwareTransport = (*filterTransport)(nil)
 
-func newFilterTransport(nt *memberlist.NetTransport, local netip.Addr, blocked func(netip.Addr) bool) *filterTransport {
-	ctx, cancel := context.WithCancel(context.Background())
+func newFilterTransport(inner memberlist.NodeAwareTransport, blocked func(netip.Addr) bool) *filterTransport {
 	t := &filterTransport{
-		dials:        ctx,
-		cancelDial:   cancel,
-		NetTransport: nt,
-		local:        local,
-		blocked:      blocked,
-		packets:      make(chan *memberlist.Packet),
-		streams:      make(chan net.Conn),
-		done:         make(chan struct{}),
+		inner:   inner,
+		blocked: blocked,
+		packets: make(chan *memberlist.Packet),
+		streams: make(chan net.Conn),
+		done:    make(chan struct{}),
 	}
 	t.wg.Add(2)
 	go t.forwardPackets()
@@ -75,7 +137,7 @@ func hostOf(hostport string) netip.Addr {
 
 func (t *filterTransport) forwardPackets() {
 	defer t.wg.Done()
-	in := t.NetTransport.PacketCh()
+	in := t.inner.PacketCh()
 	for {
 		select {
 		case p := <-in:
@@ -95,7 +157,7 @@ func (t *filterTransport) forwardPackets() {
 
 func (t *filterTransport) forwardStreams() {
 	defer t.wg.Done()
-	in := t.NetTransport.StreamCh()
+	in := t.inner.StreamCh()
 	for {
 		select {
 		case c := <-in:
@@ -115,6 +177,10 @@ func (t *filterTransport) forwardStreams() {
 	}
 }
 
+func (t *filterTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	return t.inner.FinalAdvertiseAddr(ip, port)
+}
+
 func (t *filterTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 func (t *filterTransport) StreamCh() <-chan net.Conn           { return t.streams }
 
@@ -126,7 +192,7 @@ func (t *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 	if t.blocked(hostOf(a.Addr)) {
 		return time.Now(), nil // dropped, as a lossy network would
 	}
-	return t.NetTransport.WriteToAddress(b, a)
+	return t.inner.WriteToAddress(b, a)
 }
 
 var errBlocked = errors.New("address is blocked")
@@ -139,13 +205,11 @@ func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 	if t.blocked(hostOf(a.Addr)) {
 		return nil, fmt.Errorf("dial %s: %w", a.Addr, errBlocked)
 	}
-	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: t.local.AsSlice()}}
-	return d.DialContext(t.dials, "tcp", a.Addr)
+	return t.inner.DialAddressTimeout(a, timeout)
 }
 
 func (t *filterTransport) Shutdown() error {
-	t.cancelDial()
-	err := t.NetTransport.Shutdown()
+	err := t.inner.Shutdown()
 	t.once.Do(func() { close(t.done) })
 	t.wg.Wait()
 	return err
