@@ -326,6 +326,12 @@ func (d *Discovery) memberlistConfig() *memberlist.Config {
 	mc.Keyring = d.memberlistKeyring()
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.UDPBufferSize = udpBufferSize
+	// No LZW: it builds a fresh table per message and was the largest
+	// CPU cost of gossip in the 1,000-member simulation (31 %, most of it
+	// compressing push/pull state) while shrinking a signed meta only
+	// from about 450 to 370 bytes. Receivers still accept compressed
+	// messages from older members.
+	mc.EnableCompression = false
 	mc.Delegate = (*delegate)(d)
 	mc.Events = (*events)(d)
 	mc.Alive = (*delegate)(d)
@@ -962,6 +968,14 @@ func (d *Discovery) rejoin(ctx context.Context) {
 		ml, err := d.memberlist()
 		if err != nil {
 			return
+		}
+		// A full state exchange with one live member is enough to be
+		// back; asking every member gossip lost at once turns a wave of
+		// false deaths in a large mesh into hundreds of full exchanges
+		// per member. A random few each round, the rest in later rounds.
+		if len(targets) > defaults.GossipRejoinFanout {
+			rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
+			targets = targets[:defaults.GossipRejoinFanout]
 		}
 		var wg sync.WaitGroup
 		var joined atomic.Int32

@@ -31,6 +31,10 @@ const (
 	EnrollPort = 51821
 	// GossipPort is memberlist's port, the same on every member.
 	GossipPort = 7946
+	// GossipRejoinFanout is how many members gossip lost a node asks for
+	// a full state exchange per rejoin round (discovery's rejoin loop);
+	// more are taken in later rounds.
+	GossipRejoinFanout = 8
 	// NATSClientPort and NATSRoutePort are the embedded nats-server's
 	// client and cluster route listeners.
 	NATSClientPort = 4222
