@@ -954,6 +954,7 @@ func (d *Discovery) rejoin(ctx context.Context) {
 		base, ceiling = 100*time.Millisecond, time.Second
 	}
 	wait := time.Duration(0)
+	firstRound := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -973,7 +974,10 @@ func (d *Discovery) rejoin(ctx context.Context) {
 		// back; asking every member gossip lost at once turns a wave of
 		// false deaths in a large mesh into hundreds of full exchanges
 		// per member. A random few each round, the rest in later rounds.
-		if len(targets) > defaults.GossipRejoinFanout {
+		// Not the first round: that is how a node joins at start, and a
+		// newcomer must reach the member that admitted it (the only one
+		// that knows it yet) at once, not in a later round.
+		if !firstRound && len(targets) > defaults.GossipRejoinFanout {
 			rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
 			targets = targets[:defaults.GossipRejoinFanout]
 		}
@@ -989,6 +993,7 @@ func (d *Discovery) rejoin(ctx context.Context) {
 			}()
 		}
 		wg.Wait()
+		firstRound = false
 		d.log.Debug("rejoin", "targets", len(targets), "answered", joined.Load())
 		wait = min(max(2*wait, base), ceiling)
 		wait += time.Duration(rand.Int64N(int64(wait / 4)))
