@@ -37,6 +37,9 @@ type Lab struct {
 	Nodes  []*Node
 	// Fast makes nodes use short gossip timers.
 	Fast bool
+	// MaxCore, when above 0, is Launch's `init --max-core` (how many
+	// members are NATS core members); 0 leaves meshnode's default.
+	MaxCore int
 
 	mu      sync.Mutex
 	helpers []*helper // see Node.Spawn
@@ -369,7 +372,8 @@ func (l *Lab) StartMesh(ctx context.Context, meshName string, names []string) er
 }
 
 // Launch creates one node per name and starts the mesh the way an operator
-// does: the first node inits it (bootstrap_expect min(len(names), 3)) and
+// does: the first node inits it (bootstrap_expect min(len(names), 3),
+// MaxCore if set) and
 // runs `up`; once it answers, a token is minted for every other node and
 // their `meshnode join`s are started back to back, so a time-to-mesh
 // measurement sees every joiner at once. joined, when not nil, is called
@@ -386,7 +390,11 @@ func (l *Lab) Launch(ctx context.Context, meshName string, names []string, joine
 		}
 	}
 	first := l.Nodes[0]
-	if err := first.Init(meshName, "--bootstrap-expect", expect); err != nil {
+	initArgs := []string{"--bootstrap-expect", expect}
+	if l.MaxCore > 0 {
+		initArgs = append(initArgs, "--max-core", strconv.Itoa(l.MaxCore))
+	}
+	if err := first.Init(meshName, initArgs...); err != nil {
 		return err
 	}
 	if err := first.Up(); err != nil {
