@@ -120,9 +120,9 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 	if err != nil {
 		return t, err // the deferred cancel ends the pings
 	}
-	// Wait in 5 s slices so a slow mesh says what it is still missing.
+	// Wait in 1 s slices so a slow mesh says what it is still missing.
 	for {
-		sctx, scancel := context.WithTimeout(wctx, 5*time.Second)
+		sctx, scancel := context.WithTimeout(wctx, time.Second)
 		err = l.WaitComplete(sctx)
 		scancel()
 		if err == nil || wctx.Err() != nil {

@@ -49,6 +49,7 @@ type scaleSamples struct {
 	routeTCP, leafTCP   []float64 // every node: established TCP on the route / leaf port (ss)
 	coreLeaves, leafUps []float64 // leaf connections (status): on core members, on leaves
 	metaSize            []float64 // JetStream meta group size as each core member reports it
+	meshRoute, meshLeaf []float64 // per run: route / leaf TCP connections in the whole mesh, each counted once
 	cores, leaves       int
 }
 
@@ -76,9 +77,13 @@ func scaleBench(ctx context.Context, s *settings, r *Report) error {
 		k := lay.key + ": "
 		r.add(fig(g, k+"last join started → every node healthy", "s", a.complete)).goalBelow(3, "< 3 s")
 		r.add(fig(g, k+"one status pass over every node (resolution of the above)", "s", a.pass))
-		r.add(fig(g, k+"first message leaf → leaf (meshnode nats sub/pub, processes included)", "s", a.deliver))
-		r.add(fig(g, k+"request-reply leaf → leaf, 16 B, p50", "µs", a.rttP50))
-		r.add(fig(g, k+"request-reply leaf → leaf, 16 B, p99", "µs", a.rttP99))
+		pair := "leaf → leaf"
+		if a.leaves < 2 {
+			pair = "node → node (neither the admin)"
+		}
+		r.add(fig(g, k+"first message "+pair+" (meshnode nats sub/pub, processes included)", "s", a.deliver))
+		r.add(fig(g, k+"request-reply "+pair+", 16 B, p50", "µs", a.rttP50))
+		r.add(fig(g, k+"request-reply "+pair+", 16 B, p99", "µs", a.rttP99))
 		if a.cores > 0 {
 			r.add(fig(g, k+"idle RSS, core members (each)", "MiB", a.coreRSS)).goalBelow(32, "< 32 MiB")
 			r.add(fig(g, k+"peak RSS (VmHWM), core members (each)", "MiB", a.coreHWM))
@@ -97,6 +102,8 @@ func scaleBench(ctx context.Context, s *settings, r *Report) error {
 			r.add(fig(g, k+"leaf connections per leaf member (status)", "conns", a.leafUps))
 		}
 		r.add(fig(g, k+"JetStream meta group size (each core member's view)", "servers", a.metaSize))
+		r.add(fig(g, k+"route TCP connections in the whole mesh", "conns", a.meshRoute))
+		r.add(fig(g, k+"leaf TCP connections in the whole mesh", "conns", a.meshLeaf))
 	}
 	if len(res) == 2 {
 		leaf, full := layouts[0].key, layouts[1].key
@@ -112,6 +119,7 @@ func scaleBench(ctx context.Context, s *settings, r *Report) error {
 		cmp("idle RSS, every node", "ratio", append(slices.Clone(res[0].coreRSS), res[0].leafRSS...), res[1].coreRSS)
 		cmp("idle CPU, every node", "ratio", append(slices.Clone(res[0].coreCPU), res[0].leafCPU...), res[1].coreCPU)
 		cmp("established route + leaf TCP per node", "ratio", addEach(res[0].routeTCP, res[0].leafTCP), addEach(res[1].routeTCP, res[1].leafTCP))
+		cmp("route + leaf TCP connections in the whole mesh", "ratio", addEach(res[0].meshRoute, res[0].meshLeaf), addEach(res[1].meshRoute, res[1].meshLeaf))
 	}
 	return nil
 }
@@ -188,7 +196,11 @@ func scaleRun(ctx context.Context, s *settings, l *benchLab, t meshTiming, a *sc
 			}
 		}
 	}
-	logf("  message %s (leaf of %q) → %s (leaf of %q)", from.Name, sts[from].NATS.LeafOf, to.Name, sts[to].NATS.LeafOf)
+	if len(leaves) >= 2 {
+		logf("  message %s (leaf of %s) → %s (leaf of %s)", from.Name, sts[from].NATS.LeafOf, to.Name, sts[to].NATS.LeafOf)
+	} else {
+		logf("  message %s → %s", from.Name, to.Name)
+	}
 	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	m0 := time.Now()
 	out, err := l.SendAcross(mctx, from, to, "bench.scale", "hello from "+from.Name)
@@ -249,6 +261,7 @@ func scaleRun(ctx context.Context, s *settings, l *benchLab, t meshTiming, a *sc
 	}
 
 	// Connections, read after the idle period (nothing is still forming).
+	var meshRoute, meshLeaf int
 	for _, n := range l.Nodes {
 		st, err := n.Status()
 		if err != nil {
@@ -259,6 +272,7 @@ func scaleRun(ctx context.Context, s *settings, l *benchLab, t meshTiming, a *sc
 			return err
 		}
 		a.routeTCP, a.leafTCP = append(a.routeTCP, float64(route)), append(a.leafTCP, float64(leaf))
+		meshRoute, meshLeaf = meshRoute+route, meshLeaf+leaf
 		if st.NATS.Role == api.NATSRoleLeaf {
 			a.leafUps = append(a.leafUps, float64(st.NATS.Leaves))
 			continue
@@ -271,6 +285,8 @@ func scaleRun(ctx context.Context, s *settings, l *benchLab, t meshTiming, a *sc
 			logf("  %s: JetStream %q names no meta group size", n.Name, st.NATS.JetStream)
 		}
 	}
+	// Both ends of a connection are in the lab: each was counted twice.
+	a.meshRoute, a.meshLeaf = append(a.meshRoute, float64(meshRoute)/2), append(a.meshLeaf, float64(meshLeaf)/2)
 	return nil
 }
 
