@@ -252,14 +252,24 @@ func (n *Node) Complete(want int) (bool, string) {
 		return false, err.Error()
 	}
 	alive := 0
+	var missing []string // what the others lack, for the message
 	for _, m := range st.Members {
 		// A relayed member (Via) has no handshake of its own: its hub's counts.
-		if m.State == api.StateAlive && (!m.LastHandshake.IsZero() || m.Via != "") {
+		switch {
+		case m.State != api.StateAlive:
+			missing = append(missing, fmt.Sprintf("%s %s", m.Name, m.State))
+		case m.LastHandshake.IsZero() && m.Via == "":
+			missing = append(missing, m.Name+" no handshake")
+		default:
 			alive++
 		}
 	}
 	if alive != want-1 {
-		return false, fmt.Sprintf("%s sees %d of %d members alive with a handshake", n.Name, alive, want-1)
+		why := ""
+		if len(missing) > 0 {
+			why = " (" + strings.Join(missing, ", ") + ")"
+		}
+		return false, fmt.Sprintf("%s sees %d of %d members alive with a handshake%s", n.Name, alive, want-1, why)
 	}
 	if st.NATS.Role == api.NATSRoleLeaf {
 		if st.NATS.LeafOf == "" {
