@@ -37,6 +37,9 @@ type Lab struct {
 	Nodes  []*Node
 	// Fast makes nodes use short gossip timers.
 	Fast bool
+	// MaxCore, when above 0, is Launch's `init --max-core` (how many
+	// members are NATS core members); 0 leaves meshnode's default.
+	MaxCore int
 
 	mu      sync.Mutex
 	helpers []*helper // see Node.Spawn
@@ -249,14 +252,24 @@ func (n *Node) Complete(want int) (bool, string) {
 		return false, err.Error()
 	}
 	alive := 0
+	var missing []string // what the others lack, for the message
 	for _, m := range st.Members {
 		// A relayed member (Via) has no handshake of its own: its hub's counts.
-		if m.State == api.StateAlive && (!m.LastHandshake.IsZero() || m.Via != "") {
+		switch {
+		case m.State != api.StateAlive:
+			missing = append(missing, fmt.Sprintf("%s %s", m.Name, m.State))
+		case m.LastHandshake.IsZero() && m.Via == "":
+			missing = append(missing, m.Name+" no handshake")
+		default:
 			alive++
 		}
 	}
 	if alive != want-1 {
-		return false, fmt.Sprintf("%s sees %d of %d members alive with a handshake", n.Name, alive, want-1)
+		why := ""
+		if len(missing) > 0 {
+			why = " (" + strings.Join(missing, ", ") + ")"
+		}
+		return false, fmt.Sprintf("%s sees %d of %d members alive with a handshake%s", n.Name, alive, want-1, why)
 	}
 	if st.NATS.Role == api.NATSRoleLeaf {
 		if st.NATS.LeafOf == "" {
@@ -369,7 +382,8 @@ func (l *Lab) StartMesh(ctx context.Context, meshName string, names []string) er
 }
 
 // Launch creates one node per name and starts the mesh the way an operator
-// does: the first node inits it (bootstrap_expect min(len(names), 3)) and
+// does: the first node inits it (bootstrap_expect min(len(names), 3),
+// MaxCore if set) and
 // runs `up`; once it answers, a token is minted for every other node and
 // their `meshnode join`s are started back to back, so a time-to-mesh
 // measurement sees every joiner at once. joined, when not nil, is called
@@ -386,7 +400,11 @@ func (l *Lab) Launch(ctx context.Context, meshName string, names []string, joine
 		}
 	}
 	first := l.Nodes[0]
-	if err := first.Init(meshName, "--bootstrap-expect", expect); err != nil {
+	initArgs := []string{"--bootstrap-expect", expect}
+	if l.MaxCore > 0 {
+		initArgs = append(initArgs, "--max-core", strconv.Itoa(l.MaxCore))
+	}
+	if err := first.Init(meshName, initArgs...); err != nil {
 		return err
 	}
 	if err := first.Up(); err != nil {

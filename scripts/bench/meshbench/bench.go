@@ -27,6 +27,8 @@ type settings struct {
 	latCount               int           // request-reply round trips per latency run
 	mesh3Runs, mesh8Runs   int
 	failRuns               int
+	scaleNodes, scaleRuns  int
+	scaleIdle              time.Duration
 	idle                   time.Duration
 	fast                   bool
 	tune                   bool
@@ -52,6 +54,9 @@ func runBench(args []string) error {
 	fs.IntVar(&s.mesh3Runs, "mesh3-runs", 3, "3-node time-to-mesh runs")
 	fs.IntVar(&s.mesh8Runs, "mesh8-runs", 2, "8-node time-to-mesh runs")
 	fs.IntVar(&s.failRuns, "fail-runs", 3, "failure detection runs")
+	fs.IntVar(&s.scaleNodes, "scale-nodes", 20, "nodes of the scale phase's mesh")
+	fs.IntVar(&s.scaleRuns, "scale-runs", 1, "scale phase runs (each starts the mesh twice: default core, all core)")
+	fs.DurationVar(&s.scaleIdle, "scale-idle", 60*time.Second, "scale phase idle sampling time")
 	fs.DurationVar(&s.idle, "idle", 150*time.Second, "idle cost sampling time")
 	fs.BoolVar(&s.fast, "fast-timers", false, "run nodes with --fast-timers (default: the shipped timers)")
 	fs.BoolVar(&s.tune, "tune", false, "also restart two daemons under other Go runtime settings (GOGC) and measure overlay throughput again")
@@ -128,6 +133,7 @@ func runBench(args []string) error {
 		}
 	}
 	step("mesh", func() error { return timeToMesh(ctx, &s, r, m3) })
+	step("scale", func() error { return scaleBench(ctx, &s, r) })
 	if s.binSize > 0 {
 		f := r.add(fig("cost", "binary size (static, -trimpath -s -w)", "MB", []float64{float64(s.binSize) / 1e6}))
 		f.Note = "CGO_ENABLED=0 go build -trimpath -ldflags=\"-s -w\" ./cmd/meshnode"
@@ -162,9 +168,9 @@ func runBench(args []string) error {
 // orderFigures sorts figures by group in the order, stable inside
 // a group.
 func orderFigures(r *Report) {
-	order := map[string]int{"throughput": 0, "nats": 1, "mesh": 2, "failure": 3, "cost": 4}
+	order := map[string]int{"throughput": 0, "nats": 1, "mesh": 2, "failure": 3, "cost": 4, "scale": 5}
 	var out []*Figure
-	for g := 0; g < 5; g++ {
+	for g := 0; g < len(order); g++ {
 		for _, f := range r.Figures {
 			if order[f.Group] == g {
 				out = append(out, f)

@@ -44,44 +44,13 @@ func idleCost(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 	case <-time.After(5 * time.Second):
 	}
 	logf("sampling idle RSS and CPU of %d nodes for %s", len(l.Nodes), s.idle)
-	tck := clkTck()
-	type series struct {
-		rss   []float64
-		cpu   []float64
-		ticks int64
-		at    time.Time
+	var pids []int
+	for _, n := range l.Nodes {
+		pids = append(pids, n.PID())
 	}
-	ser := make([]series, len(l.Nodes))
-	for i, n := range l.Nodes {
-		_, t, err := procSample(n.PID())
-		if err != nil {
-			return err
-		}
-		ser[i].ticks, ser[i].at = t, time.Now()
-	}
-	end := time.Now().Add(s.idle)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	sec := 0
-	for time.Now().Before(end) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		sec++
-		for i, n := range l.Nodes {
-			rss, t, err := procSample(n.PID())
-			if err != nil {
-				return err
-			}
-			ser[i].rss = append(ser[i].rss, float64(rss)/(1<<20))
-			if sec%10 == 0 || !time.Now().Before(end) {
-				now := time.Now()
-				ser[i].cpu = append(ser[i].cpu, 100*float64(t-ser[i].ticks)/tck/now.Sub(ser[i].at).Seconds())
-				ser[i].ticks, ser[i].at = t, now
-			}
-		}
+	ser, err := sampleProcs(ctx, pids, s.idle)
+	if err != nil {
+		return err
 	}
 	if os.Getenv("PROFILE") == "1" {
 		syscall.Kill(l.Nodes[0].PID(), syscall.SIGUSR1)

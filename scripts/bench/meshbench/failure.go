@@ -80,7 +80,7 @@ func failureDetection(ctx context.Context, s *settings, r *Report, l *benchLab) 
 		}
 	}
 	const g = "failure"
-	r.add(fig(g, "kill -9 → every survivor: member not alive + NATS route dropped", "s", all)).goalBelow(6, "< 6 s")
+	r.add(fig(g, "kill -9 → every survivor: member not alive + NATS route dropped", "s", all)).goalBelow(3, "< 3 s")
 	r.add(fig(g, "kill -9 → first survivor marks it not alive", "s", firstDead))
 	return nil
 }

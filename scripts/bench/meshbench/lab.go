@@ -31,6 +31,12 @@ type meshTiming struct {
 
 // withLab starts an n-node mesh, times it, runs fn and tears it down.
 func withLab(ctx context.Context, s *settings, n int, fn func(*benchLab, meshTiming) error) error {
+	return withLabConfig(ctx, s, n, nil, fn)
+}
+
+// withLabConfig is withLab with configure (when not nil) applied to the lab
+// before its nodes start (e.g. MaxCore).
+func withLabConfig(ctx context.Context, s *settings, n int, configure func(*meshlab.Lab), fn func(*benchLab, meshTiming) error) error {
 	dir, err := os.MkdirTemp("", "meshbench-lab-")
 	if err != nil {
 		return err
@@ -51,6 +57,9 @@ func withLab(ctx context.Context, s *settings, n int, fn func(*benchLab, meshTim
 		return err
 	}
 	lab.Fast = s.fast
+	if configure != nil {
+		configure(lab)
+	}
 	l := &benchLab{Lab: lab, dir: dir}
 	ok := false
 	defer func() {
@@ -88,7 +97,8 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 	for i := range names {
 		names[i] = fmt.Sprintf("node%d", i+1)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	// 60 s, and more for a big mesh: every start-up shares the same CPUs.
+	wctx, cancel := context.WithTimeout(ctx, max(60*time.Second, time.Duration(n)*6*time.Second))
 	defer cancel()
 	var wg sync.WaitGroup
 	pings := make([]float64, n)
@@ -110,9 +120,9 @@ func (l *benchLab) start(ctx context.Context, n int) (meshTiming, error) {
 	if err != nil {
 		return t, err // the deferred cancel ends the pings
 	}
-	// Wait in 5 s slices so a slow mesh says what it is still missing.
+	// Wait in 1 s slices so a slow mesh says what it is still missing.
 	for {
-		sctx, scancel := context.WithTimeout(wctx, 5*time.Second)
+		sctx, scancel := context.WithTimeout(wctx, time.Second)
 		err = l.WaitComplete(sctx)
 		scancel()
 		if err == nil || wctx.Err() != nil {

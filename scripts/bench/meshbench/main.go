@@ -20,6 +20,7 @@
 //	nats            nats.go        msgs/s and request-reply latency, overlay vs underlay
 //	failure         failure.go     kill -9 a node until every survivor drops it
 //	mesh            timetomesh.go  join → first ping and time to a full mesh, 3 and 8 nodes
+//	scale           scale.go       20 nodes (5 core + 15 leaf) against 20 all core: healthy, leaf → leaf, RSS/CPU, NATS connections
 //
 // The 3-node mesh the middle four share is started by lab.go (which times
 // it: the first time-to-mesh sample); bench.go runs the phases and
@@ -42,6 +43,7 @@ var phases = []struct{ name, what string }{
 	{"nats", "NATS msgs/s and request-reply p50/p99, overlay vs underlay"},
 	{"failure", "kill -9 a node until every survivor marks it dead and drops its route"},
 	{"mesh", "time to mesh: join → first overlay ping, last join → full mesh, 3 and 8 nodes"},
+	{"scale", "SCALE_NODES (20) nodes, default core + leaves vs all core: last join → healthy, leaf → leaf message, idle RSS/CPU, NATS connections"},
 }
 
 func usage() {

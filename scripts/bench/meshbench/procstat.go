@@ -1,13 +1,62 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
-// Per-process CPU and memory from /proc, for the cost and nats phases.
+// Per-process CPU and memory from /proc, for the cost, nats and scale
+// phases.
+
+// procSeries is one process sampled by sampleProcs: RSS in MiB every
+// second, CPU in % of one core per 10 s window (and a shorter last one).
+type procSeries struct {
+	rss, cpu []float64
+}
+
+// sampleProcs samples every pid once a second for d.
+func sampleProcs(ctx context.Context, pids []int, d time.Duration) ([]procSeries, error) {
+	tck := clkTck()
+	ser := make([]procSeries, len(pids))
+	ticks := make([]int64, len(pids))
+	at := make([]time.Time, len(pids))
+	for i, pid := range pids {
+		_, t, err := procSample(pid)
+		if err != nil {
+			return nil, err
+		}
+		ticks[i], at[i] = t, time.Now()
+	}
+	end := time.Now().Add(d)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sec := 0
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		sec++
+		for i, pid := range pids {
+			rss, t, err := procSample(pid)
+			if err != nil {
+				return nil, err
+			}
+			ser[i].rss = append(ser[i].rss, float64(rss)/(1<<20))
+			if sec%10 == 0 || !time.Now().Before(end) {
+				now := time.Now()
+				ser[i].cpu = append(ser[i].cpu, 100*float64(t-ticks[i])/tck/now.Sub(at[i]).Seconds())
+				ticks[i], at[i] = t, now
+			}
+		}
+	}
+	return ser, nil
+}
 
 // procSample reads VmRSS (bytes) and utime+stime (clock ticks) of pid.
 func procSample(pid int) (rss int64, ticks int64, err error) {
