@@ -70,7 +70,6 @@ func (f *fakeAsker) Ask(k wgtypes.Key, _ netip.Addr) error {
 // answers; one that does not loses them one grace after gossip gave up.
 func TestDeathWitness(t *testing.T) {
 	tm := newTestMesh(t)
-	self, _ := tm.member("self", discovery.StateAlive)
 	killed, _ := tm.member("killed", discovery.StateDead)
 	gossipWrong, _ := tm.member("gossip-wrong", discovery.StateDead)
 	relayed, _ := tm.member("relayed", discovery.StateLeft)
@@ -144,7 +143,6 @@ func TestDeathWitness(t *testing.T) {
 	if keep, _ := w2.judge(members, peers(nil), paths, dev, log, t0); keep[killed.Node] {
 		t.Fatal("a member WireGuard cannot ask keeps its routes")
 	}
-	_ = self
 }
 
 func sameKeys(m map[identity.NodePublic]bool, want []identity.NodePublic) bool {
@@ -164,11 +162,10 @@ func sameKeys(m map[identity.NodePublic]bool, want []identity.NodePublic) bool {
 // otherwise).
 func TestPlanKeepRoutes(t *testing.T) {
 	tm := newTestMesh(t)
-	self, certSelf := tm.member("self", discovery.StateAlive)
+	self, _ := tm.member("self", discovery.StateAlive)
 	dead, certDead := tm.member("dead", discovery.StateDead)
 	left, _ := tm.member("left", discovery.StateLeft)
 	unknown, _ := tm.member("unknown", discovery.StateUnknown)
-	_ = certSelf
 	members := []discovery.Member{dead, left, unknown}
 
 	routes := func(p *Plan) []string {
