@@ -59,11 +59,11 @@ func idleCost(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 	}
 	const g = "cost"
 	first := ser[0].rss[:min(60, len(ser[0].rss))]
-	r.add(fig(g, "idle RSS node1 (JetStream on, 3-node mesh), first 60 s, 1 s samples", "MiB", first)).goalBelow(40, "< 40 MiB")
+	r.add(fig(g, "idle RSS node1 (JetStream on, 3-node mesh), first 60 s, 1 s samples", "MiB", first)).goalBelow(32, "< 32 MiB")
 	if n := len(ser[0].rss); n >= 90 {
 		// The Go heap grows between idle GCs (every 1-2 minutes at idle):
 		// the tail of a longer window is the steady state.
-		f := r.add(fig(g, fmt.Sprintf("idle RSS node1, last 30 s of %d s", n), "MiB", ser[0].rss[n-30:])).goalBelow(40, "< 40 MiB")
+		f := r.add(fig(g, fmt.Sprintf("idle RSS node1, last 30 s of %d s", n), "MiB", ser[0].rss[n-30:])).goalBelow(32, "< 32 MiB")
 		f.Note = "steady state: RSS climbs until the first idle GC"
 	}
 	r.add(fig(g, "idle CPU node1, 10 s windows", "% of one core", ser[0].cpu))
@@ -73,7 +73,7 @@ func idleCost(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 		med = append(med, fig("", "", "", ser[i].rss).Median)
 		cpuAll = append(cpuAll, fig("", "", "", ser[i].cpu).Median)
 	}
-	r.add(fig(g, "idle RSS, median of each of the 3 nodes", "MiB", med)).goalBelow(40, "< 40 MiB")
+	r.add(fig(g, "idle RSS, median of each of the 3 nodes", "MiB", med)).goalBelow(32, "< 32 MiB")
 	var hwm []float64
 	for _, n := range l.Nodes {
 		hwm = append(hwm, vmKiB(n.PID(), "VmHWM")/1024)

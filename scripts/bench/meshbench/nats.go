@@ -152,7 +152,7 @@ func natsBench(ctx context.Context, s *settings, r *Report, l *benchLab) error {
 		sz := sizeName(size)
 		fo := r.add(fig(g, "msgs/s overlay "+sz, "msg/s", o.rate))
 		fu := r.add(fig(g, "msgs/s underlay "+sz, "msg/s", u.rate))
-		r.add(ratio(g, "msgs/s overlay/underlay "+sz, fo, fu)).goalAtLeast(0.8, "≥ 0.8")
+		r.add(ratio(g, "msgs/s overlay/underlay "+sz, fo, fu)).goalAtLeast(0.9, "≥ 0.9")
 		lo := r.add(fig(g, "rtt p50 overlay "+sz, "µs", o.p50))
 		lu := r.add(fig(g, "rtt p50 underlay "+sz, "µs", u.p50))
 		r.add(ratio(g, "rtt p50 underlay/overlay "+sz, lu, lo)).goalAtLeast(0.8, "≥ 0.8 (overlay ≤ 1.25× underlay)")
