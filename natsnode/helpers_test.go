@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,15 +28,58 @@ const testMeshName = "testmesh"
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
-// freePort picks a free loopback TCP port.
+// freePort picks a free loopback TCP port for a server to bind later.
+// Not one the kernel hands out as an ephemeral port: between the check
+// here and the server's bind, a route dialled by another test's server
+// could take such a port as its source (seen in CI: "bind: address
+// already in use"). Below the ephemeral range only an explicit bind can
+// take it, and this process walks its own sequence of them.
 func freePort(t *testing.T) int {
 	t.Helper()
+	lo := ephemeralLow()
+	const base = 10000
+	if lo-base >= 2000 {
+		span := lo - base
+		for range span {
+			p := base + int(nextPort.Add(1))%span
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				continue
+			}
+			l.Close()
+			return p
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// nextPort starts at a place of its own per process, so that two test
+// processes rarely walk the same ports.
+var nextPort atomic.Int64
+
+func init() { nextPort.Store(int64(os.Getpid()) * 7919) }
+
+// ephemeralLow is the lowest port the kernel picks for outgoing
+// connections (32768 when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return lo
 }
 
 // logBuf collects one server's log; it is printed when the test fails.
