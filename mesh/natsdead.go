@@ -231,7 +231,7 @@ type nodeAsker struct{ dev *wg.Device }
 // the file comment). The nudge's error is not the caller's business: a
 // datagram that cannot be sent leaves the handshake to answer.
 func (a nodeAsker) Ask(k wgtypes.Key, addr netip.Addr) error {
-	if err := a.dev.AskHandshake(k); err != nil {
+	if err := a.dev.Handshake(k); err != nil {
 		return err
 	}
 	nudge(addr)

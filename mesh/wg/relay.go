@@ -1,12 +1,6 @@
 package wg
 
-import (
-	"fmt"
-	"net/netip"
-
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-)
+import "net/netip"
 
 // A hub relays for members that cannot reach each other directly (both
 // behind NATs that map per destination): each of them routes the other's
@@ -27,17 +21,6 @@ func (d *Device) SetRelay(on bool) {
 	defer d.fwdMu.Unlock()
 	d.relayAll = on
 	d.storeForward()
-}
-
-// Handshake asks WireGuard for a handshake with peer key now (a direct
-// path probe): wireguard-go then retries every 5 s for 90 s on its own. It
-// sends nothing if an initiation went out less than 5 s ago.
-func (d *Device) Handshake(key wgtypes.Key) error {
-	peer := d.dev.LookupPeer(device.NoisePublicKey(key))
-	if peer == nil {
-		return fmt.Errorf("wg: interface %s: no peer %s", d.name, key)
-	}
-	return peer.SendHandshakeInitiation(false)
 }
 
 // relayed reports whether the forward set relays between members.
