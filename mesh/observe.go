@@ -309,6 +309,11 @@ func (n *Node) stepPaths(now time.Time) {
 		for _, p := range peers {
 			stats[p.PublicKey] = PathFacts{LastHandshake: p.LastHandshake, RxBytes: p.RxBytes, Endpoint: p.Endpoint}
 		}
+		// Two ends that started together can each drop the other's
+		// handshake answer and wait 5 s to retry (mesh/wg/crossed.go).
+		for _, k := range n.dev.Uncross(peers, now) {
+			n.log.Info("crossed WireGuard handshakes: initiating again at once", "member", nameOfKey(plan, k))
+		}
 	}
 	n.nat.mu.Lock()
 	adv := slices.Clone(n.nat.adv)
@@ -359,6 +364,16 @@ func (n *Node) stepPaths(now time.Time) {
 			n.log.Debug("direct probe not sent", "member", nameOf(plan, k), "err", err)
 		}
 	}
+}
+
+// nameOfKey names the member whose WireGuard key is k.
+func nameOfKey(p *Plan, k wgtypes.Key) string {
+	for _, m := range p.Members {
+		if m.WireGuard.Key() == k {
+			return m.Name
+		}
+	}
+	return k.String()
 }
 
 func nameOf(p *Plan, k identity.NodePublic) string {

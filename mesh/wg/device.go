@@ -122,7 +122,8 @@ type Device struct {
 	// connsTo lists local TCP connections to addresses (sockets.go);
 	// tests replace it.
 	connsTo func([]netip.Addr) ([]tcpConn, error)
-	probes  prober // outstanding liveness probes; see liveness.go
+	probes  prober   // outstanding liveness probes; see liveness.go
+	cross   crossing // crossed handshakes being broken; see crossed.go
 
 	mu           sync.Mutex // serialises Apply; guards lastEndpoint
 	lastEndpoint map[wgtypes.Key]netip.AddrPort
