@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,7 +220,7 @@ func TestGossipKeyringSchedule(t *testing.T) {
 			r := NewGossipKeyring(m)
 			r.entries = c.entries
 			s := r.Schedule(t0.Add(c.at))
-			if s.PrimaryEpoch != c.primary || !slicesEqual(s.Epochs, c.epochs) {
+			if s.PrimaryEpoch != c.primary || !slices.Equal(s.Epochs, c.epochs) {
 				t.Fatalf("primary %d epochs %v, want %d %v", s.PrimaryEpoch, s.Epochs, c.primary, c.epochs)
 			}
 			want := map[uint32][GossipKeySize]byte{0: base, 1: key(1), 2: key(2)}
@@ -236,18 +237,6 @@ func TestGossipKeyringSchedule(t *testing.T) {
 			}
 		})
 	}
-}
-
-func slicesEqual(a, b []uint32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestGossipKeyringPrune(t *testing.T) {

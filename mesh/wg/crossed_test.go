@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestCrossingDue(t *testing.T) {
 					got = append(got, i)
 				}
 			}
-			if !equalInts(got, tc.want) {
+			if !slices.Equal(got, tc.want) {
 				t.Errorf("due at ticks %v, want %v", got, tc.want)
 			}
 		})
@@ -68,18 +69,6 @@ func repeat(p PeerStats, n int) []PeerStats {
 		out[i] = p
 	}
 	return out
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestCrossedHandshake makes two real devices cross their handshakes, the
@@ -107,25 +96,11 @@ func TestCrossedHandshake(t *testing.T) {
 	r.waitHeld(t, 2, 2) // both responses: each end consumed the other's initiation
 	r.release(false)    // and from now on the relay passes everything
 
-	stats := func(n, of *node) PeerStats {
-		t.Helper()
-		peers, err := n.dev.Peers()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range peers {
-			if p.PublicKey == of.key.PublicKey() {
-				return p
-			}
-		}
-		t.Fatalf("%s has no peer %s", n.dev.Name(), of.key.PublicKey())
-		return PeerStats{}
-	}
 	crossedAt := time.Now()
 	// The crossing itself (wireguard-go's doing, pinned): a second later
 	// both ends heard the other and neither has a session.
 	time.Sleep(time.Second)
-	pa, pb := stats(a, b), stats(b, a)
+	pa, pb := peerOf(t, a, b), peerOf(t, b, a)
 	if !looksCrossed(pa) || !looksCrossed(pb) {
 		t.Fatalf("no crossing: a→b %+v, b→a %+v", pa, pb)
 	}
@@ -137,10 +112,10 @@ func TestCrossedHandshake(t *testing.T) {
 	}
 	now := time.Now()
 	for _, tick := range []time.Time{now, now.Add(crossedFor)} {
-		if got := higher.dev.Uncross([]PeerStats{stats(higher, lower)}, tick); len(got) != 0 {
+		if got := higher.dev.Uncross([]PeerStats{peerOf(t, higher, lower)}, tick); len(got) != 0 {
 			t.Fatalf("the higher key's end initiated: %v", got)
 		}
-		got := lower.dev.Uncross([]PeerStats{stats(lower, higher)}, tick)
+		got := lower.dev.Uncross([]PeerStats{peerOf(t, lower, higher)}, tick)
 		if tick.Equal(now) && len(got) != 0 || !tick.Equal(now) && (len(got) != 1 || got[0] != higher.key.PublicKey()) {
 			t.Fatalf("lower key's Uncross at +%s: %v", tick.Sub(now), got)
 		}
@@ -148,7 +123,7 @@ func TestCrossedHandshake(t *testing.T) {
 	// Well before wireguard-go's own retry (5 s after the responses),
 	// both ends have a session, and data passes.
 	for {
-		pa, pb = stats(a, b), stats(b, a)
+		pa, pb = peerOf(t, a, b), peerOf(t, b, a)
 		if !pa.LastHandshake.IsZero() && !pb.LastHandshake.IsZero() {
 			break
 		}
