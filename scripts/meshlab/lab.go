@@ -24,6 +24,7 @@ import (
 	"github.com/meshnode/meshnode/identity"
 	"github.com/meshnode/meshnode/mesh/api"
 	"github.com/meshnode/meshnode/mesh/defaults"
+	"github.com/meshnode/meshnode/mesh/wg"
 	"github.com/meshnode/meshnode/scripts/netns"
 )
 
@@ -93,12 +94,15 @@ func (l *Lab) AddNode(name string) (*Node, error) {
 }
 
 // Close stops every helper and every node (SIGKILL by PID if SIGINT or
-// SIGTERM is not enough) and removes every namespace.
+// SIGTERM is not enough) and removes every namespace, and the UAPI socket
+// a node killed by the test left behind (the socket directory is the
+// host's, not the namespace's).
 func (l *Lab) Close() {
 	l.stopHelpers()
 	for _, n := range l.Nodes {
 		n.Stop(3 * time.Second)
 		n.NS.Delete()
+		os.Remove(filepath.Join(wg.SocketDir, n.Iface+".sock"))
 	}
 	l.closeNATs()
 	if l.Bridge != nil {
