@@ -447,8 +447,8 @@ func (s *Server) apply() {
 	ns, cur := s.ns, s.mode
 	all := s.withSelf(s.members)
 	next := s.nextMode(cur, ns != nil, all, s.jsPeer)
-	routes := routeURLs(all, s.cfg.Cluster.RouteSecret)
-	want := appliedURLs(routes, leafURLs(all))
+	routes, leafs := routeURLs(all, s.cfg.Cluster.RouteSecret), leafURLs(all)
+	want := appliedURLs(routes, leafs)
 	same := slices.Equal(want, s.applied)
 	s.mu.Unlock()
 
@@ -481,9 +481,9 @@ func (s *Server) apply() {
 	}
 	if s.reload() == nil {
 		if s.cfg.leafNode() {
-			s.log.Info("nats leaf remote reloaded", "core", len(want))
+			s.log.Info("nats leaf remote reloaded", "core", len(leafs))
 		} else {
-			s.log.Info("nats routes reloaded", "routes", len(want))
+			s.log.Info("nats routes reloaded", "routes", len(routes))
 		}
 	}
 }
