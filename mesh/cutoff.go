@@ -17,8 +17,9 @@ import (
 // a member that died, NATS routes this node dialed to it among them, fail
 // at once instead of waiting for their own keepalives (minutes).
 //
-// Called at the end of every reconcile, under reconcileMu.
-func (n *Node) applyCutOff(p *Plan, now time.Time) {
+// Called at the end of every reconcile, under reconcileMu, with the peer
+// list the reconcile read before Apply (their handshakes).
+func (n *Node) applyCutOff(p *Plan, peers []wg.PeerStats, now time.Time) {
 	// A member reached through a hub has a direct peer that never
 	// answers: a probe there proves nothing, so a relayed member is cut
 	// off for revocation only, never for a death gossip alone claims.
@@ -36,11 +37,12 @@ func (n *Node) applyCutOff(p *Plan, now time.Time) {
 	if err != nil {
 		n.log.Warn("probe dead members over WireGuard", "err", err)
 	}
+	if peers == nil { // reconcile could not read them: try once more
+		peers, _ = n.dev.Peers()
+	}
 	handshakes := map[wgtypes.Key]time.Time{}
-	if peers, err := n.dev.Peers(); err == nil {
-		for _, ps := range peers {
-			handshakes[ps.PublicKey] = ps.LastHandshake
-		}
+	for _, ps := range peers {
+		handshakes[ps.PublicKey] = ps.LastHandshake
 	}
 	health := make([]wg.MemberHealth, 0, len(p.Members))
 	for _, m := range p.Members {

@@ -307,7 +307,10 @@ func (n *Node) reconcile() {
 	defer n.reconcileMu.Unlock()
 	now := time.Now()
 	s := n.snapshot()
-	// Peers read before Apply: the handshakes WireGuard has seen so far.
+	// Peers read before Apply: the handshakes WireGuard has seen so far,
+	// for the death witness and the cut-off set alike (a handshake in the
+	// milliseconds until applyCutOff counts on the next reconcile; its
+	// grace is 15 s).
 	peers, err := n.dev.Peers()
 	if err != nil {
 		n.log.Warn("read WireGuard peers", "err", err)
@@ -324,7 +327,7 @@ func (n *Node) reconcile() {
 		n.log.Error("apply WireGuard peers", "err", err)
 	}
 	n.applyPhones(p)
-	n.applyCutOff(p, time.Now())
+	n.applyCutOff(p, peers, time.Now())
 	if n.nats != nil {
 		n.noteCoreChange(p)
 		n.nats.SetMembers(p.NATSMembers())
