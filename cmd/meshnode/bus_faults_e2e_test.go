@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -266,60 +265,13 @@ func (f *faults) waitFor(timeout time.Duration, what string, check func() error)
 	eventually(f.t, timeout, what, check)
 }
 
-// faultsStreamInfo is what the test reads of `meshnode nats stream-info`.
-type faultsStreamInfo struct {
-	Cluster struct {
-		Leader   string `json:"leader"`
-		Replicas []struct {
-			Name    string `json:"name"`
-			Current bool   `json:"current"`
-			Offline bool   `json:"offline"`
-			Lag     uint64 `json:"lag"`
-		} `json:"replicas"`
-	} `json:"cluster"`
-}
-
-// servers are the stream's leader and replicas.
-func (i *faultsStreamInfo) servers() []string {
-	out := []string{i.Cluster.Leader}
-	for _, r := range i.Cluster.Replicas {
-		out = append(out, r.Name)
-	}
-	return out
-}
-
-// current says why the stream is not led with every replica current.
-func (i *faultsStreamInfo) current() error {
-	if i.Cluster.Leader == "" || len(i.Cluster.Replicas) != 2 {
-		return fmt.Errorf("stream %s: leader %q with %d replicas, want 2", faultsStream, i.Cluster.Leader, len(i.Cluster.Replicas))
-	}
-	for _, r := range i.Cluster.Replicas {
-		if !r.Current || r.Offline || r.Lag != 0 {
-			return fmt.Errorf("stream %s: replica %s current=%v offline=%v lag=%d", faultsStream, r.Name, r.Current, r.Offline, r.Lag)
-		}
-	}
-	return nil
-}
-
-func streamInfo(n *meshlab.Node) (*faultsStreamInfo, error) {
-	out, err := n.Meshnode("nats", "--state", n.State, "--timeout", "5s", "stream-info", faultsStream)
-	if err != nil {
-		return nil, err
-	}
-	var info faultsStreamInfo
-	if err := json.Unmarshal([]byte(out), &info); err != nil {
-		return nil, fmt.Errorf("stream info: %w: %s", err, out)
-	}
-	return &info, nil
-}
-
 // waitStream waits until the stream has a leader, asking on n.
-func (f *faults) waitStream(n *meshlab.Node) *faultsStreamInfo {
+func (f *faults) waitStream(n *meshlab.Node) *streamInfo {
 	f.t.Helper()
-	var info *faultsStreamInfo
+	var info *streamInfo
 	f.waitFor(maxToHealthy, "stream "+faultsStream+" has a leader", func() error {
 		var err error
-		if info, err = streamInfo(n); err != nil {
+		if info, err = askStream(n, faultsStream); err != nil {
 			return err
 		}
 		if info.Cluster.Leader == "" {
@@ -347,11 +299,11 @@ func (f *faults) healthy() error {
 			return fmt.Errorf("%s: JetStream %s", n.Name, st.NATS.JetStream)
 		}
 	}
-	info, err := streamInfo(f.via)
+	info, err := askStream(f.via, faultsStream)
 	if err != nil {
 		return err
 	}
-	return info.current()
+	return info.current(faultsStream, 3)
 }
 
 // sleep waits d (a duration the scenario prescribes, not a guess at how

@@ -342,41 +342,78 @@ func memberAbsent(n *meshlab.Node, name string) error {
 	return nil
 }
 
-// streamReplicated checks that stream has msgs messages and that the
-// leader plus every replica is current.
-func streamReplicated(n *meshlab.Node, stream string, msgs uint64, replicas int) error {
-	out, err := n.Meshnode("nats", "--state", n.State, "stream-info", stream)
+// streamInfo is what the tests read of `meshnode nats stream-info`.
+type streamInfo struct {
+	State struct {
+		Msgs uint64 `json:"messages"`
+	} `json:"state"`
+	Cluster struct {
+		Leader   string `json:"leader"`
+		Replicas []struct {
+			Name    string `json:"name"`
+			Current bool   `json:"current"`
+			Offline bool   `json:"offline"`
+			Lag     uint64 `json:"lag"`
+		} `json:"replicas"`
+	} `json:"cluster"`
+}
+
+// askStream asks n for stream's info.
+func askStream(n *meshlab.Node, stream string) (*streamInfo, error) {
+	out, err := n.Meshnode("nats", "--state", n.State, "--timeout", "5s", "stream-info", stream)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var info struct {
-		State struct {
-			Msgs uint64 `json:"messages"`
-		} `json:"state"`
-		Cluster struct {
-			Leader   string `json:"leader"`
-			Replicas []struct {
-				Name    string `json:"name"`
-				Current bool   `json:"current"`
-				Lag     uint64 `json:"lag"`
-			} `json:"replicas"`
-		} `json:"cluster"`
-	}
+	var info streamInfo
 	if err := json.Unmarshal([]byte(out), &info); err != nil {
-		return fmt.Errorf("stream info: %w: %s", err, out)
+		return nil, fmt.Errorf("stream info: %w: %s", err, out)
 	}
-	if info.State.Msgs != msgs {
-		return fmt.Errorf("%s holds %d messages, want %d", stream, info.State.Msgs, msgs)
+	return &info, nil
+}
+
+// servers are the stream's leader and replicas.
+func (i *streamInfo) servers() []string {
+	out := []string{i.Cluster.Leader}
+	for _, r := range i.Cluster.Replicas {
+		out = append(out, r.Name)
 	}
-	if info.Cluster.Leader == "" || len(info.Cluster.Replicas) != replicas-1 {
-		return fmt.Errorf("%s: leader %q with %d replicas, want %d", stream, info.Cluster.Leader, len(info.Cluster.Replicas), replicas-1)
+	return out
+}
+
+// current says why stream is not led with replicas-1 current replicas
+// without lag.
+func (i *streamInfo) current(stream string, replicas int) error {
+	if i.Cluster.Leader == "" || len(i.Cluster.Replicas) != replicas-1 {
+		return fmt.Errorf("stream %s: leader %q with %d replicas, want %d", stream, i.Cluster.Leader, len(i.Cluster.Replicas), replicas-1)
 	}
-	for _, r := range info.Cluster.Replicas {
-		if !r.Current || r.Lag != 0 {
-			return fmt.Errorf("%s: replica %s current=%v lag=%d", stream, r.Name, r.Current, r.Lag)
+	for _, r := range i.Cluster.Replicas {
+		if !r.Current || r.Offline || r.Lag != 0 {
+			return fmt.Errorf("stream %s: replica %s current=%v offline=%v lag=%d", stream, r.Name, r.Current, r.Offline, r.Lag)
 		}
 	}
 	return nil
+}
+
+// streamMsgs reads stream's info on n and checks it holds msgs messages.
+func streamMsgs(n *meshlab.Node, stream string, msgs uint64) (*streamInfo, error) {
+	info, err := askStream(n, stream)
+	if err != nil {
+		return nil, err
+	}
+	if info.State.Msgs != msgs {
+		return nil, fmt.Errorf("%s holds %d messages, want %d", stream, info.State.Msgs, msgs)
+	}
+	return info, nil
+}
+
+// streamReplicated checks, on n, that stream holds msgs messages on a
+// leader and replicas-1 current replicas.
+func streamReplicated(n *meshlab.Node, stream string, msgs uint64, replicas int) error {
+	info, err := streamMsgs(n, stream, msgs)
+	if err != nil {
+		return err
+	}
+	return info.current(stream, replicas)
 }
 
 func memberState(n *meshlab.Node, name string, want api.State) error {

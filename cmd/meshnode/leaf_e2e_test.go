@@ -111,7 +111,8 @@ func TestCoreAndLeaves(t *testing.T) {
 		return err
 	})
 	eventually(t, 30*time.Second, "the stream's 20 messages seen from leaf2", func() error {
-		return streamMsgs(leaf2, "EDGE", 20)
+		_, err := streamMsgs(leaf2, "EDGE", 20)
+		return err
 	})
 	eventually(t, 30*time.Second, "two current replicas", func() error {
 		return streamReplicated(core2, "EDGE", 20, 2)
@@ -144,7 +145,8 @@ func TestCoreAndLeaves(t *testing.T) {
 	})
 	t.Logf("figure: revoke → the revoked leaf's connection closed: %s", time.Since(revoked).Round(time.Millisecond))
 	eventually(t, 30*time.Second, "leaf1 still reaching the stream", func() error {
-		return streamMsgs(leaf1, "EDGE", 20)
+		_, err := streamMsgs(leaf1, "EDGE", 20)
+		return err
 	})
 }
 
