@@ -28,8 +28,9 @@ import (
 // completed (LastHandshake is zero). When it lasts longer than a round trip
 // (crossedFor), the end with the lower public key forgets its half-done
 // handshake and initiates at once (ExpireCurrentKeypairs lifts the 5 s
-// rule; there is no session to lose), and the other end answers: a peer
-// may consume an initiation at any time. Only one end acts, so the two
+// rule; there is no session to lose), at most every 5 s and three times,
+// and the other end answers: a peer may consume an initiation at any
+// time. Only one end acts, so the two
 // fresh attempts cannot cross again, and a peer that does not act (an
 // older meshnode, a phone) leaves the other end's retries as they were.
 const (
@@ -39,14 +40,20 @@ const (
 	// uncrossEvery bounds the fresh initiations to one peer, like
 	// wireguard-go's own retries.
 	uncrossEvery = device.RekeyTimeout
+	// uncrossTries bounds them per spell of the signature: one breaks a
+	// crossing; a peer that went away after its initiation (a phone whose
+	// app stopped, a box that died) shows the signature for good and is
+	// left to wireguard-go's own retries.
+	uncrossTries = 3
 )
 
-// crossing remembers, per peer, when the signature was first seen and
-// when this end last initiated to break it.
+// crossing remembers, per peer, when the signature was first seen, when
+// this end last initiated to break it and how often it did.
 type crossing struct {
 	mu     sync.Mutex
 	since  map[wgtypes.Key]time.Time
 	kicked map[wgtypes.Key]time.Time
+	tries  map[wgtypes.Key]int
 }
 
 // looksCrossed is the signature: heard from, but no session ever.
@@ -58,7 +65,7 @@ func (c *crossing) due(self wgtypes.Key, peers []PeerStats, now time.Time) []wgt
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.since == nil {
-		c.since, c.kicked = map[wgtypes.Key]time.Time{}, map[wgtypes.Key]time.Time{}
+		c.since, c.kicked, c.tries = map[wgtypes.Key]time.Time{}, map[wgtypes.Key]time.Time{}, map[wgtypes.Key]int{}
 	}
 	shows := make(map[wgtypes.Key]bool, len(peers))
 	var out []wgtypes.Key
@@ -76,16 +83,18 @@ func (c *crossing) due(self wgtypes.Key, peers []PeerStats, now time.Time) []wgt
 		if now.Sub(first) < crossedFor {
 			continue
 		}
-		if last, ok := c.kicked[k]; ok && now.Sub(last) < uncrossEvery {
+		if last, ok := c.kicked[k]; ok && now.Sub(last) < uncrossEvery || c.tries[k] >= uncrossTries {
 			continue
 		}
 		c.kicked[k] = now
+		c.tries[k]++
 		out = append(out, k)
 	}
 	for k := range c.since {
 		if !shows[k] {
 			delete(c.since, k)
 			delete(c.kicked, k)
+			delete(c.tries, k)
 		}
 	}
 	return out

@@ -36,6 +36,11 @@ func TestCrossingDue(t *testing.T) {
 		{"once per uncrossEvery", lo,
 			// ticks 0..24 are 0-6 s: due at 0.5 s and again at 5.5 s
 			repeat(crossed, 25), []int{2, 22}},
+		{"uncrossTries times for good", lo,
+			// 0-20 s: 0.5, 5.5, 10.5 s, then never (the peer went away)
+			repeat(crossed, 81), []int{2, 22, 42}},
+		{"a new spell starts over", lo,
+			append(append(repeat(crossed, 43), PeerStats{PublicKey: hi}), repeat(crossed, 3)...), []int{2, 22, 42, 46}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c crossing
@@ -58,8 +63,8 @@ func TestCrossingDue(t *testing.T) {
 	var c crossing
 	c.due(lo, []PeerStats{crossed}, t0)
 	c.due(lo, nil, t0.Add(time.Second))
-	if len(c.since) != 0 || len(c.kicked) != 0 {
-		t.Errorf("after the peer left: since %v kicked %v", c.since, c.kicked)
+	if len(c.since) != 0 || len(c.kicked) != 0 || len(c.tries) != 0 {
+		t.Errorf("after the peer left: since %v kicked %v tries %v", c.since, c.kicked, c.tries)
 	}
 }
 
