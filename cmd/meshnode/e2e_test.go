@@ -44,6 +44,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// keepLogsEnv names a directory where newLab copies every node's whole
+// log when the test ends, passed or failed (as <test>-<node>.log), for
+// reading what a run did beyond the tail a failure prints.
+const keepLogsEnv = "MESHNODE_TEST_LOGS"
+
 // newLab makes a lab whose nodes and namespaces are gone when the test ends,
 // and whose node logs are printed when it fails.
 func newLab(t *testing.T) *meshlab.Lab {
@@ -60,6 +65,16 @@ func newLab(t *testing.T) *meshlab.Lab {
 		if t.Failed() {
 			for _, n := range lab.Nodes {
 				t.Logf("--- %s log (tail):\n%s", n.Name, n.Tail(40))
+			}
+		}
+		if dir := os.Getenv(keepLogsEnv); dir != "" {
+			for _, n := range lab.Nodes {
+				name := strings.ReplaceAll(t.Name(), "/", "_") + "-" + n.Name + ".log"
+				if b, err := os.ReadFile(n.Log); err != nil {
+					t.Logf("%s: %v", keepLogsEnv, err)
+				} else if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+					t.Logf("%s: %v", keepLogsEnv, err)
+				}
 			}
 		}
 		lab.Close()
