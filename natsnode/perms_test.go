@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -511,5 +512,35 @@ func TestTrapRemovedRouteURLClosesSolicitedRoute(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if up := routesUp(na); up != 0 {
 		t.Fatalf("a redialled a removed route: %d routes", up)
+	}
+}
+
+// TestWithDomainAPI: every deny under $JS.API. has its twin under the
+// core's domain prefix, and nothing else gains one.
+func TestWithDomainAPI(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{nil, nil},
+		{[]string{"$SYS.>"}, []string{"$SYS.>"}},
+		{[]string{"$JS.API.>"}, []string{"$JS.API.>", "$JS.mesh.API.>"}},
+		{
+			[]string{"$SYS.>", "$JS.API.STREAM.DELETE.*", "$JS.SNAPSHOT.>", "$JS.APIX.>"},
+			[]string{"$SYS.>", "$JS.API.STREAM.DELETE.*", "$JS.SNAPSHOT.>", "$JS.APIX.>", "$JS.mesh.API.STREAM.DELETE.*"},
+		},
+	} {
+		if got := withDomainAPI(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("withDomainAPI(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// The lists the roles use.
+	phone := phonePermissions(PhoneGrant{Pub: []string{">"}, Sub: []string{">"}})
+	for name, list := range map[string][]string{
+		"memberDeny": memberDeny, "memberSubDeny": memberSubDeny,
+		"phone publish": phone.Publish.Deny, "phone subscribe": phone.Subscribe.Deny,
+	} {
+		for _, s := range list {
+			if rest, ok := strings.CutPrefix(s, "$JS.API."); ok && !slices.Contains(list, domainAPIPrefix+rest) {
+				t.Errorf("%s denies %s but not %s", name, s, domainAPIPrefix+rest)
+			}
+		}
 	}
 }
