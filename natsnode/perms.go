@@ -100,10 +100,13 @@ var memberDeny = withDomainAPI([]string{
 // system account's subjects, and the JetStream API itself (a subscriber
 // there sees every request and could answer one before the server does),
 // under its plain and its domain prefix (on a leaf server the requests of
-// its clients travel under the latter).
+// its clients travel under the latter), and the API audit advisory, which
+// nats-server publishes into the account for every API request with the
+// request and the response in it (jetstream_api.go sendAPIResponse).
 var memberSubDeny = withDomainAPI([]string{
 	"$SYS.>",
 	"$JS.API.>",
+	server.JSAuditAdvisory,
 })
 
 // domainAPIPrefix is what a leaf server puts in place of $JS.API. in its
@@ -134,8 +137,10 @@ func permissions(r Role) *server.Permissions {
 	}
 }
 
-// leafSubDeny is what a leaf connection may not receive: $SYS and the
-// plain JetStream API, as for a member client; nats-server adds $JS.API.>,
+// leafSubDeny is what a leaf connection may not receive: $SYS, the
+// plain JetStream API and its audit advisory, as for a member client (a
+// leaf runs no JetStream, so it never sends the advisory the other
+// way); nats-server adds $JS.API.>,
 // $KV.> and $OBJ.> itself on a leaf connection between servers of
 // differing JetStream domains (see leafOptions).
 //
@@ -153,7 +158,7 @@ func permissions(r Role) *server.Permissions {
 // connections alike (the parser's mapping runs before any delivery).
 // TestLeafDoesNotSeeJetStreamAPI shows a leaf box receives neither a core
 // client's nor another leaf's client's JetStream requests.
-var leafSubDeny = []string{"$SYS.>", "$JS.API.>"}
+var leafSubDeny = []string{"$SYS.>", "$JS.API.>", server.JSAuditAdvisory}
 
 // leafPermissions are the permissions of a leaf member's leaf connection
 // on a core server, as seen from the leaf (nats-server reverses them

@@ -147,6 +147,36 @@ func TestMemberPermissions(t *testing.T) {
 	}
 	mnc.Flush()
 	waitFor(t, 5*time.Second, "subscription to the JetStream API refused", func() bool { return aliceErrs.has("$JS.API.STREAM.CREATE.*") })
+	// Nor read the API audit advisory, which carries every request.
+	if _, err := mnc.SubscribeSync(server.JSAuditAdvisory); err != nil {
+		t.Fatal(err)
+	}
+	mnc.Flush()
+	waitFor(t, 5*time.Second, "subscription to the API audit advisory refused", func() bool { return aliceErrs.has(server.JSAuditAdvisory) })
+	// A wildcard over both is filtered on delivery: the admin's request,
+	// then a marker; once the marker is here, the request would be too.
+	all, err := mnc.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnc.Flush()
+	if _, err := ajs.AccountInfo(ctx()); err != nil {
+		t.Fatal(err)
+	}
+	anc.Publish("marker.all", nil)
+	for {
+		m, err := all.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("the marker did not reach the member's \">\": %v", err)
+		}
+		if m.Subject == "marker.all" {
+			break
+		}
+		if isJetStreamAPI(m.Subject) {
+			t.Errorf("the member's \">\" received %s", m.Subject)
+		}
+	}
+	all.Unsubscribe()
 
 	// Streams: only the admin creates, updates, purges and deletes.
 	cfg := jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}
