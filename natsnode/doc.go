@@ -92,14 +92,26 @@
 // gives the connection its member's role as leaf permissions
 // (leafPermissions; TestLeafUsesCoreJetStream shows a leaf box cannot
 // delete streams or publish into $SYS, TestLeafCoreEnforcesPermissions
-// that the core enforces it against a leaf speaking the protocol itself;
-// TestTrapLeafSeesJetStreamAPI pins what it can see). nats-server never re-checks a leaf connection on a
-// reload, so Recheck closes refused ones itself (DisconnectClientByID
-// closes leaf connections too). Traps: a changed remote URL list is a new
-// remote, so the leaf reconnects (TestTrapLeafRemoteChangeReconnects);
-// nats-server denies the JetStream API on every leaf connection of a
-// non-system account unless the account names the default domain "",
-// which both sides set (JsAccDefaultDomain, see leafOptions).
+// that the core enforces it against a leaf speaking the protocol itself).
+// nats-server never re-checks a leaf connection on a reload, so Recheck
+// closes refused ones itself (DisconnectClientByID closes leaf
+// connections too). A changed remote URL list is a new remote, so the
+// leaf reconnects (TestTrapLeafRemoteChangeReconnects).
+//
+// JetStream across the leaf connection. The core servers name their
+// JetStream domain (JetStreamDomain); a leaf server maps its clients'
+// $JS.API.>, $KV.> and $OBJ.> to $JS.<domain>.API.… and the core maps
+// that back (see leafOptions). The plain JetStream API thus never
+// crosses a leaf connection, and a leaf box receives no other member's
+// JetStream request (TestLeafDoesNotSeeJetStreamAPI). Traps: nats-server
+// denies $JS.API.>, $KV.> and $OBJ.> on every leaf connection between
+// servers of differing domains, and one subscribe list governs both
+// directions of a leaf connection, so the domain prefix must stay open
+// there (see leafSubDeny); a leaf server maps its clients' subjects
+// before it checks their permissions and the core checks a leaf's
+// publishes before it maps them, so every JetStream deny is listed under
+// both prefixes (withDomainAPI). Naming the domain on a store that ran
+// without one keeps its streams (TestJetStreamDomainKeepsStore).
 //
 // JetStream bootstrap. Core NATS (pub/sub, request/reply, with the same
 // authentication and TLS) serves from the first node; only JetStream may

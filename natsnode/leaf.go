@@ -17,6 +17,12 @@ import (
 // DefaultLeafPort is a core server's leaf-node listener port.
 const DefaultLeafPort = defaults.NATSLeafPort
 
+// JetStreamDomain is the JetStream domain of the core servers. It is part
+// of the wire protocol between core and leaf servers (a leaf's clients'
+// JetStream API requests travel as $JS.<JetStreamDomain>.API.…), not a
+// setting: every core and leaf server of a mesh must agree on it.
+const JetStreamDomain = "mesh"
+
 // LeafConfig is the leaf-node side of the server: a core server's
 // listener for leaf members, or this server as a leaf member of the core.
 //
@@ -25,8 +31,8 @@ const DefaultLeafPort = defaults.NATSLeafPort
 // server (Solicit) runs no cluster and no JetStream; it connects to one
 // core server at a time (one remote listing every core server given by
 // SetMembers, at their LeafPort) and its clients see the whole subject
-// space and use the core's JetStream through that connection: a leaf
-// without JetStream forwards $JS.API.> to the hub in the same account.
+// space and use the core's JetStream through that connection, under the
+// core's JetStream domain (see leafOptions).
 type LeafConfig struct {
 	// Host and Port are a core server's leaf-node listener (Port 0: no
 	// listener, -1: a random port).
@@ -121,18 +127,20 @@ func leafURLs(members []Member) []*url.URL {
 // nats-server refuses a remote without URLs).
 func (s *Server) leafOptions(o *server.Options, remotes []*url.URL) {
 	c := &s.cfg
-	if c.leafListener() || c.leafNode() {
-		// Trap: nats-server denies $JS.API.>, $KV.> and $OBJ.> on every
-		// leaf connection of a non-system account (leafnode.go,
-		// both sides) unless JetStream is "extended" through a shared
-		// system account or the account names the default domain "".
-		// Sharing the system account would hand a leaf box $SYS; the
-		// default domain keeps one JetStream (the core's) for the one
-		// account every client shares, so a leaf's clients use it as
-		// if they were on the core. nats-server marks the option as a
-		// compatibility measure; TestLeafUsesCoreJetStream fails if it
-		// stops working.
-		o.JsAccDefaultDomain = map[string]string{server.DEFAULT_GLOBAL_ACCOUNT: ""}
+	if c.leafNode() {
+		// The leaf maps its clients' $JS.API.>, $KV.> and $OBJ.> to
+		// $JS.<JetStreamDomain>.API.… (nats-server's default_js_domain,
+		// registerAccount), which the core maps back for its JetStream
+		// (addLeafNodeConnection, because the core names the domain).
+		// Leaf clients keep the plain API, and the plain API never
+		// crosses a leaf connection: both sides see differing domains
+		// ("" here, JetStreamDomain there) and deny $JS.API.>, $KV.>
+		// and $OBJ.> on the connection, both ways (leafnode.go), and
+		// leafSubDeny says so again. A leaf box thus receives no other
+		// member's JetStream API request (TestLeafDoesNotSeeJetStreamAPI).
+		// nats-server marks the option as a compatibility measure;
+		// TestLeafUsesCoreJetStream fails if it stops working.
+		o.JsAccDefaultDomain = map[string]string{server.DEFAULT_GLOBAL_ACCOUNT: JetStreamDomain}
 	}
 	if c.leafListener() {
 		o.LeafNode = server.LeafNodeOpts{Host: c.Leaf.Host, Port: c.Leaf.Port, TLSConfig: c.Leaf.TLS}

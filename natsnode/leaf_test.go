@@ -308,29 +308,125 @@ func TestTrapLeafAuthFallsThrough(t *testing.T) {
 	}
 }
 
-// TestTrapLeafSeesJetStreamAPI pins the limit of leafSubDeny (nats-server
-// 2.15): a leaf box that subscribes to "$JS.API.>" receives another
-// member's JetStream API requests, because the deny that would stop it
-// would also stop the leaf's own requests (see leafSubDeny). If this
-// fails, nats-server filters the two directions apart and leafSubDeny can
-// deny the JetStream API as memberSubDeny does.
-func TestTrapLeafSeesJetStreamAPI(t *testing.T) {
+// TestLeafDoesNotSeeJetStreamAPI: a leaf box that subscribes to the
+// JetStream API (plain and under the core's domain prefix) and to
+// everything receives neither a core client's nor another leaf's
+// client's JetStream API requests, while both are answered (see
+// leafSubDeny), whether the box is a member or an admin (whose leaf
+// connection has no permissions of ours: nats-server's own deny holds).
+// The leaf box's own unrestricted client subscribes, so only what the
+// core hands the leaf connection counts; TestLeafCoreEnforcesPermissions
+// shows the core holds to it against a leaf that asks for more.
+func TestLeafDoesNotSeeJetStreamAPI(t *testing.T) {
+	for _, role := range []Role{RoleMember, RoleAdmin} {
+		t.Run(role.String(), func(t *testing.T) { testLeafDoesNotSeeJetStreamAPI(t, role) })
+	}
+}
+
+func testLeafDoesNotSeeJetStreamAPI(t *testing.T, role Role) {
 	lm := newLeafMesh(t)
-	mCore, mLeaf := lm.ca.member(t, "core"), lm.ca.member(t, "leaf")
-	lm.allowed.set(mLeaf, true)
-	core := startNode(t, lm.coreConfig(mCore, true), nil)
-	leaf := startNode(t, lm.leafConfig(mLeaf, newKeySet()), []Member{leafMember(core)})
-	waitLeafs(t, core, 1)
-	snoop, err := connectLocal(t, leaf).SubscribeSync("$JS.API.>")
+	mCore, mSnoop, mOther, mClient := lm.ca.member(t, "core"), lm.ca.member(t, "snoop"), lm.ca.member(t, "other"), lm.ca.member(t, "client")
+	lm.allowed.set(mSnoop, true)
+	lm.allowed.set(mOther, true)
+	roles := &roleSet{}
+	roles.set(mSnoop, role)
+	cfg := lm.coreConfig(mCore, true)
+	cfg.Role = roles.role
+	core := startNode(t, cfg, nil)
+	snoop := startNode(t, lm.leafConfig(mSnoop, newKeySet()), []Member{leafMember(core)})
+	other := startNode(t, lm.leafConfig(mOther, newKeySet(mClient)), []Member{leafMember(core)})
+	waitLeafs(t, core, 2)
+
+	sc := connectLocal(t, snoop)
+	var subs []*nats.Subscription
+	for _, subj := range []string{">", "$JS.API.>", domainAPIPrefix + ">", "$JS.*.API.>", server.JSAuditAdvisory} {
+		sub, err := sc.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	sc.Flush()
+	all := subs[0]
+
+	admin := connectLocal(t, core)
+	nc, err := nats.Connect(other.ClientURL(), mClient.nkeyOpt(), nats.NoReconnect())
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := connectLocal(t, core)
-	waitFor(t, 10*time.Second, "a core client's JetStream request to reach the leaf box", func() bool {
-		admin.Request("$JS.API.INFO", nil, 200*time.Millisecond)
-		_, err := snoop.NextMsg(100 * time.Millisecond)
-		return err == nil
-	})
+	defer nc.Close()
+	// A plain message from each sender reaching the snoop's ">" shows
+	// its interest has reached the core (and through it the path from
+	// the other leaf).
+	for name, from := range map[string]*nats.Conn{"core": admin, "other leaf": nc} {
+		waitFor(t, 10*time.Second, "a plain message from the "+name+" client to reach the leaf box", func() bool {
+			from.Publish("probe", nil)
+			for {
+				m, err := all.NextMsg(100 * time.Millisecond)
+				if err != nil {
+					return false
+				}
+				if m.Subject == "probe" {
+					return true
+				}
+			}
+		})
+	}
+	drain := func() {
+		for _, sub := range subs {
+			for {
+				if _, err := sub.NextMsg(0); err != nil {
+					break
+				}
+			}
+		}
+	}
+	drain()
+
+	for name, from := range map[string]*nats.Conn{"core": admin, "other leaf": nc} {
+		js, _ := jetstream.New(from)
+		waitFor(t, 10*time.Second, "the JetStream API to answer the "+name+" client", func() bool {
+			c, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			_, err := js.AccountInfo(c)
+			return err == nil
+		})
+		// A plain message after the requests, on the same path: once it
+		// has arrived, a request the core let through would have too.
+		end := "end." + strings.ReplaceAll(name, " ", "-")
+		from.Publish(end, nil)
+		from.Flush()
+		for {
+			m, err := all.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatalf("the end marker from the %s client did not reach the leaf box: %v", name, err)
+			}
+			if m.Subject == end {
+				break
+			}
+			// Replies (_INBOX.>) and other advisories are open to
+			// every member; the requests are not (an admin may read
+			// the audit advisory, as an admin client may).
+			if isJetStreamAPI(m.Subject) && !(role == RoleAdmin && m.Subject == server.JSAuditAdvisory) {
+				t.Errorf("the leaf box received %q from the %s client", m.Subject, name)
+			}
+		}
+		for i, sub := range subs[1:] {
+			if role == RoleAdmin && sub.Subject == server.JSAuditAdvisory {
+				continue
+			}
+			if m, err := sub.NextMsg(0); err == nil {
+				t.Errorf("the leaf box's subscription %d received %q from the %s client", i+1, m.Subject, name)
+			}
+		}
+	}
+}
+
+// isJetStreamAPI reports whether subj is a JetStream API request, under
+// the plain or any domain prefix, or the audit advisory that repeats it.
+func isJetStreamAPI(subj string) bool {
+	t := strings.Split(subj, ".")
+	return subj == server.JSAuditAdvisory || len(t) > 2 && t[0] == "$JS" && (t[1] == "API" || t[2] == "API")
 }
 
 // TestLeafBootGuard: a leaf-node listener needs AllowLeaf and, beyond
@@ -401,14 +497,80 @@ func TestLeafURLs(t *testing.T) {
 // TestLeafCoreEnforcesPermissions speaks the leaf protocol itself, as a
 // malicious box would with a modified server that ignores the
 // permissions the core hands it: the core refuses a member leaf's
-// publish of a JetStream admin request (the stream survives) and says
-// so, while a plain publish from the same connection goes through. A
-// leaf that declares itself the hub (making the core the spoke of the
-// connection) is held to the same permissions.
+// publish of a JetStream admin request, plain or under the domain prefix
+// the core maps back to the plain API (the stream survives), says so and
+// closes the connection, while a plain publish from the same connection
+// goes through; and whatever the leaf subscribes to, the core hands it
+// no JetStream API request. A leaf that declares itself the hub (making
+// the core the spoke of the connection) is held to the same permissions.
 func TestLeafCoreEnforcesPermissions(t *testing.T) {
 	for _, hub := range []bool{false, true} {
 		t.Run(fmt.Sprintf("hub=%v", hub), func(t *testing.T) { testLeafCoreEnforces(t, hub) })
 	}
+}
+
+// rawLeaf is a leaf connection to a core server spoken by the test.
+type rawLeaf struct {
+	t    *testing.T
+	conn *tls.Conn
+	r    *bufio.Reader
+	seen strings.Builder // every line the core sent
+}
+
+// dialRawLeaf connects to core's leaf listener as m, proving m's nkey
+// over the core's nonce, and waits for the core to answer a PING.
+func dialRawLeaf(t *testing.T, lm *leafMesh, core *testNode, m *member, hub bool) *rawLeaf {
+	t.Helper()
+	raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", core.cfg.Leaf.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(15 * time.Second))
+	r := bufio.NewReader(raw)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Fatalf("first line %q: %v", line, err)
+	}
+	var info struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info); err != nil || info.Nonce == "" {
+		t.Fatalf("INFO %q: %v", line, err)
+	}
+	conn := tls.Client(raw, m.routeTLS(lm.ca))
+	if err := conn.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	kp := m.id.NKeyPair()
+	pub, _ := kp.PublicKey()
+	sig, _ := kp.Sign([]byte(info.Nonce))
+	connect, _ := json.Marshal(map[string]any{"nkey": pub, "sig": base64.RawURLEncoding.EncodeToString(sig), "name": "evil", "headers": true, "hub": hub})
+	l := &rawLeaf{t: t, conn: conn, r: bufio.NewReader(conn)}
+	l.send("CONNECT %s\r\nPING\r\n", connect)
+	l.readUntil(0, "PONG", 1)
+	return l
+}
+
+func (l *rawLeaf) send(format string, args ...any) {
+	l.t.Helper()
+	if _, err := fmt.Fprintf(l.conn, format, args...); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// readUntil reads until the lines since offset from hold want n times,
+// and returns them.
+func (l *rawLeaf) readUntil(from int, want string, n int) string {
+	l.t.Helper()
+	for strings.Count(l.seen.String()[from:], want) < n {
+		line, err := l.r.ReadString('\n')
+		l.seen.WriteString(line)
+		if err != nil {
+			l.t.Fatalf("waiting for %q: %v; got:\n%s", want, err, l.seen.String()[from:])
+		}
+	}
+	return l.seen.String()[from:]
 }
 
 func testLeafCoreEnforces(t *testing.T, hub bool) {
@@ -429,52 +591,41 @@ func testLeafCoreEnforces(t *testing.T, hub bool) {
 	}
 	admin.Flush()
 
-	raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", core.cfg.Leaf.Port))
-	if err != nil {
+	// The core hands the leaf no JetStream API request, whatever it
+	// subscribes to: the core's JetStream request, then a plain message
+	// on the same path; once the latter is here, the former would be too.
+	l := dialRawLeaf(t, lm, core, mLeaf, hub)
+	waitLeafs(t, core, 1)
+	mark := l.seen.Len()
+	// (A literal subscription the core denies closes the connection;
+	// wildcards are filtered on delivery.)
+	l.send("LS+ >\r\nLS+ $JS.API.>\r\nLS+ %s>\r\nLS+ $JS.EVENT.ADVISORY.>\r\nPING\r\n", domainAPIPrefix)
+	l.readUntil(mark, "PONG", 1) // the core has taken the subscriptions
+	if _, err := ajs.AccountInfo(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(15 * time.Second))
-	r := bufio.NewReader(raw)
-	line, err := r.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "INFO ") {
-		t.Fatalf("first line %q: %v", line, err)
-	}
-	var info struct {
-		Nonce string `json:"nonce"`
-	}
-	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info); err != nil || info.Nonce == "" {
-		t.Fatalf("INFO %q: %v", line, err)
-	}
-	conn := tls.Client(raw, mLeaf.routeTLS(lm.ca))
-	if err := conn.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	kp := mLeaf.id.NKeyPair()
-	pub, _ := kp.PublicKey()
-	sig, _ := kp.Sign([]byte(info.Nonce))
-	connect, _ := json.Marshal(map[string]any{"nkey": pub, "sig": base64.RawURLEncoding.EncodeToString(sig), "name": "evil", "headers": true, "hub": hub})
-	fmt.Fprintf(conn, "CONNECT %s\r\nPING\r\n", connect)
-	var seen strings.Builder
-	r = bufio.NewReader(conn)
-	readUntil := func(want string) {
-		t.Helper()
-		for !strings.Contains(seen.String(), want) {
-			l, err := r.ReadString('\n')
-			seen.WriteString(l)
-			if err != nil {
-				t.Fatalf("waiting for %q: %v; got:\n%s", want, err, seen.String())
-			}
+	admin.Publish("end.raw", nil)
+	admin.Flush()
+	for _, line := range strings.Split(l.readUntil(mark, "LMSG end.raw", 1), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "LMSG" && isJetStreamAPI(f[1]) {
+			t.Errorf("the core handed a raw leaf a JetStream API request: %s", line)
 		}
 	}
-	readUntil("PONG")
-	waitLeafs(t, core, 1)
-	fmt.Fprintf(conn, "LMSG $JS.API.STREAM.DELETE.S _INBOX.evil 0\r\n\r\nLMSG plain.subject 2\r\nhi\r\nPING\r\n")
-	readUntil("Permissions Violation")
-	if _, err := plain.NextMsg(5 * time.Second); err != nil {
-		t.Errorf("a plain publish from the leaf did not arrive: %v", err)
-	}
-	if _, err := ajs.Stream(ctx, "S"); err != nil {
-		t.Fatalf("the stream is gone after a raw leaf's delete: %v", err)
+	l.conn.Close()
+	waitLeafs(t, core, 0)
+
+	for _, subj := range []string{"$JS.API.STREAM.DELETE.S", domainAPIPrefix + "STREAM.DELETE.S"} {
+		l := dialRawLeaf(t, lm, core, mLeaf, hub)
+		waitLeafs(t, core, 1)
+		mark := l.seen.Len()
+		l.send("LMSG %s _INBOX.evil 0\r\n\r\nLMSG plain.subject 2\r\nhi\r\nPING\r\n", subj)
+		l.readUntil(mark, "Permissions Violation", 1)
+		if _, err := plain.NextMsg(5 * time.Second); err != nil {
+			t.Errorf("a plain publish from the leaf did not arrive after %s: %v", subj, err)
+		}
+		if _, err := ajs.Stream(ctx, "S"); err != nil {
+			t.Fatalf("the stream is gone after a raw leaf's %s: %v", subj, err)
+		}
+		waitLeafs(t, core, 0) // the core closes a leaf that violates its permissions
 	}
 }

@@ -1,6 +1,9 @@
 package natsnode
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -56,7 +59,14 @@ func (r Role) String() string {
 // open: $JS.API.INFO, STREAM.NAMES/LIST/INFO, STREAM.MSG.GET, DIRECT.GET,
 // CONSUMER.NAMES/LIST/INFO and CONSUMER.MSG.NEXT, and the data plane
 // ($JS.ACK.>, $JS.FC.>, stream subjects, _INBOX.>).
-var memberDeny = []string{
+//
+// Every $JS.API entry is denied under the core's domain prefix too
+// (withDomainAPI): a leaf server maps its clients' $JS.API.X to
+// $JS.<JetStreamDomain>.API.X before it checks their permissions, and the
+// core checks a leaf connection's publishes on that wire subject before
+// mapping it back (leafMsgAllowed), so the plain entries alone would let
+// a member on a leaf box delete streams (TestLeafUsesCoreJetStream).
+var memberDeny = withDomainAPI([]string{
 	"$SYS.>",
 
 	server.JSApiStreamCreate,
@@ -84,14 +94,35 @@ var memberDeny = []string{
 	"$JS.API.ACCOUNT.>", // purge, stream move
 
 	"$JS.SNAPSHOT.>", // snapshot acks and restore chunks
-}
+})
 
 // memberSubDeny is what an ordinary member may not subscribe to: the
 // system account's subjects, and the JetStream API itself (a subscriber
-// there sees every request and could answer one before the server does).
-var memberSubDeny = []string{
+// there sees every request and could answer one before the server does),
+// under its plain and its domain prefix (on a leaf server the requests of
+// its clients travel under the latter), and the API audit advisory, which
+// nats-server publishes into the account for every API request with the
+// request and the response in it (jetstream_api.go sendAPIResponse).
+var memberSubDeny = withDomainAPI([]string{
 	"$SYS.>",
 	"$JS.API.>",
+	server.JSAuditAdvisory,
+})
+
+// domainAPIPrefix is what a leaf server puts in place of $JS.API. in its
+// clients' JetStream API subjects (see leafOptions).
+const domainAPIPrefix = "$JS." + JetStreamDomain + ".API."
+
+// withDomainAPI returns subjects plus, for each one under $JS.API., the
+// same subject under domainAPIPrefix.
+func withDomainAPI(subjects []string) []string {
+	out := slices.Clone(subjects)
+	for _, s := range subjects {
+		if rest, ok := strings.CutPrefix(s, "$JS.API."); ok {
+			out = append(out, domainAPIPrefix+rest)
+		}
+	}
+	return out
 }
 
 // permissions returns the nats-server permissions for role; nil means
@@ -106,23 +137,28 @@ func permissions(r Role) *server.Permissions {
 	}
 }
 
-// leafSubDeny is what a leaf connection may not receive: $SYS, but not
-// the JetStream API, which memberSubDeny denies a member client.
+// leafSubDeny is what a leaf connection may not receive: $SYS, the
+// plain JetStream API and its audit advisory, as for a member client (a
+// leaf runs no JetStream, so it never sends the advisory the other
+// way); nats-server adds $JS.API.>,
+// $KV.> and $OBJ.> itself on a leaf connection between servers of
+// differing JetStream domains (see leafOptions).
 //
 // Trap (nats-server 2.15): one subscribe list governs both directions of
 // a leaf connection. The leaf server forwards its clients' JetStream
-// requests because of the core's interest in "$JS.API.>", and it filters
-// what it sends along that wildcard interest with the subscribe denies
-// the core handed it (deliverMsg's deny filter); the core filters what it
-// delivers to the leaf with the same list. Any deny of a JetStream API
-// subject therefore cuts the leaf's own clients off that request, while
-// without one a leaf box that subscribes to "$JS.API.>" receives the
-// JetStream requests of other members (TestTrapLeafSeesJetStreamAPI pins
-// it). A leaf member's box can thus read JetStream API requests, which a
-// member client cannot; it cannot publish what a member may not (the
-// admin API, $SYS), and every member may already subscribe to _INBOX.>,
-// where the answers go.
-var leafSubDeny = []string{"$SYS.>"}
+// requests because of the core's interest in them, and filters what it
+// sends along that interest with the subscribe denies the core handed it
+// (deliverMsg's deny filter); the core filters what it delivers to the
+// leaf with the same list. Denying $JS.API.> here works only because a
+// leaf's clients' requests cross the connection under the domain prefix
+// ($JS.<JetStreamDomain>.API.>, the core's interest in its domain
+// mappings), which must therefore stay open: denying it would cut the
+// leaf's clients off JetStream. Nothing on the core delivers under that
+// prefix: the core maps it to $JS.API on the way in, for clients and leaf
+// connections alike (the parser's mapping runs before any delivery).
+// TestLeafDoesNotSeeJetStreamAPI shows a leaf box receives neither a core
+// client's nor another leaf's client's JetStream requests.
+var leafSubDeny = []string{"$SYS.>", "$JS.API.>", server.JSAuditAdvisory}
 
 // leafPermissions are the permissions of a leaf member's leaf connection
 // on a core server, as seen from the leaf (nats-server reverses them

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,6 +147,36 @@ func TestMemberPermissions(t *testing.T) {
 	}
 	mnc.Flush()
 	waitFor(t, 5*time.Second, "subscription to the JetStream API refused", func() bool { return aliceErrs.has("$JS.API.STREAM.CREATE.*") })
+	// Nor read the API audit advisory, which carries every request.
+	if _, err := mnc.SubscribeSync(server.JSAuditAdvisory); err != nil {
+		t.Fatal(err)
+	}
+	mnc.Flush()
+	waitFor(t, 5*time.Second, "subscription to the API audit advisory refused", func() bool { return aliceErrs.has(server.JSAuditAdvisory) })
+	// A wildcard over both is filtered on delivery: the admin's request,
+	// then a marker; once the marker is here, the request would be too.
+	all, err := mnc.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnc.Flush()
+	if _, err := ajs.AccountInfo(ctx()); err != nil {
+		t.Fatal(err)
+	}
+	anc.Publish("marker.all", nil)
+	for {
+		m, err := all.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("the marker did not reach the member's \">\": %v", err)
+		}
+		if m.Subject == "marker.all" {
+			break
+		}
+		if isJetStreamAPI(m.Subject) {
+			t.Errorf("the member's \">\" received %s", m.Subject)
+		}
+	}
+	all.Unsubscribe()
 
 	// Streams: only the admin creates, updates, purges and deletes.
 	cfg := jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}
@@ -511,5 +542,35 @@ func TestTrapRemovedRouteURLClosesSolicitedRoute(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if up := routesUp(na); up != 0 {
 		t.Fatalf("a redialled a removed route: %d routes", up)
+	}
+}
+
+// TestWithDomainAPI: every deny under $JS.API. has its twin under the
+// core's domain prefix, and nothing else gains one.
+func TestWithDomainAPI(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{nil, nil},
+		{[]string{"$SYS.>"}, []string{"$SYS.>"}},
+		{[]string{"$JS.API.>"}, []string{"$JS.API.>", "$JS.mesh.API.>"}},
+		{
+			[]string{"$SYS.>", "$JS.API.STREAM.DELETE.*", "$JS.SNAPSHOT.>", "$JS.APIX.>"},
+			[]string{"$SYS.>", "$JS.API.STREAM.DELETE.*", "$JS.SNAPSHOT.>", "$JS.APIX.>", "$JS.mesh.API.STREAM.DELETE.*"},
+		},
+	} {
+		if got := withDomainAPI(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("withDomainAPI(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// The lists the roles use.
+	phone := phonePermissions(PhoneGrant{Pub: []string{">"}, Sub: []string{">"}})
+	for name, list := range map[string][]string{
+		"memberDeny": memberDeny, "memberSubDeny": memberSubDeny,
+		"phone publish": phone.Publish.Deny, "phone subscribe": phone.Subscribe.Deny,
+	} {
+		for _, s := range list {
+			if rest, ok := strings.CutPrefix(s, "$JS.API."); ok && !slices.Contains(list, domainAPIPrefix+rest) {
+				t.Errorf("%s denies %s but not %s", name, s, domainAPIPrefix+rest)
+			}
+		}
 	}
 }

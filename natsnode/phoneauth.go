@@ -44,7 +44,7 @@ func phonePermissions(g PhoneGrant) *server.Permissions {
 		if len(allow) == 0 {
 			return &server.SubjectPermission{Allow: []string{}, Deny: []string{">"}}
 		}
-		return &server.SubjectPermission{Allow: slices.Clone(allow), Deny: []string{"$SYS.>", "$JS.API.>"}}
+		return &server.SubjectPermission{Allow: slices.Clone(allow), Deny: withDomainAPI([]string{"$SYS.>", "$JS.API.>", server.JSAuditAdvisory})}
 	}
 	return &server.Permissions{
 		Publish:   side(g.Pub),

@@ -130,6 +130,10 @@ func (s *Server) options(m mode, routes, leaves []*url.URL) *server.Options {
 		o.JetStream = true
 		o.JetStreamMaxMemory = c.JetStream.MaxMemory
 		o.JetStreamMaxStore = c.JetStream.MaxStore
+		// Named, so a leaf server's clients reach it under
+		// $JS.<domain>.API and the plain JetStream API never crosses a
+		// leaf connection (see leafOptions).
+		o.JetStreamDomain = JetStreamDomain
 	}
 	if c.ClientTLS != nil {
 		o.TLS = true
