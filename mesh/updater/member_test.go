@@ -3,7 +3,9 @@ package updater
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -190,6 +192,108 @@ func TestRepublishedReleaseHandledAgain(t *testing.T) {
 	}
 }
 
+// leafAuth admits every connection: leaf connections with perms, clients
+// unrestricted.
+type leafAuth struct{ perms *server.Permissions }
+
+func (a leafAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() == server.LEAF {
+		c.RegisterUser(&server.User{Permissions: a.perms})
+	} else {
+		c.RegisterUser(&server.User{})
+	}
+	return true
+}
+
 type writerFunc func([]byte)
 
 func (f writerFunc) Write(b []byte) (int, error) { f(b); return len(b), nil }
+
+// TestPublishReachesLeafAgent: the agent on a leaf box, connected to its
+// own (leaf, JetStream-less) server without restriction, whose JetStream
+// requests cross a leaf connection that the core gives a member's rights
+// (natsnode's leafPermissions: member publish denies, only $SYS not
+// received), takes a release an admin on the core published.
+func TestPublishReachesLeafAgent(t *testing.T) {
+	core, leaf := leafPair(t, &server.Permissions{
+		Publish:   &server.SubjectPermission{Deny: memberPublishDeny},
+		Subscribe: &server.SubjectPermission{Deny: []string{"$SYS.>"}}, // natsnode leafSubDeny
+	})
+	esp := freshESP(t)
+	r := newRig(t, core, esp, filepath.Join(t.TempDir(), "u.json"), "a", update.Running{Generation: 1, Release: "v1"}, time.Minute,
+		func(c *Config, n *fakeNode) {
+			n.srv = leaf
+			// The leaf's interest in the key's subject reaches the core
+			// asynchronously; a put before it is found by a read.
+			c.PollEvery = 200 * time.Millisecond
+		})
+	if err := Publish(context.Background(), r.admin, bundle(t, 2), Release{Reboot: RebootManual}, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	s := r.waitStatus(func(s NodeStatus) bool { return s.Phase == PhaseWritten || s.Phase == PhaseFailed })
+	if s.Phase != PhaseWritten || s.Target != 2 {
+		t.Fatalf("status %+v", s)
+	}
+	if got, _ := esp.ReadFile("meshnode/b/initrd.img"); string(got) != string(bundle(t, 2).Files[update.FileInitramfs]) {
+		t.Fatalf("slot b initrd: %d bytes", len(got))
+	}
+	// The restriction the agent worked under is real: the leaf box's own
+	// client cannot create a consumer through the leaf connection.
+	local, err := nats.Connect(leaf.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	js, err := jetstream.New(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := js.CreateOrUpdateConsumer(cctx, "KV_"+KVBucket, jetstream.ConsumerConfig{}); err == nil {
+		t.Fatal("a consumer was created through the leaf connection")
+	}
+}
+
+// leafPair starts a core server with JetStream and a leaf-node listener,
+// and a JetStream-less server that is its leaf node with perms on its leaf
+// connection, and waits for the leaf connection.
+func leafPair(t *testing.T, perms *server.Permissions) (core, leaf *server.Server) {
+	t.Helper()
+	start := func(opts *server.Options) *server.Server {
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		t.Cleanup(s.Shutdown)
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+		return s
+	}
+	// As natsnode (leaf.go) does: without the default domain nats-server
+	// denies $JS.API.>, $KV.> and $OBJ.> on leaf connections.
+	domain := map[string]string{server.DEFAULT_GLOBAL_ACCOUNT: ""}
+	// Leaf connections get perms the way natsnode gives them (clientAuth):
+	// the core has no leaf users (nats-server would ignore their
+	// permissions), so a leaf falls through to the client authenticator,
+	// which registers it with them.
+	copts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, JsAccDefaultDomain: domain,
+		LeafNode:                   server.LeafNodeOpts{Host: "127.0.0.1", Port: -1},
+		CustomClientAuthentication: leafAuth{perms},
+	}
+	core = start(copts)
+	// nats-server writes the port it chose back into the options.
+	u := &url.URL{Scheme: "nats-leaf", Host: fmt.Sprintf("127.0.0.1:%d", copts.LeafNode.Port)}
+	leaf = start(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JsAccDefaultDomain: domain,
+		LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
+	deadline := time.Now().Add(10 * time.Second)
+	for leaf.NumLeafNodes() != 1 || core.NumLeafNodes() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the leaf never connected to the core")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return core, leaf
+}
