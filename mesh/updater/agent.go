@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -42,9 +41,15 @@ const (
 	handshakeFresh = 3 * time.Minute
 	// sessionIdle ends a push that stopped sending.
 	sessionIdle = 2 * time.Minute
-	// watchRetry is how often an agent looks for the release bucket
-	// before any admin created it.
-	watchRetry = 5 * time.Second
+	// DefaultPollEvery is how often an agent reads the published release
+	// itself (follow.go). It is only the backstop for a box that missed the
+	// release's message (its connection or leaf link was down when it went
+	// out), so a rollout's stragglers may lag by a minute; in exchange
+	// 1,000 boxes cost about 17 small reads a second mesh-wide.
+	DefaultPollEvery = time.Minute
+	// pushWait is how often a published release that arrived during a
+	// push looks again whether the push has ended.
+	pushWait = 5 * time.Second
 )
 
 // Config configures an agent.
@@ -57,6 +62,7 @@ type Config struct {
 	Reboot        func(reason string)
 	TrialDeadline time.Duration // how long a slot on trial has to become healthy
 	HealthEvery   time.Duration
+	PollEvery     time.Duration // how often the published release is read; default DefaultPollEvery
 	// Say prints one console line (the appliance's serial console);
 	// default: Log.
 	Say func(line string)
@@ -94,6 +100,9 @@ func New(cfg Config) *Agent {
 	}
 	if cfg.HealthEvery <= 0 {
 		cfg.HealthEvery = DefaultHealthEvery
+	}
+	if cfg.PollEvery <= 0 {
+		cfg.PollEvery = DefaultPollEvery
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -154,7 +163,7 @@ func (a *Agent) set(f func(s *NodeStatus)) {
 	}
 }
 
-// Run answers status, takes pushes, watches the published release and, on
+// Run answers status, takes pushes, follows the published release and, on
 // a trial boot, blesses the slot once the node is healthy (or fails it),
 // until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
@@ -185,7 +194,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		if _, err := nc.Subscribe(pushPrefix+a.name+".*", func(m *nats.Msg) { a.push(ctx, m) }); err != nil {
 			return fmt.Errorf("update agent: subscribe push: %w", err)
 		}
-		go a.watch(ctx, nc)
+		// Subscribed before the first read in follow: a release put in
+		// between is heard, one put before is read.
+		heard, err := a.listen(nc)
+		if err != nil {
+			return fmt.Errorf("update agent: subscribe %s: %w", latestSubject, err)
+		}
+		go a.follow(ctx, nc, heard)
 	}
 	if err := nc.Flush(); err != nil {
 		return err
@@ -426,78 +441,28 @@ func (a *Agent) rebootAt(m *update.Manifest, target string, at time.Time) {
 	a.rebootOnce(reason)
 }
 
-// watch follows LatestKey and takes each release published after (and
-// the one current when) the agent starts.
-func (a *Agent) watch(ctx context.Context, nc *nats.Conn) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		a.cfg.Log.Error("update agent: JetStream", "err", err)
-		return
-	}
-	for ctx.Err() == nil {
-		if err := a.watchOnce(ctx, js); err != nil && ctx.Err() == nil {
-			a.cfg.Log.Debug("update agent: watching the published release", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(watchRetry):
-		}
-	}
-}
-
-func (a *Agent) watchOnce(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := js.KeyValue(ctx, KVBucket)
-	if err != nil {
-		return err // none published yet, or no JetStream
-	}
-	w, err := kv.Watch(ctx, LatestKey)
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	blessed := a.blessed
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-blessed:
-			blessed = nil
-			if e, err := kv.Get(ctx, LatestKey); err == nil {
-				a.published(ctx, js, e.Value())
-			}
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watcher stopped")
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue // nil marks the end of the initial values
-			}
-			a.published(ctx, js, e.Value())
-		}
-	}
-}
-
-// published handles one release from the KV key.
-func (a *Agent) published(ctx context.Context, js jetstream.JetStream, data []byte) {
+// published handles one release from the KV key. It returns false when
+// the release should be looked at again (its download failed).
+func (a *Agent) published(ctx context.Context, js jetstream.JetStream, data []byte) bool {
 	rel, m, err := decodeRelease(data)
 	if err != nil {
 		a.say("%v", err)
 		a.set(func(s *NodeStatus) { s.Phase, s.Message = PhaseRefused, err.Error() })
-		return
+		return true
 	}
 	if !rel.Targets(a.name) {
 		a.cfg.Log.Info("update: published release is not for this box", "generation", m.Generation, "names", rel.Names, "percent", rel.Percent)
-		return
+		return true
 	}
 	if err := a.cfg.Box.Check(m, a.cfg.CA, a.cfg.Now()); err != nil {
 		if errors.Is(err, update.ErrOldGen) || errors.Is(err, update.ErrRolledBack) || errors.Is(err, update.ErrTrial) {
 			// Up to date, already failed here (the status says so), or
 			// busy proving the last one: nothing to report.
 			a.cfg.Log.Info("update: published release not taken", "why", err)
-			return
+			return true
 		}
 		a.refuse(m, err)
-		return
+		return true
 	}
 	for {
 		ok, what := a.claim("download")
@@ -506,64 +471,29 @@ func (a *Agent) published(ctx context.Context, js jetstream.JetStream, data []by
 		}
 		if what != "push" {
 			a.cfg.Log.Info("update: published release not taken", "busy", what)
-			return
+			return true
 		}
 		// A push is running: take the release when it ends (the push may
 		// have been the same one, then Check below refuses it quietly).
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(watchRetry):
+			return true
+		case <-time.After(pushWait):
 		}
 	}
 	defer a.release()
 	if err := a.cfg.Box.Check(m, a.cfg.CA, a.cfg.Now()); err != nil {
 		a.cfg.Log.Info("update: published release not taken", "why", err)
-		return
+		return true
 	}
 	b, err := a.download(ctx, js, m)
 	if err != nil {
 		a.say("downloading %s: %v", m, err)
 		a.set(func(s *NodeStatus) { s.Phase, s.Message = PhaseFailed, "download: "+err.Error() })
-		return
+		return false
 	}
 	_, _, _ = a.install(b, rel.Reboot)
-}
-
-func (a *Agent) download(ctx context.Context, js jetstream.JetStream, m *update.Manifest) (*update.Bundle, error) {
-	a.say("downloading %s: %d bytes", m, m.TotalSize())
-	a.set(func(s *NodeStatus) {
-		s.Phase, s.Target, s.TargetRelease, s.Percent, s.Message = PhaseDownloading, m.Generation, m.Release, 0, ""
-	})
-	obs, err := js.ObjectStore(ctx, ObjectBucket)
-	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", ObjectBucket, err)
-	}
-	b := &update.Bundle{Manifest: m, Files: map[string][]byte{}}
-	var done uint64
-	total := m.TotalSize()
-	lastPct := -1
-	for _, f := range m.Files {
-		r, err := obs.Get(ctx, objectName(m.Generation, f.Name))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", objectName(m.Generation, f.Name), err)
-		}
-		// Never more than the manifest says, whatever the store holds.
-		cr := &countingReader{r: io.LimitReader(r, int64(f.Size)+1), f: func(n int) {
-			done += uint64(n)
-			if pct := int(done * 100 / max(total, 1)); pct != lastPct {
-				lastPct = pct
-				a.set(func(s *NodeStatus) { s.Percent = min(pct, 99) })
-			}
-		}}
-		data, err := io.ReadAll(cr)
-		r.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", objectName(m.Generation, f.Name), err)
-		}
-		b.Files[f.Name] = data
-	}
-	return b, nil
+	return true
 }
 
 // push handles one step of a direct push (offer, chunk, commit).

@@ -40,6 +40,7 @@ func natsServer(t *testing.T) *server.Server {
 type fakeNode struct {
 	name string
 	srv  *server.Server
+	opts []nats.Option // how the agent authenticates (nil: as the server's default user)
 	mu   sync.Mutex
 	st   api.Status
 }
@@ -63,7 +64,7 @@ func (n *fakeNode) Status() api.Status {
 	return st
 }
 func (n *fakeNode) ConnectNATS(opts ...nats.Option) (*nats.Conn, error) {
-	return nats.Connect(n.srv.ClientURL(), opts...)
+	return nats.Connect(n.srv.ClientURL(), append(append([]nats.Option(nil), n.opts...), opts...)...)
 }
 
 func (n *fakeNode) setHealthy(ok bool) {
@@ -144,16 +145,19 @@ type rig struct {
 	admin  *nats.Conn
 }
 
+// rigOption changes the agent's config or node before the agent runs.
+type rigOption func(*Config, *fakeNode)
+
 // newRig runs an agent for box "edge-1" on slot, with the ESP and state as
 // they are.
-func newRig(t *testing.T, srv *server.Server, esp update.DirFS, state, slot string, run update.Running, deadline time.Duration) *rig {
+func newRig(t *testing.T, srv *server.Server, esp update.DirFS, state, slot string, run update.Running, deadline time.Duration, opts ...rigOption) *rig {
 	t.Helper()
-	return newRigHealth(t, srv, esp, state, slot, run, deadline, true)
+	return newRigHealth(t, srv, esp, state, slot, run, deadline, true, opts...)
 }
 
 // newRigHealth is newRig with the node healthy or not from the start: set
 // before the agent runs, since its checks begin at once.
-func newRigHealth(t *testing.T, srv *server.Server, esp update.DirFS, state, slot string, run update.Running, deadline time.Duration, healthy bool) *rig {
+func newRigHealth(t *testing.T, srv *server.Server, esp update.DirFS, state, slot string, run update.Running, deadline time.Duration, healthy bool, opts ...rigOption) *rig {
 	t.Helper()
 	_, pub := testCA(t)
 	box, err := update.Open(update.BoxConfig{ESP: esp, StatePath: state, Slot: slot, Running: run, Arch: "amd64"}, time.Now())
@@ -162,8 +166,12 @@ func newRigHealth(t *testing.T, srv *server.Server, esp update.DirFS, state, slo
 	}
 	r := &rig{t: t, srv: srv, node: &fakeNode{name: "edge-1", srv: srv}, esp: esp, state: state, box: box, reboot: make(chan string, 1)}
 	r.node.setHealthy(healthy)
-	r.agent = New(Config{Node: r.node, CA: pub, Box: box, TrialDeadline: deadline, HealthEvery: 50 * time.Millisecond,
-		Reboot: func(why string) { r.reboot <- why }, Say: func(l string) { t.Log(l) }})
+	cfg := Config{Node: r.node, CA: pub, Box: box, TrialDeadline: deadline, HealthEvery: 50 * time.Millisecond,
+		Reboot: func(why string) { r.reboot <- why }, Say: func(l string) { t.Log(l) }}
+	for _, o := range opts {
+		o(&cfg, r.node)
+	}
+	r.agent = New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.agent.Run(ctx) }()

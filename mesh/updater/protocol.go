@@ -1,5 +1,5 @@
 // Package updater moves appliance updates over the mesh: the agent that
-// runs on every appliance (it watches the published release, takes direct
+// runs on every appliance (it follows the published release, takes direct
 // pushes, installs through image/update, gates the trial boot of a new slot
 // on the node's health, and answers status), and the admin side of the
 // same protocol (Publish, Push, Status) that `meshnode update` calls.
@@ -211,7 +211,7 @@ type Progress func(done, total uint64)
 
 // Publish stores the bundle's files in the Object Store (created with
 // replicas if missing), then points LatestKey at the release. Agents
-// watching the key download it. The files go first: an agent that sees
+// following the key download it. The files go first: an agent that sees
 // the key finds them.
 func Publish(ctx context.Context, nc *nats.Conn, b *update.Bundle, rel Release, replicas int, progress Progress) error {
 	js, err := jetstream.New(nc)
