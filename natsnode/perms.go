@@ -137,6 +137,16 @@ func permissions(r Role) *server.Permissions {
 	}
 }
 
+// ClientPermissions and LeafPermissions are what a client connection and
+// a leaf box's leaf connection of role r are given (nil: unrestricted),
+// for code outside this package that must check it works under the same
+// rights (mesh/updater's tests run its agent as a member and as a leaf
+// box against plain nats-servers given these).
+func ClientPermissions(r Role) *server.Permissions { return permissions(r) }
+
+// LeafPermissions: see ClientPermissions.
+func LeafPermissions(r Role) *server.Permissions { return leafPermissions(r) }
+
 // leafSubDeny is what a leaf connection may not receive: $SYS, the
 // plain JetStream API and its audit advisory, as for a member client (a
 // leaf runs no JetStream, so it never sends the advisory the other

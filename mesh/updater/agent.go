@@ -42,10 +42,11 @@ const (
 	// sessionIdle ends a push that stopped sending.
 	sessionIdle = 2 * time.Minute
 	// DefaultPollEvery is how often an agent reads the published release
-	// itself (follow.go). It is only the backstop for a box that missed the
-	// release's message (its connection or leaf link was down when it went
-	// out), so a rollout's stragglers may lag by a minute; in exchange
-	// 1,000 boxes cost about 17 small reads a second mesh-wide.
+	// itself (follow.go): how a leaf box learns of a release, and the
+	// backstop for a core box that missed the release's message (its
+	// connection was down when it went out). A rollout reaches leaf boxes
+	// within about a minute; in exchange 1,000 boxes cost about 17 small
+	// reads a second mesh-wide.
 	DefaultPollEvery = time.Minute
 	// pushWait is how often a published release that arrived during a
 	// push looks again whether the push has ended.

@@ -21,10 +21,12 @@ import (
 //
 //   - every put of LatestKey is also an ordinary NATS message on the key's
 //     subject, so the agent subscribes to it and hears of a release the
-//     moment it is published, as a watch would;
+//     moment it is published, as a watch would; on a core box only:
+//     nats-server keeps $KV.> off a leaf connection between JetStream
+//     domains (natsnode/leaf.go), so a leaf box hears nothing there;
 //   - that message is core NATS, at most once: a box whose connection or
-//     leaf link was down when the release went out would never hear of it.
-//     So the agent also reads the key (kv.Get, a direct get) when it
+//     leaf link was down when the release went out would never hear of it,
+//     nor would a leaf box at all. So the agent also reads the key (kv.Get, a direct get) when it
 //     starts, when a trial ends blessed (a release passed over during the
 //     trial is looked at again) and every PollEvery, jittered.
 //

@@ -17,33 +17,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshnode/meshnode/image/update"
+	"github.com/meshnode/meshnode/natsnode"
 )
-
-// memberPublishDeny is what the core refuses an ordinary member, on a
-// member's client connection and on a leaf box's leaf connection alike.
-// Copied from natsnode/perms.go (memberDeny, unexported there): keep the
-// two in step. The entries that matter here are the consumer ones: an
-// agent on a leaf box reaches JetStream only through its leaf connection.
-var memberPublishDeny = []string{
-	"$SYS.>",
-	server.JSApiStreamCreate, server.JSApiStreamUpdate, server.JSApiStreamDelete, server.JSApiStreamPurge,
-	server.JSApiStreamSnapshot, server.JSApiStreamRestore, server.JSApiMsgDelete, server.JSApiStreamCancelMove,
-	"$JS.API.STREAM.PEER.>", "$JS.API.STREAM.LEADER.>",
-	"$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.DURABLE.>", "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.PAUSE.>",
-	"$JS.API.CONSUMER.UNPIN.>", "$JS.API.CONSUMER.RESET.>", "$JS.API.CONSUMER.PEER.>", "$JS.API.CONSUMER.LEADER.>",
-	"$JS.API.META.>", "$JS.API.SERVER.>", "$JS.API.ACCOUNT.>",
-	"$JS.SNAPSHOT.>",
-}
 
 // memberServer is natsServer with two users: "admin" (unrestricted, also
 // whoever connects without credentials) and "member" with natsnode's
 // member permissions, plus subDeny on top of its subscribe denies.
 func memberServer(t *testing.T, subDeny ...string) *server.Server {
 	t.Helper()
-	member := &server.Permissions{
-		Publish:   &server.SubjectPermission{Deny: memberPublishDeny},
-		Subscribe: &server.SubjectPermission{Deny: append([]string{"$SYS.>", "$JS.API.>"}, subDeny...)}, // natsnode memberSubDeny
-	}
+	member := natsnode.ClientPermissions(natsnode.RoleMember)
+	member.Subscribe.Deny = append(member.Subscribe.Deny, subDeny...)
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
 		Users: []*server.User{
 			{Username: "admin", Password: "admin"},
@@ -215,10 +198,7 @@ func (f writerFunc) Write(b []byte) (int, error) { f(b); return len(b), nil }
 // (natsnode's leafPermissions: member publish denies, only $SYS not
 // received), takes a release an admin on the core published.
 func TestPublishReachesLeafAgent(t *testing.T) {
-	core, leaf := leafPair(t, &server.Permissions{
-		Publish:   &server.SubjectPermission{Deny: memberPublishDeny},
-		Subscribe: &server.SubjectPermission{Deny: []string{"$SYS.>"}}, // natsnode leafSubDeny
-	})
+	core, leaf := leafPair(t, natsnode.LeafPermissions(natsnode.RoleMember))
 	esp := freshESP(t)
 	r := newRig(t, core, esp, filepath.Join(t.TempDir(), "u.json"), "a", update.Running{Generation: 1, Release: "v1"}, time.Minute,
 		func(c *Config, n *fakeNode) {
@@ -272,14 +252,17 @@ func leafPair(t *testing.T, perms *server.Permissions) (core, leaf *server.Serve
 		}
 		return s
 	}
-	// As natsnode (leaf.go) does: without the default domain nats-server
-	// denies $JS.API.>, $KV.> and $OBJ.> on leaf connections.
-	domain := map[string]string{server.DEFAULT_GLOBAL_ACCOUNT: ""}
+	// As natsnode (leaf.go) does: the core names the JetStream domain and
+	// the leaf's clients reach it under it ($JS.<domain>.API); $JS.API.>,
+	// $KV.> and $OBJ.> then never cross the leaf connection, so the
+	// agent's subscription to the key's subject hears nothing there and
+	// its reads find the release.
+	domain := map[string]string{server.DEFAULT_GLOBAL_ACCOUNT: natsnode.JetStreamDomain}
 	// Leaf connections get perms the way natsnode gives them (clientAuth):
 	// the core has no leaf users (nats-server would ignore their
 	// permissions), so a leaf falls through to the client authenticator,
 	// which registers it with them.
-	copts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, JsAccDefaultDomain: domain,
+	copts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, JetStreamDomain: natsnode.JetStreamDomain,
 		LeafNode:                   server.LeafNodeOpts{Host: "127.0.0.1", Port: -1},
 		CustomClientAuthentication: leafAuth{perms},
 	}
