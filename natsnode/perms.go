@@ -66,7 +66,7 @@ func (r Role) String() string {
 // core checks a leaf connection's publishes on that wire subject before
 // mapping it back (leafMsgAllowed), so the plain entries alone would let
 // a member on a leaf box delete streams (TestLeafUsesCoreJetStream).
-var memberDeny = withDomainAPI([]string{
+var memberDeny = append(withDomainAPI([]string{
 	"$SYS.>",
 
 	server.JSApiStreamCreate,
@@ -94,7 +94,14 @@ var memberDeny = withDomainAPI([]string{
 	"$JS.API.ACCOUNT.>", // purge, stream move
 
 	"$JS.SNAPSHOT.>", // snapshot acks and restore chunks
-})
+}), ReleaseSubjects...)
+
+// ReleaseSubjects are the stream subjects of the published update release
+// (mesh/updater's KV bucket and Object Store; its tests check the names):
+// only an admin may publish there. A member who could would install
+// nothing (every box checks the CA's signature and every hash) but could
+// replace the release with junk or an older one and stall a rollout.
+var ReleaseSubjects = []string{"$KV.meshnode-update.>", "$O.meshnode-release.>"}
 
 // memberSubDeny is what an ordinary member may not subscribe to: the
 // system account's subjects, and the JetStream API itself (a subscriber

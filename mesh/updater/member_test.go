@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -279,4 +280,14 @@ func leafPair(t *testing.T, perms *server.Permissions) (core, leaf *server.Serve
 		time.Sleep(20 * time.Millisecond)
 	}
 	return core, leaf
+}
+
+// TestReleaseSubjectsNameTheBuckets: natsnode lets only admins publish
+// into the release under these subjects (TestMemberCannotWriteRelease);
+// a bucket renamed here without natsnode would silently reopen it.
+func TestReleaseSubjectsNameTheBuckets(t *testing.T) {
+	want := []string{"$KV." + KVBucket + ".>", "$O." + ObjectBucket + ".>"}
+	if !slices.Equal(natsnode.ReleaseSubjects, want) {
+		t.Fatalf("natsnode.ReleaseSubjects = %q, want %q", natsnode.ReleaseSubjects, want)
+	}
 }
