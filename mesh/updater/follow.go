@@ -2,7 +2,6 @@ package updater
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -30,12 +29,14 @@ import (
 //     starts, when a trial ends blessed (a release passed over during the
 //     trial is looked at again) and every PollEvery, jittered.
 //
-// Every put heard is handled, as a watch delivers every put (an admin who
-// publishes the same release again, say after a failed write, gets it
-// tried again). A value read is handled only when it differs from the last
-// one handled (remembered by its hash): a poll that finds the release it
-// already took, refused or passed over does nothing. A failed download is
-// forgotten, so the next read tries it again.
+// Every put is handled once, whichever way it is found: the agent
+// remembers the KV revision (stream sequence) of the value it last
+// handled, and a heard put is only the cue to read the key. A release
+// published again is a new revision and is handled again, as a watch
+// delivers every put (an admin's way to have a box try again); a poll that
+// finds the revision it already took, refused or passed over does
+// nothing, and so does the message of a put a poll read first. A failed
+// download is forgotten, so the next read tries it again.
 
 // latestSubject is the NATS subject of LatestKey's puts (the KV's wire
 // format: "$KV.<bucket>.<key>").
@@ -47,28 +48,33 @@ const (
 	hdrMarker      = "Nats-Marker-Reason"
 )
 
-// listen subscribes to latestSubject; the channel holds the newest value
-// heard and not yet handled (older ones are dropped: a burst of puts is one
-// release to look at, the last).
-func (a *Agent) listen(nc *nats.Conn) (<-chan []byte, error) {
-	heard := make(chan []byte, 1)
+// listen subscribes to latestSubject; each put heard (not a delete or
+// purge marker) is a cue in the channel, several in a row one cue.
+func (a *Agent) listen(nc *nats.Conn) (<-chan struct{}, error) {
+	heard := make(chan struct{}, 1)
 	_, err := nc.Subscribe(latestSubject, func(m *nats.Msg) {
 		if m.Header.Get(hdrKVOperation) != "" || m.Header.Get(hdrMarker) != "" {
 			return
 		}
-		// The only sender: the subscription calls this one message at a
-		// time, so after the drain the send cannot block.
 		select {
-		case <-heard:
-		default:
+		case heard <- struct{}{}:
+		default: // a cue is pending already
 		}
-		heard <- m.Data
 	})
 	return heard, err
 }
 
+const (
+	// heardReads and heardGap: a put's message can arrive before the put
+	// is stored, or before the replica that answers a direct get has it,
+	// so a cue reads until it finds a revision newer than the one last
+	// handled, this many times this far apart.
+	heardReads = 5
+	heardGap   = 100 * time.Millisecond
+)
+
 // follow takes each published release, heard or read, until ctx ends.
-func (a *Agent) follow(ctx context.Context, nc *nats.Conn, heard <-chan []byte) {
+func (a *Agent) follow(ctx context.Context, nc *nats.Conn, heard <-chan struct{}) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		a.cfg.Log.Error("update agent: JetStream", "err", err)
@@ -76,45 +82,47 @@ func (a *Agent) follow(ctx context.Context, nc *nats.Conn, heard <-chan []byte) 
 	}
 	var (
 		kv      jetstream.KeyValue // bound on the first read that finds the bucket
-		seen    [sha256.Size]byte  // the hash of the last value handled
+		seen    uint64             // the revision of the last value handled; 0: none
 		blessed = a.blessed
 		poll    = time.NewTimer(0) // the first read at once
 	)
 	defer poll.Stop()
 	for {
-		var data []byte
-		read := true
+		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
 			return
-		case data = <-heard:
-			read = false
+		case <-heard:
+			for i := 0; i < heardReads && ctx.Err() == nil; i++ {
+				if i > 0 {
+					time.Sleep(heardGap)
+				}
+				if e = a.readLatest(ctx, js, &kv); e != nil && e.Revision() != seen {
+					break
+				}
+			}
 		case <-blessed:
-			blessed, seen = nil, [sha256.Size]byte{}
-			data = a.readLatest(ctx, js, &kv)
+			blessed, seen = nil, 0
+			e = a.readLatest(ctx, js, &kv)
 		case <-poll.C:
-			data = a.readLatest(ctx, js, &kv)
+			e = a.readLatest(ctx, js, &kv)
 			poll.Reset(jittered(a.cfg.PollEvery, rand.Float64()))
 		}
-		if data == nil {
+		if e == nil || e.Revision() == seen {
 			continue
 		}
-		h := sha256.Sum256(data)
-		if read && h == seen {
-			continue
-		}
-		seen = h
-		if !a.published(ctx, js, data) {
-			seen = [sha256.Size]byte{}
+		seen = e.Revision()
+		if !a.published(ctx, js, e.Value()) {
+			seen = 0
 		}
 	}
 }
 
-// readLatest returns LatestKey's value, or nil when there is none (no
+// readLatest returns LatestKey's entry, or nil when there is none (no
 // release published yet, no JetStream, or the read failed: the next poll
 // tries again). *kv is bound here and dropped after an error, so a bucket
 // an admin deleted and created again is found.
-func (a *Agent) readLatest(ctx context.Context, js jetstream.JetStream, kv *jetstream.KeyValue) []byte {
+func (a *Agent) readLatest(ctx context.Context, js jetstream.JetStream, kv *jetstream.KeyValue) jetstream.KeyValueEntry {
 	if *kv == nil {
 		b, err := js.KeyValue(ctx, KVBucket)
 		if err != nil {
@@ -131,7 +139,7 @@ func (a *Agent) readLatest(ctx context.Context, js jetstream.JetStream, kv *jets
 		a.cfg.Log.Debug("update agent: reading the published release", "key", latestSubject, "err", err)
 		return nil
 	}
-	return e.Value()
+	return e
 }
 
 // jittered spreads a period over [d/2, 3d/2) by u in [0, 1), so that
