@@ -28,22 +28,13 @@ func memberServer(t *testing.T, subDeny ...string) *server.Server {
 	t.Helper()
 	member := natsnode.ClientPermissions(natsnode.RoleMember)
 	member.Subscribe.Deny = append(member.Subscribe.Deny, subDeny...)
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	return startServer(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
 		Users: []*server.User{
 			{Username: "admin", Password: "admin"},
 			{Username: "member", Password: "member", Permissions: member},
 		},
 		NoAuthUser: "admin",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
 }
 
 func asMember(_ *Config, n *fakeNode) { n.opts = []nats.Option{nats.UserInfo("member", "member")} }
@@ -241,18 +232,6 @@ func TestPublishReachesLeafAgent(t *testing.T) {
 // connection, and waits for the leaf connection.
 func leafPair(t *testing.T, perms *server.Permissions) (core, leaf *server.Server) {
 	t.Helper()
-	start := func(opts *server.Options) *server.Server {
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		t.Cleanup(s.Shutdown)
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-		return s
-	}
 	// As natsnode (leaf.go) does: the core names the JetStream domain and
 	// the leaf's clients reach it under it ($JS.<domain>.API); $JS.API.>,
 	// $KV.> and $OBJ.> then never cross the leaf connection, so the
@@ -267,10 +246,10 @@ func leafPair(t *testing.T, perms *server.Permissions) (core, leaf *server.Serve
 		LeafNode:                   server.LeafNodeOpts{Host: "127.0.0.1", Port: -1},
 		CustomClientAuthentication: leafAuth{perms},
 	}
-	core = start(copts)
+	core = startServer(t, copts)
 	// nats-server writes the port it chose back into the options.
 	u := &url.URL{Scheme: "nats-leaf", Host: fmt.Sprintf("127.0.0.1:%d", copts.LeafNode.Port)}
-	leaf = start(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JsAccDefaultDomain: domain,
+	leaf = startServer(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JsAccDefaultDomain: domain,
 		LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
 	deadline := time.Now().Add(10 * time.Second)
 	for leaf.NumLeafNodes() != 1 || core.NumLeafNodes() != 1 {
