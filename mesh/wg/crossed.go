@@ -20,8 +20,8 @@ import (
 // Both ends have just sent a handshake message, so neither sends another
 // for REKEY_TIMEOUT (5 s), and when both retry at 5 s plus 0-333 ms of
 // jitter they can cross again. Seen: five nodes restarted at once left
-// pairs without a session for 5 s, and on a loaded machine for 15 s, and
-// JetStream without a quorum for as long.
+// pairs without a session, and JetStream without a quorum, for 5 s; a
+// 16.5 s pause on a loaded CI machine fits three crossings in a row.
 //
 // The signature is visible from outside: the peer sent a handshake message
 // that this device consumed (RxBytes counts those) and yet no session ever
