@@ -97,11 +97,12 @@ var memberDeny = append(withDomainAPI([]string{
 }), ReleaseSubjects...)
 
 // ReleaseSubjects are the stream subjects of the published update release
-// (mesh/updater's KV bucket and Object Store; its tests check the names):
-// only an admin may publish there. A member who could would install
-// nothing (every box checks the CA's signature and every hash) but could
-// replace the release with junk or an older one and stall a rollout.
-var ReleaseSubjects = []string{"$KV.meshnode-update.>", "$O.meshnode-release.>"}
+// (mesh/updater's KV bucket and Object Store; its tests check the names)
+// and the cue that tells every box to read it: only an admin may publish
+// there. A member who could would install nothing (every box checks the
+// CA's signature and every hash) but could replace the release with junk
+// or an older one and stall a rollout, or make every box read at will.
+var ReleaseSubjects = []string{"$KV.meshnode-update.>", "$O.meshnode-release.>", "meshnode.update.v1.released"}
 
 // memberSubDeny is what an ordinary member may not subscribe to: the
 // system account's subjects, and the JetStream API itself (a subscriber

@@ -576,15 +576,17 @@ func TestWithDomainAPI(t *testing.T) {
 }
 
 // TestMemberCannotWriteRelease: the published update release (the
-// buckets mesh/updater names; its tests check ReleaseSubjects against
-// them) is written by admins only; a member still reads it.
+// buckets and the cue mesh/updater names; its tests check ReleaseSubjects
+// against them) is written by admins only; a member still reads it.
 func TestMemberCannotWriteRelease(t *testing.T) {
 	nodes, admin, alice, _ := permCluster(t, nil)
 	ajs, err := jetstream.New(dial(t, nodes[0], admin, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mjs, err := jetstream.New(dial(t, nodes[0], alice, nil))
+	var aliceErrs asyncErrs
+	mnc := dial(t, nodes[0], alice, &aliceErrs)
+	mjs, err := jetstream.New(mnc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,29 +595,29 @@ func TestMemberCannotWriteRelease(t *testing.T) {
 		t.Cleanup(cancel)
 		return c
 	}
-	akv, err := ajs.CreateKeyValue(ctx(10*time.Second), jetstream.KeyValueConfig{Bucket: "meshnode-update", Replicas: 2})
+	akv, err := ajs.CreateKeyValue(ctx(30*time.Second), jetstream.KeyValueConfig{Bucket: "meshnode-update", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	aobs, err := ajs.CreateObjectStore(ctx(10*time.Second), jetstream.ObjectStoreConfig{Bucket: "meshnode-release", Replicas: 2})
+	aobs, err := ajs.CreateObjectStore(ctx(30*time.Second), jetstream.ObjectStoreConfig{Bucket: "meshnode-release", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := akv.Put(ctx(5*time.Second), "latest", []byte("signed release")); err != nil {
+	if _, err := akv.Put(ctx(15*time.Second), "latest", []byte("signed release")); err != nil {
 		t.Fatalf("admin KV put: %v", err)
 	}
-	if _, err := aobs.PutBytes(ctx(5*time.Second), "2/vmlinuz", []byte("kernel")); err != nil {
+	if _, err := aobs.PutBytes(ctx(15*time.Second), "2/vmlinuz", []byte("kernel")); err != nil {
 		t.Fatalf("admin object put: %v", err)
 	}
 
-	mkv, err := mjs.KeyValue(ctx(5*time.Second), "meshnode-update")
+	mkv, err := mjs.KeyValue(ctx(15*time.Second), "meshnode-update")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mkv.Put(ctx(time.Second), "latest", []byte("junk")); err == nil {
 		t.Error("member overwrote the published release")
 	}
-	mobs, err := mjs.ObjectStore(ctx(5*time.Second), "meshnode-release")
+	mobs, err := mjs.ObjectStore(ctx(15*time.Second), "meshnode-release")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,25 +625,29 @@ func TestMemberCannotWriteRelease(t *testing.T) {
 		t.Error("member replaced a release file")
 	}
 	// Reading is a member's, and the release is the admin's still.
-	e, err := mkv.Get(ctx(5*time.Second), "latest")
+	e, err := mkv.Get(ctx(15*time.Second), "latest")
 	if err != nil || string(e.Value()) != "signed release" {
 		t.Fatalf("member read of the release: %v %q", err, e)
 	}
-	info, err := mobs.GetInfo(ctx(5*time.Second), "2/vmlinuz")
+	info, err := mobs.GetInfo(ctx(15*time.Second), "2/vmlinuz")
 	if err != nil || info.Size != uint64(len("kernel")) {
 		t.Fatalf("member read of the file's info: %v %+v", err, info)
 	}
+	// Nor may a member send the cue that has every box read the release.
+	mnc.Publish("meshnode.update.v1.released", nil)
+	mnc.Flush()
+	waitFor(t, 5*time.Second, "the member's cue refused", func() bool { return aliceErrs.has("meshnode.update.v1.released") })
 	// Any other bucket stays a member's to write.
-	okv, err := ajs.CreateKeyValue(ctx(10*time.Second), jetstream.KeyValueConfig{Bucket: "app", Replicas: 2})
+	okv, err := ajs.CreateKeyValue(ctx(30*time.Second), jetstream.KeyValueConfig{Bucket: "app", Replicas: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = okv
-	other, err := mjs.KeyValue(ctx(5*time.Second), "app")
+	other, err := mjs.KeyValue(ctx(15*time.Second), "app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Put(ctx(5*time.Second), "k", []byte("v")); err != nil {
+	if _, err := other.Put(ctx(15*time.Second), "k", []byte("v")); err != nil {
 		t.Errorf("member put into an application bucket: %v", err)
 	}
 }

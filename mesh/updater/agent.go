@@ -42,11 +42,10 @@ const (
 	// sessionIdle ends a push that stopped sending.
 	sessionIdle = 2 * time.Minute
 	// DefaultPollEvery is how often an agent reads the published release
-	// itself (follow.go): how a leaf box learns of a release, and the
-	// backstop for a core box that missed the release's message (its
-	// connection was down when it went out). A rollout reaches leaf boxes
-	// within about a minute; in exchange 1,000 boxes cost about 17 small
-	// reads a second mesh-wide.
+	// itself (follow.go): the backstop for a box that missed the release's
+	// messages (its connection or leaf link was down when they went out),
+	// so a rollout's stragglers may lag by a minute; in exchange 1,000
+	// boxes cost about 17 small reads a second mesh-wide.
 	DefaultPollEvery = time.Minute
 	// pushWait is how often a published release that arrived during a
 	// push looks again whether the push has ended.
@@ -199,7 +198,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		// between is heard, one put before is read.
 		heard, err := a.listen(nc)
 		if err != nil {
-			return fmt.Errorf("update agent: subscribe %s: %w", latestSubject, err)
+			return fmt.Errorf("update agent: subscribe %w", err)
 		}
 		go a.follow(ctx, nc, heard)
 	}

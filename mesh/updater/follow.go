@@ -3,6 +3,7 @@ package updater
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -19,13 +20,14 @@ import (
 // works. What a member may do is enough:
 //
 //   - every put of LatestKey is also an ordinary NATS message on the key's
-//     subject, so the agent subscribes to it and hears of a release the
-//     moment it is published, as a watch would; on a core box only:
-//     nats-server keeps $KV.> off a leaf connection between JetStream
-//     domains (natsnode/leaf.go), so a leaf box hears nothing there;
-//   - that message is core NATS, at most once: a box whose connection or
-//     leaf link was down when the release went out would never hear of it,
-//     nor would a leaf box at all. So the agent also reads the key (kv.Get, a direct get) when it
+//     subject, and Publish sends a cue on ReleasedSubject after it, so the
+//     agent subscribes to both and hears of a release the moment it is
+//     published, as a watch would (the key's own message reaches core
+//     boxes only: nats-server keeps $KV.> off a leaf connection between
+//     JetStream domains, natsnode/leaf.go; the cue crosses it);
+//   - those messages are core NATS, at most once: a box whose connection
+//     or leaf link was down when the release went out would never hear of
+//     it. So the agent also reads the key (kv.Get, a direct get) when it
 //     starts, when a trial ends blessed (a release passed over during the
 //     trial is looked at again) and every PollEvery, jittered.
 //
@@ -48,11 +50,12 @@ const (
 	hdrMarker      = "Nats-Marker-Reason"
 )
 
-// listen subscribes to latestSubject; each put heard (not a delete or
-// purge marker) is a cue in the channel, several in a row one cue.
+// listen subscribes to latestSubject and ReleasedSubject; each put heard
+// (not a delete or purge marker) and each cue is a cue in the channel,
+// several in a row one cue.
 func (a *Agent) listen(nc *nats.Conn) (<-chan struct{}, error) {
 	heard := make(chan struct{}, 1)
-	_, err := nc.Subscribe(latestSubject, func(m *nats.Msg) {
+	cue := func(m *nats.Msg) {
 		if m.Header.Get(hdrKVOperation) != "" || m.Header.Get(hdrMarker) != "" {
 			return
 		}
@@ -60,8 +63,13 @@ func (a *Agent) listen(nc *nats.Conn) (<-chan struct{}, error) {
 		case heard <- struct{}{}:
 		default: // a cue is pending already
 		}
-	})
-	return heard, err
+	}
+	for _, subj := range []string{latestSubject, ReleasedSubject} {
+		if _, err := nc.Subscribe(subj, cue); err != nil {
+			return nil, fmt.Errorf("%s: %w", subj, err)
+		}
+	}
+	return heard, nil
 }
 
 const (

@@ -187,18 +187,26 @@ func (f writerFunc) Write(b []byte) (int, error) { f(b); return len(b), nil }
 // TestPublishReachesLeafAgent: the agent on a leaf box, connected to its
 // own (leaf, JetStream-less) server without restriction, whose JetStream
 // requests cross a leaf connection that the core gives a member's rights
-// (natsnode's leafPermissions: member publish denies, only $SYS not
-// received), takes a release an admin on the core published.
+// (natsnode.LeafPermissions), hears of a release an admin on the core
+// published by its cue and takes it.
 func TestPublishReachesLeafAgent(t *testing.T) {
 	core, leaf := leafPair(t, natsnode.LeafPermissions(natsnode.RoleMember))
 	esp := freshESP(t)
 	r := newRig(t, core, esp, filepath.Join(t.TempDir(), "u.json"), "a", update.Running{Generation: 1, Release: "v1"}, time.Minute,
 		func(c *Config, n *fakeNode) {
 			n.srv = leaf
-			// The leaf's interest in the key's subject reaches the core
-			// asynchronously; a put before it is found by a read.
-			c.PollEvery = 200 * time.Millisecond
+			// No read but the first, before the publish: the cue must
+			// cross the leaf connection (the key's own message does not).
+			c.PollEvery = time.Hour
 		})
+	// The leaf's interest in the cue reaches the core asynchronously.
+	deadline := time.Now().Add(10 * time.Second)
+	for !core.GlobalAccount().SubscriptionInterest(ReleasedSubject) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's interest in the cue never reached the core")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := Publish(context.Background(), r.admin, bundle(t, 2), Release{Reboot: RebootManual}, 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +273,7 @@ func leafPair(t *testing.T, perms *server.Permissions) (core, leaf *server.Serve
 // into the release under these subjects (TestMemberCannotWriteRelease);
 // a bucket renamed here without natsnode would silently reopen it.
 func TestReleaseSubjectsNameTheBuckets(t *testing.T) {
-	want := []string{"$KV." + KVBucket + ".>", "$O." + ObjectBucket + ".>"}
+	want := []string{"$KV." + KVBucket + ".>", "$O." + ObjectBucket + ".>", ReleasedSubject}
 	if !slices.Equal(natsnode.ReleaseSubjects, want) {
 		t.Fatalf("natsnode.ReleaseSubjects = %q, want %q", natsnode.ReleaseSubjects, want)
 	}

@@ -38,6 +38,12 @@ const (
 	StatusSubject = "meshnode.update.v1.status"
 	// pushPrefix + NAME + ".offer" | ".chunk" | ".commit": a direct push.
 	pushPrefix = "meshnode.update.v1.push."
+	// ReleasedSubject is the cue Publish sends after the KV put: agents
+	// read the key when they hear it. The KV's own message on the key's
+	// subject does not cross a leaf connection (follow.go), this one
+	// does. Only admins may publish it (natsnode.ReleaseSubjects), so no
+	// member can make every box read at will.
+	ReleasedSubject = "meshnode.update.v1.released"
 	// KVBucket holds LatestKey: the published Release.
 	KVBucket  = "meshnode-update"
 	LatestKey = "latest"
@@ -252,6 +258,11 @@ func Publish(ctx context.Context, nc *nats.Conn, b *update.Bundle, rel Release, 
 	}
 	if _, err := kv.Put(ctx, LatestKey, data); err != nil {
 		return fmt.Errorf("key-value bucket %s: %s: %w", KVBucket, LatestKey, err)
+	}
+	// The release is out; a lost cue only means boxes find it at their
+	// next read (every minute).
+	if err := nc.Publish(ReleasedSubject, nil); err == nil {
+		_ = nc.FlushWithContext(ctx)
 	}
 	prune(ctx, obs, m.Generation)
 	return nil
