@@ -73,12 +73,13 @@ func (l *lineWriter) printf(format string, args ...any) {
 }
 
 // faultsConnect connects with the member's credentials and natsclient's
-// options; the handlers only report (conn/disc lines), they change nothing.
-func faultsConnect(ctx context.Context, out *lineWriter) (*nats.Conn, error) {
+// options, and opens JetStream on the connection; the handlers only report
+// (conn/disc lines), they change nothing.
+func faultsConnect(ctx context.Context, out *lineWriter) (*nats.Conn, jetstream.JetStream, error) {
 	url := os.Getenv("NATS_URL")
 	nk, err := nats.NkeyOptionFromSeed(os.Getenv("NATS_NKEY"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	opts := append([]nats.Option{nk, nats.RootCAs(os.Getenv("NATS_CA")), nats.Name("faults-" + os.Getenv(faultsModeEnv))},
 		natsclient.Options()...)
@@ -92,12 +93,17 @@ func faultsConnect(ctx context.Context, out *lineWriter) (*nats.Conn, error) {
 	for {
 		nc, err := nats.Connect(url, opts...)
 		if err == nil {
-			return nc, nil
+			js, err := jetstream.New(nc)
+			if err != nil {
+				nc.Close()
+				return nil, nil, err
+			}
+			return nc, js, nil
 		}
 		out.printf("connfail %d %s", time.Now().UnixNano(), oneLine(err))
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect %s: %w", url, err)
+			return nil, nil, fmt.Errorf("connect %s: %w", url, err)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
@@ -115,15 +121,11 @@ func oneLine(err error) string {
 // per ack: "ack SEQ UNIXNANO STREAMSEQ DUP". The publish in flight when
 // the signal comes is not acked and not reported.
 func faultsPublish(ctx context.Context, out *lineWriter) error {
-	nc, err := faultsConnect(ctx, out)
+	nc, js, err := faultsConnect(ctx, out)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	subject, prefix := os.Getenv(faultsSubjectEnv), os.Getenv(faultsPrefixEnv)
 	period := time.Second / faultsRate
 	next := time.Now()
@@ -172,15 +174,11 @@ func faultsPublish(ctx context.Context, out *lineWriter) error {
 // stream order, one line per message: "msg STREAMSEQ MSGID"; then
 // "end COUNT FIRSTSEQ LASTSEQ".
 func faultsRead(ctx context.Context, out *lineWriter) error {
-	nc, err := faultsConnect(ctx, out)
+	nc, js, err := faultsConnect(ctx, out)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	name := os.Getenv(faultsStreamEnv)
 	var info *jetstream.StreamInfo
 	for {
