@@ -101,9 +101,9 @@ func (a *Agent) follow(ctx context.Context, nc *nats.Conn, heard <-chan struct{}
 		case <-ctx.Done():
 			return
 		case <-heard:
-			for i := 0; i < heardReads && ctx.Err() == nil; i++ {
-				if i > 0 {
-					time.Sleep(heardGap)
+			for i := 0; i < heardReads; i++ {
+				if i > 0 && sleepCtx(ctx, heardGap) != nil {
+					return
 				}
 				if e = a.readLatest(ctx, js, &kv); e != nil && e.Revision() != seen {
 					break
@@ -155,4 +155,16 @@ func (a *Agent) readLatest(ctx context.Context, js jetstream.JetStream, kv *jets
 // together; the mean stays d.
 func jittered(d time.Duration, u float64) time.Duration {
 	return d/2 + time.Duration(u*float64(d))
+}
+
+// sleepCtx waits d, or less if ctx ends first (then its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
